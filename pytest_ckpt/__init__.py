@@ -1,0 +1,57 @@
+"""pytest-ckpt: what training saves is provably what inference loads.
+
+>>> import pytest_ckpt as pc
+>>> pc.assert_same(model, "checkpoints/last.pt")          # doctest: +SKIP
+
+The package imports torch lazily, on first use of a public name, so that
+``pytest_ckpt.plugin`` (loaded by pytest in every project) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "schema": "pytest_ckpt.api",
+    "load_state_dict": "pytest_ckpt.api",
+    "diff": "pytest_ckpt.api",
+    "assert_same": "pytest_ckpt.api",
+    "load_into": "pytest_ckpt.api",
+    "save": "pytest_ckpt.api",
+    "verify": "pytest_ckpt.api",
+    "LoadReport": "pytest_ckpt.api",
+    "Schema": "pytest_ckpt.checkpoint.schema",
+    "TensorSpec": "pytest_ckpt.checkpoint.schema",
+    "CheckpointDiff": "pytest_ckpt.compare.diff",
+    "Note": "pytest_ckpt.compare.diff",
+    "CheckpointError": "pytest_ckpt.errors",
+    "CheckpointMismatch": "pytest_ckpt.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["strategies"]
+
+
+def __getattr__(name: str):
+    if name == "strategies":
+        return importlib.import_module("pytest_ckpt.strategies")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_ckpt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import (LoadReport, assert_same, diff, load_into, load_state_dict,
+                      save, schema, verify)
+    from .checkpoint.schema import Schema, TensorSpec
+    from .compare.diff import CheckpointDiff, Note
+    from .errors import CheckpointError, CheckpointMismatch

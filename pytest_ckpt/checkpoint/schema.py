@@ -1,0 +1,101 @@
+"""What a checkpoint holds, without its values: canonical names to shapes and dtypes."""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping, NamedTuple
+
+import torch
+
+
+class TensorSpec(NamedTuple):
+    """Shape and dtype of one tensor.
+
+    >>> TensorSpec((2, 3), torch.float32)
+    TensorSpec(shape=(2, 3), dtype=torch.float32)
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> "TensorSpec":
+        return cls(tuple(tensor.shape), tensor.dtype)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+class Schema(Mapping[str, TensorSpec]):
+    """A read-only mapping of canonical name -> :class:`TensorSpec`.
+
+    ``located_at``: where inside the file the state dict was found (``()`` at
+    top level). ``stripped``: wrapper prefixes removed, outermost first.
+
+    >>> s = Schema({"w": TensorSpec((2,), torch.float32)})
+    >>> s["w"].shape, s.located_at, s.stripped
+    ((2,), (), ())
+    """
+
+    __slots__ = ("_specs", "located_at", "stripped")
+
+    def __init__(
+        self,
+        specs: Mapping[str, TensorSpec],
+        *,
+        located_at: tuple[str | int, ...] = (),
+        stripped: tuple[str, ...] = (),
+    ) -> None:
+        self._specs = dict(specs)
+        self.located_at = tuple(located_at)
+        self.stripped = tuple(stripped)
+
+    @classmethod
+    def of(cls, tensors: Mapping[str, torch.Tensor], **kw) -> "Schema":
+        return cls({k: TensorSpec.of(v) for k, v in tensors.items()}, **kw)
+
+    def __getitem__(self, name: str) -> TensorSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __repr__(self) -> str:
+        return (
+            f"Schema({len(self)} tensors, located_at={self.located_at!r}, "
+            f"stripped={self.stripped!r})"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self._specs.values())
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{name: {"shape": [...], "dtype": "float32"}}``, sorted."""
+        return {
+            name: {"shape": list(spec.shape), "dtype": dtype_name(spec.dtype)}
+            for name, spec in sorted(self._specs.items())
+        }
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """``"float32"`` -> ``torch.float32``; raises ``ValueError`` on an unknown name."""
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype

@@ -1,0 +1,56 @@
+"""One side of a comparison: a source resolved to canonical names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from ..compare.diff import Note
+from .schema import Schema
+
+
+@dataclass
+class View:
+    """A source located and canonicalized, ready to compare.
+
+    ``tensors`` maps canonical names to tensors; they are meta tensors when
+    only the schema was read (``has_values`` False). ``ties`` are groups of
+    canonical names sharing storage, or ``None`` when the format cannot express
+    sharing. ``config`` is the config known for this side (stored by
+    ``pc.save``, or a model's ``.config``) as a plain dict.
+    """
+
+    label: str
+    schema: Schema
+    tensors: Mapping[str, torch.Tensor]
+    has_values: bool = False
+    ties: list[tuple[str, ...]] | None = None
+    config: dict[str, Any] | None = None
+    notes: list[Note] = field(default_factory=list)
+    format: str = "state-dict"
+    #: metadata written by pc.save (schema, config hash, ...), when present
+    stored: dict[str, Any] | None = None
+    #: the live module, when the source is one
+    module: torch.nn.Module | None = None
+    #: canonical name -> name in the source (before stripping), for loading back
+    source_names: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":
+        """A view of a plain canonical ``{name: tensor}`` mapping (handy in tests)."""
+        tensors = dict(tensors)
+        has_values = kw.pop("has_values", not any(t.is_meta for t in tensors.values()))
+        return cls(label=label, schema=Schema.of(tensors), tensors=tensors,
+                   has_values=has_values, **kw)
+
+    def info(self) -> dict:
+        return {
+            "label": self.label,
+            "format": self.format,
+            "tensors": len(self.schema),
+            "located_at": list(self.schema.located_at),
+            "stripped": list(self.schema.stripped),
+            "config": self.config,
+        }

@@ -1,0 +1,1 @@
+"""Diff and diagnosis: pure functions of two views."""

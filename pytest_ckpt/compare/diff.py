@@ -1,0 +1,99 @@
+"""The result of comparing two sources: data only, rendered by ``report``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NOTE_KINDS = (
+    "prefix",
+    "nested",
+    "layer-count",
+    "incomplete",
+    "config",
+    "shape",
+    "dtype",
+    "values",
+    "tied",
+    "unsafe",
+    "missing",
+    "unexpected",
+    "renamed",
+)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One cause, in one line, with its fix.
+
+    ``kind`` is one of :data:`NOTE_KINDS`; ``text`` says what was found,
+    ``fix`` what to do (empty for notes that only say what was normalized);
+    ``names`` are the canonical names the note covers (for ``to_dict``).
+    """
+
+    kind: str
+    text: str
+    fix: str = ""
+    names: tuple[str, ...] = ()
+    #: True for notes that explain a normalization (prefix, nested) rather than a problem
+    info: bool = False
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "fix": self.fix,
+                "names": list(self.names), "info": self.info}
+
+
+@dataclass
+class CheckpointDiff:
+    """Differences between *expected* (what the code builds) and *actual* (what is on disk).
+
+    ``shape``/``dtype``/``config`` map a name to ``(expected, actual)``;
+    ``values`` maps a name to the max absolute difference; ``ties`` lists the
+    tie groups of expected that actual breaks.
+
+    >>> d = CheckpointDiff(expected="model", actual="ckpt.pt")
+    >>> d.ok
+    True
+    """
+
+    expected: str = "expected"
+    actual: str = "actual"
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    dtype: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    ties: list[tuple[str, ...]] = field(default_factory=list)
+    #: config field -> (expected, actual); a difference only when the comparison is config-strict
+    config: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    config_strict: bool = False
+    notes: list["Note"] = field(default_factory=list)
+    #: per side: located_at, stripped, format, tensor count, config (for to_dict/report)
+    expected_info: dict = field(default_factory=dict)
+    actual_info: dict = field(default_factory=dict)
+    values_compared: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing or self.unexpected or self.shape or self.dtype
+            or self.values or self.ties or (self.config_strict and self.config)
+        )
+
+    def __bool__(self) -> bool:  # a diff is "truthy" when there is a difference
+        return not self.ok
+
+    def to_dict(self) -> dict:
+        from ..report import diff_to_dict
+
+        return diff_to_dict(self)
+
+    def __str__(self) -> str:
+        from ..report import render
+
+        return render(self)
+
+    def report(self, *, verbose: bool = False) -> str:
+        from ..report import render
+
+        return render(self, verbose=verbose)

@@ -1,0 +1,1 @@
+"""Read and write each file kind: torch (zip and legacy), safetensors, sharded directories, DCP."""
