@@ -1,0 +1,207 @@
+"""torch.distributed.checkpoint (DCP) directories: a pickled ``.metadata`` plus ``*.distcp`` storage files."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import io
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from . import pickle_scan
+
+METADATA = ".metadata"
+_SAFE_EXTRA = frozenset({
+    "torch.Size", "torch.serialization._get_layout", "collections.OrderedDict",
+    "pathlib.PosixPath", "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath",
+    "builtins.set", "builtins.frozenset",
+})
+
+
+def _resolve(full: str) -> Any:
+    module, _, name = full.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _allowed(full: str) -> bool:
+    """Metadata may name DCP's own dataclasses and enums, torch dtypes/layouts/formats and a few plain types."""
+    if full in _SAFE_EXTRA:
+        return True
+    module, _, name = full.rpartition(".")
+    try:
+        if module == "torch":
+            return isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))
+        if module.startswith("torch.distributed.checkpoint."):
+            obj = _resolve(full)
+            return isinstance(obj, type) and (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum))
+    except Exception:  # a name that does not import is not allowed
+        return False
+    return False
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    # Second line of defence after the opcode scan: only allowlisted names resolve.
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if not _allowed(full):
+            raise pickle.UnpicklingError(f"global {full} is not allowed in DCP metadata")
+        return super().find_class(module, name)
+
+
+def read_metadata(path: Path):
+    """The DCP ``Metadata``, unpickled with an allowlist (``FileSystemReader.read_metadata`` trusts the pickle)."""
+    file = path / METADATA
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise CheckpointError(file, "unreadable", e.strerror or str(e)) from None
+    if not data:
+        raise CheckpointError(file, "truncated", "the DCP .metadata file is empty (an interrupted save?)")
+    try:
+        names = pickle_scan.requested_globals(data)
+    except Exception as e:  # a damaged stream
+        kind = "truncated" if "EOF" in str(e) or "not enough data" in str(e) else "corrupted"
+        raise CheckpointError(file, kind, f"the DCP metadata pickle is damaged ({type(e).__name__}: {e})") from None
+    pickle_scan.check_globals(file, names, _allowed, "the DCP metadata")
+    try:
+        md = _MetadataUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # decoded into nonsense
+        raise CheckpointError(file, "corrupted", f"the DCP metadata cannot be decoded ({type(e).__name__}: {e})") from None
+    if not hasattr(md, "state_dict_metadata"):
+        raise CheckpointError(file, "corrupted", f"the DCP metadata holds a {type(md).__name__}, not Metadata")
+    return md
+
+
+def storage_files(path: Path, md) -> dict[str, int]:
+    """Each storage file the metadata names -> the bytes it must hold at least."""
+    need: dict[str, int] = {}
+    try:
+        for info in (md.storage_data or {}).values():
+            end = info.offset + info.length
+            if end > need.get(info.relative_path, -1):
+                need[info.relative_path] = end
+    except (AttributeError, TypeError, ValueError) as e:  # fields lost to damage
+        raise _damaged(path, e) from None
+    return need
+
+
+def _damaged(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(path / METADATA, "corrupted", f"the DCP metadata is damaged ({type(e).__name__}: {e})")
+
+
+def check_files(path: Path, md) -> list[Path]:
+    """Every storage file present and long enough; ``incomplete`` otherwise. Returns the files."""
+    files = []
+    for rel, end in storage_files(path, md).items():
+        file = path / rel
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise CheckpointError(file, "incomplete", f"storage file {rel} named by {METADATA} is absent (an interrupted save or copy?)") from None
+        except OSError as e:
+            raise CheckpointError(file, "unreadable", e.strerror or str(e)) from None
+        if size < end:
+            raise CheckpointError(file, "incomplete", f"storage file {rel} is {size} bytes but {METADATA} needs {end} (an interrupted save?)")
+        files.append(file)
+    return files
+
+
+def read(path: Path, *, meta: bool, weights_only: bool = True) -> tuple[Any, list[Path]]:
+    """``(tree, files)``; the nested tree is rebuilt from ``planner_data``. Non-tensor entries are None when ``meta``."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    md = read_metadata(path)
+    files = check_files(path, md)
+    flat: dict[str, Any] = {}
+    try:
+        for fqn, item in md.state_dict_metadata.items():
+            if isinstance(item, TensorStorageMetadata):
+                flat[fqn] = torch.empty(tuple(item.size), dtype=item.properties.dtype, device="meta" if meta else "cpu")
+            else:
+                flat[fqn] = None
+        planner_data = getattr(md, "planner_data", None) or {}
+        if not meta and flat:
+            _load_values(path, md, flat, weights_only)
+        return _nest(flat, planner_data), files
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:  # fields lost to damage
+        raise _damaged(path, e) from None
+
+
+def verify(path: Path) -> None:
+    """Metadata readable; every referenced storage file present and long enough."""
+    check_files(path, read_metadata(path))
+
+
+def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import CheckpointException, FileSystemReader
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+    loaded: dict[str, Any] = {}  # dcp.load copies its dicts: collect non-tensor values on the side
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):  # reuse the allowlisted unpickle
+            return md
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):  # DCP's own default is weights_only=False
+            fqn = read_item.dest_index.fqn
+            try:
+                loaded[fqn] = torch.load(value, weights_only=weights_only)
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(path, "unsafe", f"non-tensor entry {fqn!r}: weights-only loading refused it ({str(e).splitlines()[0]})") from None
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcp.load(flat, storage_reader=Reader(path), planner=Planner(flatten_state_dict=False), no_dist=True)
+        flat.update(loaded)
+    except CheckpointError:
+        raise
+    except CheckpointException as e:  # a BaseException wrapping each rank's (exception, traceback)
+        inner = [exc for exc, _ in e.failures.values()]
+        for exc in inner:
+            if isinstance(exc, CheckpointError):
+                raise exc from None
+        raise _storage_error(path, inner[0] if inner else e) from None
+    except Exception as e:  # damaged storage bytes
+        raise _storage_error(path, e) from None
+
+
+def _storage_error(path: Path, e: BaseException) -> CheckpointError:
+    text = str(e).strip().splitlines()
+    return CheckpointError(path, "corrupted", f"DCP storage could not be read ({type(e).__name__}: {text[0] if text else ''})")
+
+
+def _nest(flat: dict[str, Any], planner_data: dict[str, tuple]) -> Any:
+    root: dict = {}
+    for fqn, value in flat.items():
+        keys = planner_data.get(fqn) or (fqn,)
+        node: Any = root
+        for key, nxt in zip(keys[:-1], keys[1:]):
+            node = _child(node, key, [] if isinstance(nxt, int) else {})
+        _put(node, keys[-1], value)
+    return root
+
+
+def _child(node: Any, key: Any, empty: Any) -> Any:
+    if isinstance(node, list):
+        while len(node) <= key:
+            node.append(None)
+        if node[key] is None:
+            node[key] = empty
+        return node[key]
+    return node.setdefault(key, empty)
+
+
+def _put(node: Any, key: Any, value: Any) -> None:
+    if isinstance(node, list):
+        while len(node) <= key:
+            node.append(None)
+    node[key] = value

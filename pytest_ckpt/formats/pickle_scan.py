@@ -1,0 +1,111 @@
+"""Which globals a pickle asks for, found by reading its opcodes: nothing is run."""
+
+from __future__ import annotations
+
+import io
+import pickletools
+from typing import Callable, Iterable
+
+from ..errors import CheckpointError
+
+# Opcodes that push a string: candidates for STACK_GLOBAL's module and name.
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+     "BINSTRING", "SHORT_BINSTRING"}
+)
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+# Opcodes that push nothing: they must not disturb the stack model below.
+_NO_PUSH = frozenset({"PROTO", "FRAME", "STOP", "POP", "POP_MARK", "MARK"}) | _PUT_OPS
+
+
+def requested_globals(data: bytes | io.IOBase) -> list[str]:
+    """The globals (``module.name``) a pickle asks for, in order, without unpickling.
+
+    Reads GLOBAL, INST and STACK_GLOBAL (resolving memoized strings). One pickle
+    only: it stops at STOP. Raises ``ValueError`` on a malformed stream.
+
+    >>> import pickle, os
+    >>> requested_globals(pickle.dumps(os.path.join, protocol=2))
+    ['posixpath.join']
+    """
+    found: list[str] = []
+    memo: dict = {}
+    stack: list = []  # a coarse model of the stack: strings, else None
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        if name in _STRING_OPS:
+            stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+        elif name in _PUT_OPS:
+            memo[arg] = stack[-1] if stack else None
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1] if stack else None
+        elif name in _GET_OPS:
+            stack.append(memo.get(arg))
+        elif name in ("GLOBAL", "INST"):
+            module, _, qual = arg.partition(" ")
+            found.append(_display(module, qual))
+            stack.append(None)
+        elif name == "STACK_GLOBAL":
+            module, qual = (stack[-2], stack[-1]) if len(stack) >= 2 else (None, None)
+            del stack[-2:]
+            if isinstance(module, str) and isinstance(qual, str):
+                found.append(_display(module, qual))
+            else:  # an obfuscated STACK_GLOBAL: refuse rather than guess
+                found.append("<unresolved STACK_GLOBAL>")
+            stack.append(None)
+        elif name not in _NO_PUSH:
+            stack.append(None)
+        if len(stack) > 64:  # only the top two matter; keep the model small
+            del stack[:-8]
+    return found
+
+
+def _display(module: str, qual: str) -> str:
+    # os.system pickles as posix.system (nt.system on Windows): say what the user wrote.
+    if module in ("posix", "nt"):
+        module = "os"
+    return f"{module}.{qual}"
+
+
+def torch_allowed() -> Callable[[str], bool]:
+    """A predicate: is this global in torch's weights-only allowlist (plus user additions)?"""
+    from torch import _weights_only_unpickler as wo
+
+    allowed = set(wo._get_allowed_globals())
+    user = getattr(wo, "_get_user_allowed_globals", None)
+    if user is not None:
+        allowed |= set(user())
+    return allowed.__contains__
+
+
+def check_globals(path, names: Iterable[str], allowed: Callable[[str], bool], what: str) -> None:
+    """Raise ``CheckpointError(kind="unsafe")`` naming every global ``allowed`` rejects."""
+    bad = list(dict.fromkeys(n for n in names if not allowed(n)))
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise CheckpointError(
+            path,
+            "unsafe",
+            f"{what} asks for {shown}, which weights-only loading does not allow; "
+            "nothing was run. Load it with weights_only=False only if you trust its origin",
+            globals=bad,
+        )
+
+
+def scan(path, data: bytes | io.IOBase, what: str = "the pickle") -> list[str]:
+    """Refuse (``unsafe``) a pickle asking for globals outside torch's weights-only allowlist.
+
+    Returns the globals found. A stream too damaged to scan raises ``corrupted``.
+    """
+    try:
+        names = requested_globals(data)
+    except Exception as e:  # any decoding failure of a damaged stream
+        raise CheckpointError(path, "corrupted", f"{what} is damaged ({_short(e)})") from None
+    check_globals(path, names, torch_allowed(), what)
+    return names
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__

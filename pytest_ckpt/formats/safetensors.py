@@ -1,0 +1,234 @@
+"""safetensors files: the header parsed by hand (one read), values sliced from one private memory map."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from . import stored as stored_mod
+
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_FIRST_READ = 1 << 16  # most headers fit: one read
+
+DTYPES: dict[str, torch.dtype] = {
+    code: getattr(torch, name)
+    for code, name in {
+        "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32",
+        "I64": "int64", "F16": "float16", "BF16": "bfloat16", "F32": "float32",
+        "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+        "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+        "F8_E8M0": "float8_e8m0fnu", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+        "C64": "complex64",
+    }.items()
+    if isinstance(getattr(torch, name, None), torch.dtype)
+}
+CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
+
+
+class Header:
+    """A parsed safetensors header: entries ``(name, dtype, shape, begin, end)`` in header order."""
+
+    __slots__ = ("entries", "metadata", "data_start", "file_size")
+
+    def __init__(self, entries, metadata, data_start, file_size):
+        self.entries: list[tuple[str, torch.dtype, list[int], int, int]] = entries
+        self.metadata: dict[str, str] = metadata
+        self.data_start: int = data_start
+        self.file_size: int = file_size
+
+    @property
+    def data_size(self) -> int:
+        return self.file_size - self.data_start
+
+
+def read_header(path: Path) -> Header:
+    """Parse and check a header: dtypes known, byte ranges match shapes and lie inside the file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_FIRST_READ)
+            if len(head) < 8:
+                raise CheckpointError(path, "truncated", f"the file is {size} bytes: shorter than a safetensors header length")
+            (n,) = struct.unpack("<Q", head[:8])
+            if n > _MAX_HEADER:
+                raise CheckpointError(path, "corrupted", f"the header length field says {n} bytes: not a plausible safetensors header")
+            if 8 + n > size:
+                raise CheckpointError(path, "truncated", f"the header claims {n} bytes but the file has {size - 8} after the length field (an interrupted save?)")
+            raw = head[8:8 + n]
+            if len(raw) < n:
+                raw += f.read(n - len(raw))
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(path, "corrupted", f"the safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "corrupted", "the safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(path, "corrupted", "the safetensors __metadata__ is not a JSON object")
+    data_size = size - 8 - n
+    entries = []
+    end_max = 0
+    for name, info in header.items():
+        try:
+            dtype = DTYPES[info["dtype"]]
+            shape = info["shape"]
+            begin, end = info["data_offsets"]
+            # min() and prod() in C: cheaper than a per-dimension Python check; float dims fail below.
+            ok = (0 <= begin <= end and end - begin == math.prod(shape) * dtype.itemsize
+                  and (not shape or min(shape) >= 0) and type(end) is int)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(path, "corrupted", f"the header entry for {name!r} is malformed ({type(e).__name__}: {e})") from None
+        if not ok:
+            raise CheckpointError(path, "corrupted", f"the header entry for {name!r} has byte range [{begin}, {end}) that does not fit shape {shape} of {info['dtype']}")
+        if end > end_max:
+            end_max = end
+        entries.append((name, dtype, shape, begin, end))
+    if end_max > data_size:
+        raise CheckpointError(
+            path, "truncated",
+            f"the safetensors header claims {end_max} bytes of data but the file has {data_size} (an interrupted save?)",
+        )
+    return Header(entries, metadata, 8 + n, size)
+
+
+def read(path: Path, *, meta: bool, header: Header | None = None) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """``(tensors, stored)``; ``meta=True`` reads only the header. Aliases recorded by ``write`` are re-created."""
+    header = header or read_header(path)
+    stored = None
+    if stored_mod.META_KEY in header.metadata:
+        stored = stored_mod.decode(header.metadata[stored_mod.META_KEY], path)
+    ties = _ties(stored)
+    try:
+        if meta:
+            tensors = {name: torch.empty(shape, dtype=dtype, device="meta") for name, dtype, shape, _, _ in header.entries}
+            if ties:  # tied names get a storage with a file offset, so the tie is visible without data
+                _meta_with_offsets(tensors, [g[0] for g in ties], header)
+        else:
+            tensors = _values(path, header)
+    except (TypeError, ValueError) as e:  # a shape of non-integers that passed the size check
+        raise CheckpointError(path, "corrupted", f"a header shape is malformed ({e})") from None
+    for group in ties:
+        first = tensors.get(group[0])
+        if first is None:
+            raise CheckpointError(path, "corrupted", f"the stored tie group {group} names {group[0]!r}, which is not in the file")
+        for alias in group[1:]:
+            tensors[alias] = first
+    return tensors, stored
+
+
+def _values(path: Path, header: Header) -> dict[str, torch.Tensor]:
+    try:
+        # MAP_PRIVATE: the pages are the file's until written; nothing is copied up front.
+        storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=header.file_size)
+    except RuntimeError as e:
+        raise CheckpointError(path, "unreadable", f"cannot memory-map the file ({str(e).splitlines()[0]})") from None
+    buf = torch.empty(0, dtype=torch.uint8).set_(storage)
+    start = header.data_start
+    out = {}
+    for name, dtype, shape, begin, end in header.entries:
+        piece = buf[start + begin:start + end]
+        if (start + begin) % dtype.itemsize:  # a view needs alignment: copy this one
+            piece = piece.clone()
+        out[name] = piece.view(dtype).reshape(shape)
+    return out
+
+
+def _meta_with_offsets(tensors: dict, names: list[str], header: Header) -> None:
+    wanted = set(names)
+    for name, dtype, shape, begin, end in header.entries:
+        if name in wanted:
+            ms = torch.UntypedStorage(end - begin, device="meta")
+            ms._checkpoint_offset = header.data_start + begin
+            tensors[name] = torch.empty(0, dtype=dtype, device="meta").set_(ms, 0, shape)
+
+
+def _ties(stored: dict | None) -> list[list[str]]:
+    ties = (stored or {}).get("ties") or []
+    return [list(g) for g in ties if isinstance(g, (list, tuple)) and len(g) > 1 and all(isinstance(n, str) for n in g)]
+
+
+def write(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties: list[list[str]]) -> None:
+    """Write each storage once (aliases live in ``stored["ties"]``) with a CRC32 of the data region."""
+    aliases = {name for group in ties for name in group[1:]}
+    kept = []
+    for name, t in tensors.items():
+        if name in aliases:
+            continue
+        if t.dtype not in CODES:
+            raise TypeError(f"{name}: safetensors cannot store dtype {t.dtype}")
+        kept.append((name, t.detach().to("cpu").contiguous()))
+    # Wider dtypes first, so every tensor starts aligned for its dtype.
+    layout = sorted(kept, key=lambda nt: (-nt[1].element_size(), nt[0]))
+    offsets, pos = {}, 0
+    for name, t in layout:
+        nbytes = t.numel() * t.element_size()
+        offsets[name] = (pos, pos + nbytes)
+        pos += nbytes
+    crc = 0
+    for _, t in layout:
+        crc = zlib.crc32(_bytes(t), crc)
+    metadata = {stored_mod.META_KEY: stored_mod.encode(stored), stored_mod.CRC_KEY: f"{crc:08x}"}
+    header: dict[str, Any] = {"__metadata__": metadata}
+    for name, t in kept:  # header keeps the caller's order; offsets follow the layout
+        header[name] = {"dtype": CODES[t.dtype], "shape": list(t.shape), "data_offsets": list(offsets[name])}
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for _, t in layout:
+            f.write(_bytes(t))
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    # A view of the tensor's bytes, no copy (the tensor is contiguous and on CPU).
+    n = t.numel() * t.element_size()
+    if n == 0:
+        return memoryview(b"")
+    return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
+
+
+def verify(path: Path) -> Header:
+    """Header valid, ranges contiguous from 0, exact file size, data CRC (if stored), stored schema."""
+    header = read_header(path)
+    spans = sorted((b, e, name) for name, _, _, b, e in header.entries)
+    pos = 0
+    for begin, end, name in spans:
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
+            raise CheckpointError(path, "corrupted", f"the byte range of {name!r} {what}")
+        pos = end
+    if pos != header.data_size:
+        raise CheckpointError(path, "corrupted", f"the header accounts for {pos} bytes of data but the file has {header.data_size}: trailing bytes")
+    want = header.metadata.get(stored_mod.CRC_KEY)
+    if want is not None:
+        got = _crc(path, header.data_start)
+        if f"{got:08x}" != want:
+            raise CheckpointError(path, "corrupted", f"the data CRC32 is {got:08x} but {want} was stored: the tensor bytes changed after saving")
+    tensors, stored = read(path, meta=True, header=header)
+    stored_mod.check(path, stored, tensors)
+    return header
+
+
+def _crc(path: Path, start: int) -> int:
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            while chunk := f.read(1 << 24):
+                crc = zlib.crc32(chunk, crc)
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    return crc

@@ -1,0 +1,97 @@
+"""A pickle that would run code is refused, named, and never run."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from pytest_ckpt import formats
+from pytest_ckpt.errors import CheckpointError
+from pytest_ckpt.formats.pickle_scan import requested_globals
+
+
+class Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("meta", [True, False])
+def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, legacy, meta):
+    pwned = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "x": Payload(pwned)}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError) as info:
+        formats.read(path, meta=meta)
+    err = info.value
+    assert err.kind == "unsafe"
+    assert "os.system" in err.globals
+    assert "os.system" in str(err) and "evil.pt" in str(err)
+    assert not pwned.exists()
+    with pytest.raises(CheckpointError) as info:
+        formats.verify(path)
+    assert info.value.kind == "unsafe" and not pwned.exists()
+
+
+def test_any_global_outside_the_allowlist_is_unsafe(tmp_path):
+    path = tmp_path / "odd.pt"
+    torch.save({"w": torch.ones(2), "cls": pickle.Pickler}, path)
+    with pytest.raises(CheckpointError) as info:
+        formats.read(path, meta=True)
+    assert info.value.kind == "unsafe" and "pickle.Pickler" in str(info.value)
+
+
+def test_bare_pickle_with_payload_is_unsafe(tmp_path):
+    pwned = tmp_path / "pwned"
+    path = tmp_path / "bare.pkl"
+    path.write_bytes(pickle.dumps(Payload(pwned), protocol=4))
+    with pytest.raises(CheckpointError) as info:
+        formats.read(path, meta=True)
+    assert info.value.kind == "unsafe" and "os.system" in str(info.value) and not pwned.exists()
+
+
+def test_bare_pickle_without_payload_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError) as info:
+        formats.read(path, meta=True)
+    assert info.value.kind == "not-a-checkpoint" and "plain.pkl" in str(info.value)
+
+
+def test_stack_global_with_memoized_strings_is_resolved():
+    data = pickle.dumps(Payload("/nonexistent/x"), protocol=4)
+    assert requested_globals(data) == ["os.system"]
+    data = pickle.dumps([os.path.join, os.path.split], protocol=4)  # module string memoized, then BINGET
+    assert b"\x94" in data and requested_globals(data) == ["posixpath.join", "posixpath.split"]
+
+
+def test_explicit_opt_in_loads_untrusted(tmp_path):
+    path = tmp_path / "trusted.pt"
+    torch.save({"w": torch.ones(2), "cls": pickle.Pickler}, path)
+    c = formats.read(path, meta=False, weights_only=False)
+    assert c.tree["cls"] is pickle.Pickler
+
+
+def test_dcp_metadata_with_payload_is_refused(tmp_path, dcp_dir):
+    pwned = tmp_path / "pwned"
+    (dcp_dir / ".metadata").write_bytes(pickle.dumps(Payload(pwned)))
+    for call in (lambda: formats.read(dcp_dir, meta=True), lambda: formats.verify(dcp_dir)):
+        with pytest.raises(CheckpointError) as info:
+            call()
+        assert info.value.kind == "unsafe" and "os.system" in str(info.value) and ".metadata" in str(info.value)
+    assert not pwned.exists()
+
+
+def test_dcp_bytes_entry_with_payload_is_refused(tmp_path, make_dcp):
+    pwned = tmp_path / "pwned"
+    path = make_dcp(tmp_path / "d", {"w": torch.ones(2), "evil": Payload(pwned)})
+    assert formats.read(path, meta=True).tree["evil"] is None  # meta never unpickles entries
+    with pytest.raises(CheckpointError) as info:
+        formats.read(path, meta=False)
+    assert info.value.kind == "unsafe" and not pwned.exists()
