@@ -72,6 +72,9 @@ class CheckpointDiff:
     expected_info: dict = field(default_factory=dict)
     actual_info: dict = field(default_factory=dict)
     values_compared: bool = False
+    #: tolerances the values were compared with (0, 0: exactly)
+    atol: float = 0.0
+    rtol: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,154 @@
+"""Model configs as plain dicts: convert, compare field by field, find the layer-count field."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["ABSENT", "LAYER_FIELDS", "VOLATILE_FIELDS", "config_to_dict", "flatten",
+           "config_fields_diff", "layer_field", "int_fields_equal"]
+
+#: names of the layer-count field, in the order they are looked for
+LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "depth")
+
+#: fields that change with the environment, not the model: never a difference
+VOLATILE_FIELDS = frozenset({"transformers_version", "_name_or_path", "_commit_hash",
+                             "_attn_implementation_autoset"})
+
+
+class _Absent:
+    """The value of a field one config does not have."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT = _Absent()
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any] | None:
+    """A config (dataclass, mapping, or object with ``to_dict()``) as a JSON-safe dict.
+
+    ``torch.dtype`` -> ``"float32"``, tuples -> lists, unknown values -> ``str``.
+
+    >>> config_to_dict({"n_layer": 2, "dtype": torch.bfloat16, "dims": (4, 8)})
+    {'n_layer': 2, 'dtype': 'bfloat16', 'dims': [4, 8]}
+    """
+    if cfg is None:
+        return None
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        raw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    elif isinstance(cfg, Mapping):
+        raw = dict(cfg)
+    elif callable(getattr(cfg, "to_dict", None)):
+        raw = cfg.to_dict()
+    elif hasattr(cfg, "__dict__"):
+        raw = {k: v for k, v in vars(cfg).items() if not k.startswith("__")}
+    else:
+        raise TypeError(f"cannot read a config from {type(cfg).__name__}: "
+                        "pass a dataclass, a dict, or an object with to_dict()")
+    return {str(k): _json_safe(v) for k, v in raw.items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, enum.Enum):
+        return _json_safe(value.value)
+    if isinstance(value, Mapping) or (dataclasses.is_dataclass(value)
+                                      and not isinstance(value, type)):
+        return config_to_dict(value)
+    if callable(getattr(value, "to_dict", None)):
+        return config_to_dict(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_json_safe(v) for v in items]
+    return str(value)
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts flattened with dots: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_fields_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{field: (a value, b value)}`` for each field that differs, nested fields dotted.
+
+    A field only one side has shows :data:`ABSENT` on the other. Volatile
+    fields (:data:`VOLATILE_FIELDS`) are ignored.
+
+    >>> config_fields_diff({"h": 64, "rope": {"theta": 1e4}}, {"h": 32, "rope": {"theta": 1e4}})
+    {'h': (64, 32)}
+    """
+    fa, fb = flatten(a), flatten(b)
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(fa.keys() | fb.keys()):
+        if key.rsplit(".", 1)[-1] in VOLATILE_FIELDS:
+            continue
+        va, vb = fa.get(key, ABSENT), fb.get(key, ABSENT)
+        if va is ABSENT or vb is ABSENT or not _same(va, vb):
+            out[key] = (va, vb)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    # True == 1 in Python; a config flipping a bool to an int is still a change
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def layer_field(cfg: Mapping[str, Any] | None) -> str | None:
+    """The name of the layer-count field of ``cfg`` (dotted when nested), or ``None``.
+
+    >>> layer_field({"hidden_size": 64, "num_hidden_layers": 8})
+    'num_hidden_layers'
+    >>> layer_field({"text_config": {"n_layer": 4}})
+    'text_config.n_layer'
+    """
+    if not cfg:
+        return None
+    for name in LAYER_FIELDS:
+        if _is_int(cfg.get(name)):
+            return name
+    flat = flatten(cfg)
+    for name in LAYER_FIELDS:
+        for key, value in flat.items():
+            if key.rsplit(".", 1)[-1] == name and _is_int(value):
+                return key
+    return None
+
+
+def int_fields_equal(cfg: Mapping[str, Any] | None, value: int) -> list[str]:
+    """The (dotted) integer fields of ``cfg`` whose value is ``value``, layer fields first."""
+    if not cfg:
+        return []
+    flat = flatten(cfg)
+    hits = [k for k, v in flat.items() if _is_int(v) and v == value]
+    return sorted(hits, key=lambda k: (k.rsplit(".", 1)[-1] not in LAYER_FIELDS, k))

@@ -1,0 +1,79 @@
+"""Compare two views: a pure function from (expected, actual) to a :class:`CheckpointDiff`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..checkpoint.configs import config_fields_diff, config_to_dict
+from ..checkpoint.view import View
+from .diagnose import Context, diagnose
+from .diff import CheckpointDiff
+from .values import max_abs_diff
+
+__all__ = ["compare", "broken_ties"]
+
+
+def compare(expected: View, actual: View, *, values: bool = True, atol: float = 0.0,
+            rtol: float = 0.0, configs: tuple[Any, Any] | None = None,
+            config_strict: bool = False) -> CheckpointDiff:
+    """Every difference between ``expected`` (what the code builds) and ``actual`` (on disk).
+
+    Values are compared only when both sides have them and ``values`` is
+    true, and only for names of equal shape and dtype. Ties are compared only
+    when ``actual.ties`` is not ``None``. ``configs=(expected_cfg, actual_cfg)``
+    overrides the views' own configs; config differences count only when
+    ``config_strict``. The notes explain the differences, one per cause.
+
+    >>> import torch
+    >>> e = View.of_tensors("model", {"w": torch.zeros(2)})
+    >>> a = View.of_tensors("checkpoint", {"w": torch.ones(2)})
+    >>> compare(e, a).values
+    {'w': 1.0}
+    """
+    es, as_ = expected.schema, actual.schema
+    diff = CheckpointDiff(expected=expected.label, actual=actual.label,
+                          config_strict=config_strict, atol=atol, rtol=rtol)
+    diff.missing = sorted(n for n in es if n not in as_)
+    diff.unexpected = sorted(n for n in as_ if n not in es)
+    common = sorted(n for n in es if n in as_)
+    for name in common:
+        e, a = es[name], as_[name]
+        if e.shape != a.shape:
+            diff.shape[name] = (e.shape, a.shape)
+        if e.dtype != a.dtype:
+            diff.dtype[name] = (e.dtype, a.dtype)
+    diff.values_compared = bool(values and expected.has_values and actual.has_values)
+    if diff.values_compared:
+        for name in common:
+            if name in diff.shape or name in diff.dtype:
+                continue
+            d = max_abs_diff(expected.tensors[name], actual.tensors[name], atol=atol, rtol=rtol)
+            if d is not None:
+                diff.values[name] = d
+    if expected.ties is not None and actual.ties is not None:
+        diff.ties = broken_ties(expected.ties, actual.ties, as_)
+    # a side configs= leaves as None falls back to that view's own config
+    exp_cfg, act_cfg = configs if configs is not None else (None, None)
+    exp_cfg = expected.config if exp_cfg is None else config_to_dict(exp_cfg)
+    act_cfg = actual.config if act_cfg is None else config_to_dict(act_cfg)
+    if exp_cfg is not None and act_cfg is not None:
+        diff.config = config_fields_diff(exp_cfg, act_cfg)
+    diff.expected_info = {**expected.info(), "config": exp_cfg}
+    diff.actual_info = {**actual.info(), "config": act_cfg}
+    ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol)
+    diff.notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
+    return diff
+
+
+def broken_ties(expected: list[tuple[str, ...]], actual: list[tuple[str, ...]],
+                actual_names) -> list[tuple[str, ...]]:
+    """The groups of ``expected`` whose names (those ``actual`` has) are not one group there."""
+    group_of = {name: i for i, group in enumerate(actual) for name in group}
+    broken = []
+    for group in expected:
+        present = [n for n in group if n in actual_names]
+        if len(present) < 2:
+            continue  # the absent names are reported as missing already
+        if len({group_of.get(n, ("alone", n)) for n in present}) > 1:
+            broken.append(tuple(group))
+    return broken

@@ -1,0 +1,168 @@
+"""A diff as text for a person at a CI log, and as JSON for tools."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .compare.diff import CheckpointDiff
+
+__all__ = ["render", "diff_to_dict", "counts"]
+
+#: problem notes shown before "N more causes" (each takes two lines)
+MAX_CAUSES = 14
+#: info notes shown
+MAX_INFO = 5
+
+
+def counts(diff: "CheckpointDiff") -> dict[str, int]:
+    """How many of each kind of difference (config only when it counts)."""
+    out = {
+        "missing": len(diff.missing), "unexpected": len(diff.unexpected),
+        "shape": len(diff.shape), "dtype": len(diff.dtype), "values": len(diff.values),
+        "ties": len(diff.ties), "config": len(diff.config) if diff.config_strict else 0,
+    }
+    return out
+
+
+def render(diff: "CheckpointDiff", verbose: bool = False) -> str:
+    """The report: the verdict first, then one line per cause with its fix, then what
+    was normalized (prefixes stripped, where the weights were found).
+
+    Stays under ~40 lines unless ``verbose``, which appends every name.
+
+    >>> from pytest_ckpt.compare.diff import CheckpointDiff
+    >>> print(render(CheckpointDiff("model", "ckpt.pt", expected_info={"tensors": 3})))
+    ok: 3 tensors match in name, shape and dtype (values not compared)
+    """
+    problems = [n for n in diff.notes if not n.info]
+    infos = [n for n in diff.notes if n.info]
+    lines = [_verdict(diff, problems)]
+    shown = problems if verbose else problems[:MAX_CAUSES]
+    last_fix = ""
+    for note in shown:
+        lines.append(f"  [{note.kind}] {_one_line(note.text)}")
+        if note.fix and note.fix != last_fix:  # a run of one cause's patterns shares its fix
+            lines.append(f"      fix: {_one_line(note.fix)}")
+        last_fix = note.fix
+    if len(shown) < len(problems):
+        lines.append(f"  ... and {len(problems) - len(shown)} more causes "
+                     "(report(verbose=True) or --json for all)")
+    shown_infos = infos if verbose else infos[:MAX_INFO]
+    for note in shown_infos:
+        lines.append(f"  [{note.kind}] {_one_line(note.text)}")
+    if len(shown_infos) < len(infos):
+        lines.append(f"  ... and {len(infos) - len(shown_infos)} more notes")
+    if verbose:
+        lines.extend(_listing(diff))
+    return "\n".join(lines)
+
+
+def _verdict(diff: "CheckpointDiff", problems) -> str:
+    if diff.ok:
+        n = diff.expected_info.get("tensors", diff.actual_info.get("tensors", 0))
+        if diff.values_compared:
+            how = (f"match within atol={diff.atol:g}, rtol={diff.rtol:g}"
+                   if diff.atol or diff.rtol else "match exactly")
+            text = f"ok: {n} tensors {how}"
+        else:
+            text = f"ok: {n} tensors match in name, shape and dtype (values not compared)"
+        normalized = _normalized(diff)
+        return f"{text} ({normalized})" if normalized else text
+    words = {"values": ("value", "values"), "ties": ("tie broken", "ties broken")}
+    parts = [f"{v} {words.get(k, (k, k))[v != 1]}" for k, v in counts(diff).items() if v]
+    causes = len(problems)
+    return (f"{diff.actual} differs from {diff.expected}: {', '.join(parts)} "
+            f"({causes} {'cause' if causes == 1 else 'causes'})")
+
+
+def _normalized(diff: "CheckpointDiff") -> str:
+    """What was undone to compare, from the side infos: stripped prefixes, location."""
+    bits = []
+    for info in (diff.actual_info, diff.expected_info):
+        stripped = info.get("stripped") or []
+        if stripped:
+            bits.append("stripped " + ", ".join(stripped))
+        located = info.get("located_at") or []
+        if located:
+            bits.append("found at " + ".".join(str(p) for p in located))
+    return "; ".join(dict.fromkeys(bits))
+
+
+#: a note longer than this is cut (notes are built short; this guards odd names)
+MAX_LINE = 400
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE - 3] + "..."
+
+
+def _listing(diff: "CheckpointDiff") -> list[str]:
+    out = []
+    if diff.missing:
+        out.append(f"missing ({len(diff.missing)}):")
+        out += [f"  {n}" for n in diff.missing]
+    if diff.unexpected:
+        out.append(f"unexpected ({len(diff.unexpected)}):")
+        out += [f"  {n}" for n in diff.unexpected]
+    if diff.shape:
+        out.append(f"shape ({len(diff.shape)}): model vs checkpoint")
+        out += [f"  {n}: {list(e)} vs {list(a)}" for n, (e, a) in sorted(diff.shape.items())]
+    if diff.dtype:
+        out.append(f"dtype ({len(diff.dtype)}): model vs checkpoint")
+        out += [f"  {n}: {_dt(e)} vs {_dt(a)}" for n, (e, a) in sorted(diff.dtype.items())]
+    if diff.values:
+        out.append(f"values ({len(diff.values)}): max abs difference")
+        out += [f"  {n}: {v:.6g}" for n, v in sorted(diff.values.items())]
+    if diff.ties:
+        out.append(f"ties broken ({len(diff.ties)}):")
+        out += [f"  {' = '.join(g)}" for g in diff.ties]
+    if diff.config:
+        out.append(f"config ({len(diff.config)}): model vs checkpoint")
+        out += [f"  {k}: {e!r} vs {a!r}" for k, (e, a) in sorted(diff.config.items())]
+    return out
+
+
+def _dt(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _json(value: Any) -> Any:
+    """JSON-ready: dtypes as names, tuples as lists, non-finite floats as strings."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if type(value).__name__ == "dtype":
+        return _dt(value)
+    return repr(value) if type(value).__name__ == "_Absent" else str(value)
+
+
+def diff_to_dict(diff: "CheckpointDiff") -> dict:
+    """Everything in the diff, JSON-ready (``json.dumps(..., allow_nan=False)`` works)."""
+    pair = lambda e, a: {"expected": _json(e), "actual": _json(a)}  # noqa: E731
+    return {
+        "ok": diff.ok,
+        "expected": diff.expected,
+        "actual": diff.actual,
+        "counts": counts(diff),
+        "missing": list(diff.missing),
+        "unexpected": list(diff.unexpected),
+        "shape": {n: pair(e, a) for n, (e, a) in diff.shape.items()},
+        "dtype": {n: pair(e, a) for n, (e, a) in diff.dtype.items()},
+        "values": {n: _json(v) for n, v in diff.values.items()},
+        "values_compared": diff.values_compared,
+        "ties": [list(g) for g in diff.ties],
+        "config": {k: pair(e, a) for k, (e, a) in diff.config.items()},
+        "config_strict": diff.config_strict,
+        "notes": [n.to_dict() for n in diff.notes],
+        "expected_info": _json(diff.expected_info),
+        "actual_info": _json(diff.actual_info),
+        "report": render(diff),
+    }

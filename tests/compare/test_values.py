@@ -1,0 +1,119 @@
+"""Exact value comparison: every dtype, NaN, -0.0, ulps, odd layouts."""
+
+import math
+
+import pytest
+import torch
+
+from pytest_ckpt.compare import values
+from pytest_ckpt.compare.values import max_abs_diff
+
+DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+          torch.float16, torch.bfloat16, torch.float32, torch.float64,
+          torch.float8_e4m3fn, torch.float8_e5m2, torch.complex64, torch.complex128]
+
+
+def sample(dtype, n=12):
+    base = torch.arange(n, dtype=torch.float32) % 2 if dtype == torch.bool else \
+        torch.arange(n, dtype=torch.float32)
+    return base.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_dtype_equal_and_changed(dtype):
+    a = sample(dtype)
+    assert max_abs_diff(a, a.clone()) is None
+    b = a.clone()
+    b[3] = sample(dtype)[2]  # 3 -> 2 (bool: True -> False)
+    assert max_abs_diff(a, b) == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_dtype_with_tolerance(dtype):
+    a = sample(dtype)
+    b = a.clone()
+    b[3] = sample(dtype)[2]
+    assert max_abs_diff(a, b, atol=1.5) is None
+    assert max_abs_diff(a, b, atol=0.5) == 1.0
+
+
+@pytest.mark.parametrize("dtype, ints", [(torch.float16, torch.int16), (torch.bfloat16, torch.int16),
+                                         (torch.float32, torch.int32), (torch.float64, torch.int64)])
+def test_one_ulp_is_a_difference(dtype, ints):
+    a = torch.tensor([1.0, 2.0], dtype=dtype)
+    b = (a.view(ints) + torch.tensor([0, 1], dtype=ints)).view(dtype)  # next float up
+    d = max_abs_diff(a, b)
+    assert d is not None and 0 < d < 0.02
+
+
+def test_nan_same_place_equal_any_payload():
+    a = torch.tensor([1.0, float("nan"), 3.0])
+    b = a.clone()
+    bits = b.view(torch.int32)
+    bits[1] = 0x7FC00001  # another quiet NaN payload
+    assert math.isnan(b[1])
+    assert max_abs_diff(a, b) is None
+
+
+def test_nan_different_place_differs():
+    a = torch.tensor([float("nan"), 2.0])
+    b = torch.tensor([1.0, float("nan")])
+    assert max_abs_diff(a, b) == math.inf
+    assert max_abs_diff(a, b, atol=1e9) == math.inf
+
+
+def test_negative_zero_is_a_difference_of_zero():
+    assert max_abs_diff(torch.tensor([0.0]), torch.tensor([-0.0])) == 0.0
+    assert max_abs_diff(torch.tensor([0.0]), torch.tensor([-0.0]), atol=1e-6) is None
+
+
+def test_inf():
+    inf = float("inf")
+    assert max_abs_diff(torch.tensor([inf, -inf]), torch.tensor([inf, -inf])) is None
+    assert max_abs_diff(torch.tensor([inf]), torch.tensor([1.0])) == math.inf
+    assert max_abs_diff(torch.tensor([inf]), torch.tensor([-inf])) == math.inf
+
+
+def test_large_int64_off_by_one():
+    assert max_abs_diff(torch.tensor([2**60]), torch.tensor([2**60 + 1])) == 1.0
+
+
+def test_zero_dim_empty_meta():
+    assert max_abs_diff(torch.tensor(1.5), torch.tensor(1.5)) is None
+    assert max_abs_diff(torch.tensor(1.5), torch.tensor(2.0)) == 0.5
+    assert max_abs_diff(torch.zeros(0, 3), torch.zeros(0, 3)) is None
+    assert max_abs_diff(torch.zeros(2, device="meta"), torch.ones(2)) is None
+
+
+def test_non_contiguous_and_mixed_layouts():
+    base = torch.arange(24.0).reshape(4, 6)
+    a = base.t()  # non-contiguous
+    b = base.t().contiguous()
+    assert max_abs_diff(a, b) is None
+    b[5, 3] += 7
+    assert max_abs_diff(a, b) == 7.0
+    assert max_abs_diff(base[:, ::2], base[:, ::2].clone()) is None
+
+
+def test_conj_view_compared_by_value():
+    c = torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)
+    assert max_abs_diff(c.conj(), c.conj().resolve_conj()) is None
+    assert max_abs_diff(c.conj(), c) == 4.0  # per component: |-2 - 2|
+
+
+def test_chunked_path(monkeypatch):
+    monkeypatch.setattr(values, "CHUNK", 7)
+    a = torch.arange(100.0).reshape(10, 10)
+    b = a.clone()
+    b[9, 9] = 0.0
+    b[0, 1] = 1.5
+    assert max_abs_diff(a, b) == 99.0
+    assert max_abs_diff(a.t(), b.t()) == 99.0
+    assert max_abs_diff(a, b, atol=100) is None
+
+
+def test_mismatched_shape_or_dtype_raises():
+    with pytest.raises(ValueError):
+        max_abs_diff(torch.zeros(2), torch.zeros(3))
+    with pytest.raises(ValueError):
+        max_abs_diff(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
