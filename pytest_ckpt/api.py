@@ -1,0 +1,221 @@
+"""The library: ``import pytest_ckpt as pc``. Usable without pytest."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .checkpoint.configs import config_to_dict
+from .checkpoint.resolve import module_view, resolve
+from .checkpoint.schema import Schema
+from .compare.compare import compare
+from .compare.diff import CheckpointDiff
+from .errors import CheckpointMismatch
+
+STORED_FORMAT_VERSION = 1
+
+
+def schema(source: Any, *, like: Any = None, weights_only: bool = True) -> Schema:
+    """Canonical names -> ``TensorSpec`` of ``source``, read from metadata only.
+
+    >>> s = pc.schema("runs/last.ckpt")                  # doctest: +SKIP
+    >>> s.located_at, s.stripped                         # doctest: +SKIP
+    (('trainer', 'var_wo_ddp'), ('module.',))
+    """
+    return resolve(source, values=False, like=_like(like), weights_only=weights_only).schema
+
+
+def load_state_dict(source: Any, *, like: Any = None, weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """The located, canonical state dict of ``source`` (CPU tensors, memory-mapped where possible).
+
+    ``like``: a source whose schema says which of several mappings (model,
+    EMA, optimizer) is wanted. ``weights_only=False`` is the explicit opt-in
+    to unpickling arbitrary objects: only for files you trust.
+
+    >>> sd = pc.load_state_dict("ckpt.pt", like=model)   # doctest: +SKIP
+    """
+    view = resolve(source, values=True, like=_like(like), weights_only=weights_only)
+    return {name: _cpu(t) for name, t in view.tensors.items()}
+
+
+def diff(
+    expected: Any,
+    actual: Any,
+    *,
+    values: bool = True,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    configs: tuple[Any, Any] | None = None,
+    weights_only: bool = True,
+) -> CheckpointDiff:
+    """Compare two sources: *expected* is what the code builds, *actual* what is on disk.
+
+    >>> d = pc.diff(model, "ckpt.pt")                    # doctest: +SKIP
+    >>> d.ok, d.unexpected[:2]                           # doctest: +SKIP
+    (False, ['layers.8.attn.weight', 'layers.8.mlp.weight'])
+    """
+    exp = resolve(expected, values=values, weights_only=weights_only, label=_label(expected, "expected"))
+    act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"))
+    cfgs = None
+    if configs is not None:
+        cfgs = tuple(None if c is None else config_to_dict(c) for c in configs)
+    return compare(exp, act, values=values, atol=atol, rtol=rtol, configs=cfgs)
+
+
+def assert_same(expected: Any, actual: Any, **kw) -> CheckpointDiff:
+    """Raise :class:`CheckpointMismatch` (an ``AssertionError``) with the report unless the sources match.
+
+    >>> pc.assert_same(model, "ckpt.safetensors")        # doctest: +SKIP
+    """
+    __tracebackhide__ = True
+    result = diff(expected, actual, **kw)
+    if not result.ok:
+        raise CheckpointMismatch(result)
+    return result
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_into` did: where the weights were, what was stripped, what differs."""
+
+    located_at: tuple[str | int, ...]
+    stripped: tuple[str, ...]
+    diff: CheckpointDiff
+    loaded: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.diff.ok
+
+
+def load_into(
+    model: torch.nn.Module,
+    source: Any,
+    *,
+    strict: bool = True,
+    config: Any = None,
+    weights_only: bool = True,
+) -> LoadReport:
+    """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
+
+    ``strict=True`` raises :class:`CheckpointMismatch` before copying anything
+    if anything differs; ``strict=False`` copies what matches and returns the
+    difference in ``report.diff``. ``config``: the config ``model`` was built
+    from, compared with the config stored by :func:`save`.
+
+    >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
+    >>> report.diff.missing                                     # doctest: +SKIP
+    ['lm_head.bias']
+    """
+    __tracebackhide__ = True
+    target = module_view(model)
+    source_view = resolve(source, values=True, like=target, weights_only=weights_only)
+    configs, config_strict = None, False
+    if config is not None:
+        configs = (config_to_dict(config), source_view.config)
+        config_strict = source_view.config is not None
+    result = compare(target, source_view, values=False, configs=configs, config_strict=config_strict)
+    if strict and not result.ok:
+        raise CheckpointMismatch(result)
+    loadable = {
+        name: tensor
+        for name, tensor in source_view.tensors.items()
+        if name in target.schema and target.schema[name].shape == tuple(tensor.shape)
+    }
+    _copy_into(target, loadable)
+    return LoadReport(
+        located_at=source_view.schema.located_at,
+        stripped=source_view.schema.stripped,
+        diff=result,
+        loaded=sorted(loadable),
+    )
+
+
+def _copy_into(target, loadable: Mapping[str, torch.Tensor]) -> None:
+    module = target.module
+    by_source_name = {target.source_names.get(n, n): t for n, t in loadable.items()}
+    from .audit import internal_load
+
+    with internal_load():
+        # strict=False: what is absent was already reported (or accepted by the caller).
+        module.load_state_dict(by_source_name, strict=False)
+
+
+def save(
+    source: Any,
+    path: str | os.PathLike,
+    *,
+    config: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``source``'s canonical state dict atomically; format from the suffix.
+
+    ``.safetensors`` writes safetensors, anything else a torch zip file. The
+    config (dataclass, dict, or object with ``to_dict()``), its hash and the
+    schema are stored beside the weights, so :func:`load_into` and
+    :func:`verify` can check both later. Tied weights survive in both formats.
+
+    >>> pc.save(model, "ckpt.safetensors", config=cfg)  # doctest: +SKIP
+    PosixPath('ckpt.safetensors')
+    """
+    from . import formats
+    from .formats.stored import config_hash
+
+    view = resolve(source, values=True)
+    tensors = _cpu_preserving_ties(view.tensors)
+    cfg = config_to_dict(config) if config is not None else view.config
+    stored = {
+        "format_version": STORED_FORMAT_VERSION,
+        "schema": view.schema.to_dict(),
+        "config": cfg,
+        "config_hash": config_hash(cfg) if cfg is not None else None,
+        "ties": [list(g) for g in (view.ties or [])],
+        "extra": dict(extra) if extra else None,
+    }
+    return formats.write(tensors, path, stored=stored)
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Integrity only: raise :class:`CheckpointError` on a truncated, corrupted, incomplete or unsafe file.
+
+    >>> pc.verify("ckpt.pt")                             # doctest: +SKIP
+    """
+    from . import formats
+
+    formats.verify(path)
+
+
+def _like(like):
+    if like is None:
+        return None
+    return resolve(like, values=False)
+
+
+def _label(source, default: str) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, torch.nn.Module):
+        return None  # module_view names the class
+    return f"{default} state dict" if isinstance(source, Mapping) else None
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t if t.device.type == "cpu" else t.cpu()
+
+
+def _cpu_preserving_ties(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # .cpu() on each tensor would break sharing between tied names: copy each storage once.
+    out, done = {}, {}
+    for name, t in tensors.items():
+        if t.device.type == "cpu":
+            out[name] = t
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if key not in done:
+            done[key] = t.cpu()
+        out[name] = done[key]
+    return out

@@ -1,0 +1,156 @@
+"""Canonical names: the names a model has when no wrapper is around it.
+
+DataParallel/DDP add ``module.``, torch.compile ``_orig_mod.``, FSDP1
+``_fsdp_wrapped_module.``, activation checkpointing
+``_checkpoint_wrapped_module.``, in any order and nesting. On a live module the
+wrappers are unwrapped by type (as ``torch.distributed.checkpoint`` does); on a
+file only names are known, so a leading prefix is stripped only when every key
+carries it, and where a target schema is known, only as deep as matches it best
+(a model whose own child is called ``module`` keeps its name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+#: names only torch's wrappers use: safe to remove wherever they appear inside a name
+RESERVED_SEGMENTS = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """One way to read a set of names: ``rename`` maps each source name to its canonical name."""
+
+    stripped: tuple[str, ...]
+    rename: Mapping[str, str]
+    #: reserved wrapper segments removed from inside names (not leading)
+    inner: tuple[str, ...] = ()
+    #: a non-wrapper common prefix removed because the target schema has no such prefix
+    foreign: tuple[str, ...] = field(default=())
+
+    def names(self) -> set[str]:
+        return set(self.rename.values())
+
+
+def remove_inner_segments(name: str) -> tuple[str, tuple[str, ...]]:
+    """Drop reserved wrapper segments from inside ``name`` (never a leading one)."""
+    removed = []
+    for segment in RESERVED_SEGMENTS:
+        needle = "." + segment
+        while needle in name:
+            name = name.replace(needle, ".", 1)
+            removed.append(segment)
+    return name, tuple(removed)
+
+
+def _inner_pass(names: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    rename, removed = {}, set()
+    for n in names:
+        new, gone = remove_inner_segments(n)
+        rename[n] = new
+        removed.update(gone)
+    return rename, tuple(sorted(removed))
+
+
+def namings(names: Iterable[str]) -> list[Naming]:
+    """Every reading of ``names``, from no stripping to all universal wrapper prefixes stripped.
+
+    >>> [n.stripped for n in namings(["_orig_mod.module.w", "_orig_mod.module.b"])]
+    [(), ('_orig_mod.',), ('_orig_mod.', 'module.')]
+    """
+    names = list(names)
+    out = []
+    current = {n: n for n in names}
+    stripped: tuple[str, ...] = ()
+    while True:
+        rename, inner = _inner_pass(current.values())
+        out.append(Naming(stripped, {src: rename[cur] for src, cur in current.items()}, inner))
+        prefix = _universal_prefix(current.values())
+        if prefix is None:
+            return out
+        current = {src: cur[len(prefix):] for src, cur in current.items()}
+        stripped += (prefix,)
+
+
+def _universal_prefix(names: Iterable[str]) -> str | None:
+    names = list(names)
+    if not names:
+        return None
+    for prefix in WRAPPER_PREFIXES:
+        # Stripping must leave a name: "module." alone is not a wrapper.
+        if all(n.startswith(prefix) and len(n) > len(prefix) for n in names):
+            return prefix
+    return None
+
+
+def best_naming(
+    names: Iterable[str],
+    target: Iterable[str] | None = None,
+) -> Naming:
+    """The reading of ``names`` that matches ``target`` best; without a target, the most stripped.
+
+    Among equal matches the most stripped reading wins. When the target shares
+    nothing with any reading but every name carries one common first component
+    that the target lacks (``model.`` from a Lightning module), that component
+    is removed too, if that makes the names match.
+    """
+    options = namings(names)
+    if target is None:
+        return options[-1]
+    target = set(target)
+    best = max(options, key=lambda n: (len(n.names() & target), len(n.stripped)))
+    if len(best.names() & target) < min(len(target), len(best.rename)):
+        foreign = _foreign_prefix(best, target)
+        if foreign is not None:
+            return foreign
+    return best
+
+
+def _foreign_prefix(naming: Naming, target: set[str]) -> Naming | None:
+    firsts = {n.split(".", 1)[0] for n in naming.rename.values()}
+    if len(firsts) != 1 or any("." not in n for n in naming.rename.values()):
+        return None
+    prefix = firsts.pop() + "."
+    if any(t.startswith(prefix) for t in target):
+        return None
+    rename = {src: cur[len(prefix):] for src, cur in naming.rename.items()}
+    if len(set(rename.values()) & target) <= len(naming.names() & target):
+        return None
+    return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,))
+
+
+# -- live modules ---------------------------------------------------------------------------
+
+def unwrap(module: torch.nn.Module) -> tuple[torch.nn.Module, tuple[str, ...]]:
+    """Peel DataParallel/DDP/torch.compile/FSDP1 wrappers off a live module, by type.
+
+    Returns the innermost module and the prefixes its wrappers add, outermost first.
+    """
+    stripped: list[str] = []
+    while True:
+        inner, prefix = _unwrap_once(module)
+        if inner is None:
+            return module, tuple(stripped)
+        stripped.append(prefix)
+        module = inner
+
+
+def _unwrap_once(module: torch.nn.Module):
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    if isinstance(module, (DataParallel, DistributedDataParallel)):
+        return module.module, "module."
+    compiled = getattr(torch, "_dynamo", None)
+    optimized = getattr(getattr(compiled, "eval_frame", None), "OptimizedModule", None)
+    if optimized is not None and isinstance(module, optimized):
+        return module._orig_mod, "_orig_mod."
+    name = type(module).__name__
+    if name == "FullyShardedDataParallel" and hasattr(module, "_fsdp_wrapped_module"):
+        return module._fsdp_wrapped_module, "_fsdp_wrapped_module."
+    if name == "CheckpointWrapper" and hasattr(module, "_checkpoint_wrapped_module"):
+        return module._checkpoint_wrapped_module, "_checkpoint_wrapped_module."
+    return None, ""

@@ -1,0 +1,237 @@
+"""Turn any source (module, mapping, path) into a :class:`View` with canonical names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from ..compare.diff import Note
+from ..errors import CheckpointError
+from . import canonical, locate
+from .configs import config_to_dict
+from .schema import Schema
+from .ties import module_tie_groups, tie_groups
+from .view import View
+
+
+def resolve(
+    source: Any,
+    *,
+    values: bool,
+    like: "View | Schema | Iterable[str] | None" = None,
+    weights_only: bool = True,
+    label: str | None = None,
+) -> View:
+    """Resolve ``source`` into a :class:`View`.
+
+    ``values=False`` reads metadata only (meta tensors) where the format
+    allows. ``like`` is the other side of the comparison: its names guide
+    which mapping in the file is the model and how deep wrapper prefixes are
+    stripped.
+    """
+    if isinstance(source, View):
+        return source
+    target = _target_names(like)
+    if isinstance(source, torch.nn.Module):
+        return module_view(source, label=label)
+    if isinstance(source, (str, os.PathLike)):
+        return _file_view(Path(source), values=values, target=target,
+                          weights_only=weights_only, label=label)
+    if isinstance(source, Mapping):
+        return tree_view(source, target=target, label=label or "state dict",
+                         ties_expressible=True)
+    raise TypeError(
+        f"cannot read a checkpoint from {type(source).__name__}: expected an nn.Module, "
+        "a mapping of names to tensors, or a path"
+    )
+
+
+def _target_names(like) -> set[str] | None:
+    if like is None:
+        return None
+    if isinstance(like, View):
+        return set(like.schema)
+    if isinstance(like, (Schema, Mapping)):
+        return set(like)
+    if isinstance(like, torch.nn.Module):
+        return set(module_view(like).schema)
+    return set(like)
+
+
+def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
+    """A live module by canonical names: wrappers unwrapped by type, not by guessing."""
+    inner, stripped = canonical.unwrap(module)
+    raw = inner.state_dict()
+    rename = {name: canonical.remove_inner_segments(name)[0] for name in raw}
+    tensors = {rename[name]: t.detach() for name, t in raw.items()}
+    ties = [tuple(sorted(rename.get(n, n) for n in group)) for group in module_tie_groups(inner)]
+    notes = []
+    if stripped:
+        notes.append(Note(
+            "prefix",
+            f"model side is wrapped: read through {' '.join(stripped)} "
+            f"({_wrapper_names(stripped)})",
+            info=True,
+        ))
+    return View(
+        label=label or f"model ({type(inner).__name__})",
+        schema=Schema.of(tensors, stripped=stripped),
+        tensors=tensors,
+        has_values=not any(t.is_meta for t in tensors.values()),
+        ties=ties,
+        config=_model_config(inner),
+        notes=notes,
+        format="module",
+        module=inner,
+        source_names={c: s for s, c in rename.items()},
+    )
+
+
+def _model_config(module: torch.nn.Module) -> dict | None:
+    config = getattr(module, "config", None)
+    if config is None:
+        return None
+    try:
+        return config_to_dict(config)
+    except (TypeError, ValueError):
+        return None
+
+
+def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:
+    from .. import formats
+
+    contents = formats.read(path, meta=not values, weights_only=weights_only)
+    stored = contents.stored
+    stored_ties = stored.get("ties") if stored else None
+    view = tree_view(
+        contents.tree,
+        target=target,
+        label=label or str(path),
+        ties_expressible=contents.ties_expressible,
+        tie_key=formats.tensor_storage_key,
+        stored_ties=stored_ties,
+        origin=path,
+    )
+    view.format = contents.format
+    view.stored = stored
+    if stored and stored.get("config") is not None:
+        view.config = stored["config"]
+    return view
+
+
+def tree_view(
+    tree: Any,
+    *,
+    target: set[str] | None,
+    label: str,
+    ties_expressible: bool,
+    tie_key=None,
+    stored_ties=None,
+    origin: Path | None = None,
+) -> View:
+    """Locate the state dict inside ``tree`` and read it by canonical names."""
+    found = locate.candidates(tree)
+    if not found:
+        raise CheckpointError(
+            origin, "not-a-checkpoint",
+            f"no mapping of names to tensors found in it ({_describe(tree)})",
+        )
+    score = None
+    if target:
+        def score(c: locate.Candidate) -> float:
+            # Matching names count, extra and absent names count against: a 6-block EMA
+            # beside a 2-block model holds every model name, but is not the model.
+            naming = canonical.best_naming(c.tensors, target)
+            names = naming.names()
+            return 2 * len(names & target) - len(names ^ target)
+    chosen = locate.choose(found, score)
+    naming = canonical.best_naming(chosen.tensors, target)
+    tensors = {naming.rename[name]: t for name, t in chosen.tensors.items()}
+    notes = _location_notes(chosen, found, naming, label)
+    if stored_ties is not None:
+        ties = [tuple(g) for g in stored_ties]
+    elif ties_expressible:
+        groups = tie_groups(chosen.tensors, key=tie_key) if tie_key else tie_groups(chosen.tensors)
+        ties = [tuple(sorted(naming.rename[n] for n in g)) for g in groups]
+    else:
+        ties = None
+    stripped = naming.stripped + naming.foreign
+    return View(
+        label=label,
+        schema=Schema.of(tensors, located_at=chosen.path, stripped=stripped),
+        tensors=tensors,
+        has_values=not any(t.is_meta for t in tensors.values()),
+        ties=ties,
+        notes=notes,
+        source_names={c: s for s, c in naming.rename.items()},
+    )
+
+
+def _location_notes(chosen, found, naming: canonical.Naming, label: str) -> list[Note]:
+    notes = []
+    if chosen.path:
+        passed = _passed_over([c for c in found if c is not chosen])
+        notes.append(Note(
+            "nested",
+            f"weights found nested at {locate.format_path(chosen.path)} "
+            f"({chosen.count} tensors) in {label}{passed}",
+            info=True,
+        ))
+    removed = naming.stripped + naming.foreign
+    if removed:
+        notes.append(Note(
+            "prefix",
+            f"wrapper prefix {''.join(removed)} removed from every name in {label} "
+            f"({_wrapper_names(removed)})",
+            info=True,
+        ))
+    if naming.inner:
+        notes.append(Note(
+            "prefix",
+            f"wrapper segments {', '.join(naming.inner)} removed from inside names in {label}",
+            info=True,
+        ))
+    return notes
+
+
+def _passed_over(others: list[locate.Candidate]) -> str:
+    # Optimizer per-parameter states are many and never the model: one summary for them.
+    shown = [c for c in others if not c.per_parameter_state]
+    optim = [c for c in others if c.per_parameter_state]
+    parts = [f"{locate.format_path(c.path)} ({c.count} tensors)" for c in shown[:4]]
+    if len(shown) > 4:
+        parts.append(f"{len(shown) - 4} more mappings")
+    if optim:
+        parent = locate.format_path(_common_parent([c.path for c in optim]))
+        parts.append(f"{len(optim)} optimizer per-parameter states under {parent}")
+    return "; passed over: " + ", ".join(parts) if parts else ""
+
+
+def _common_parent(paths: list[tuple]) -> tuple:
+    first = paths[0]
+    n = 0
+    while n < len(first) and all(len(p) > n and p[n] == first[n] for p in paths):
+        n += 1
+    return first[:n]
+
+
+_WRAPPER_NAMES = {
+    "module.": "DataParallel/DDP",
+    "_orig_mod.": "torch.compile",
+    "_fsdp_wrapped_module.": "FSDP1",
+    "_checkpoint_wrapped_module.": "activation checkpointing",
+}
+
+
+def _wrapper_names(prefixes: Iterable[str]) -> str:
+    return ", then ".join(_WRAPPER_NAMES.get(p, "a parent module") for p in prefixes)
+
+
+def _describe(tree: Any) -> str:
+    if isinstance(tree, Mapping):
+        keys = list(tree)[:8]
+        return f"a {type(tree).__name__} with keys {keys!r}" + (" ..." if len(tree) > 8 else "")
+    return f"a {type(tree).__name__}"

@@ -1,0 +1,90 @@
+import pytest
+import torch
+from torch import nn
+
+from pytest_ckpt.checkpoint import canonical
+
+
+def names(*xs):
+    return list(xs)
+
+
+@pytest.mark.parametrize(
+    "prefix, expected_stripped",
+    [
+        ("module.", ("module.",)),
+        ("_orig_mod.", ("_orig_mod.",)),
+        ("_fsdp_wrapped_module.", ("_fsdp_wrapped_module.",)),
+        ("_checkpoint_wrapped_module.", ("_checkpoint_wrapped_module.",)),
+        ("_orig_mod.module.", ("_orig_mod.", "module.")),
+        ("module._orig_mod.", ("module.", "_orig_mod.")),
+        ("module.module.", ("module.", "module.")),
+    ],
+)
+def test_every_wrapper_prefix_and_combination_is_stripped_outermost_first(prefix, expected_stripped):
+    raw = [prefix + "layers.0.weight", prefix + "layers.1.weight", prefix + "head.bias"]
+    naming = canonical.best_naming(raw)
+    assert naming.stripped == expected_stripped
+    assert sorted(naming.names()) == ["head.bias", "layers.0.weight", "layers.1.weight"]
+
+
+def test_prefix_carried_by_only_some_keys_is_kept():
+    naming = canonical.best_naming(["module.w", "head.b"])
+    assert naming.stripped == ()
+    assert naming.names() == {"module.w", "head.b"}
+
+
+def test_a_model_whose_own_child_is_called_module_is_not_mangled():
+    # The target model really has a child named `module`: keep it.
+    target = {"module.w", "module.b"}
+    assert canonical.best_naming(["module.w", "module.b"], target).names() == target
+    # Saved under DDP: one `module.` is a wrapper, the second is the model's own.
+    naming = canonical.best_naming(["module.module.w", "module.module.b"], target)
+    assert naming.names() == target
+    assert naming.stripped == ("module.",)
+
+
+def test_inner_reserved_segments_are_removed_wherever_they_appear():
+    naming = canonical.best_naming([
+        "layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.weight",
+        "layers.1._orig_mod.weight",
+    ])
+    assert naming.names() == {"layers.0.weight", "layers.1.weight"}
+    assert set(naming.inner) == {"_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."}
+
+
+def test_foreign_common_prefix_is_removed_only_when_it_makes_names_match():
+    target = {"layers.0.weight", "head.bias"}
+    naming = canonical.best_naming(["model.layers.0.weight", "model.head.bias"], target)
+    assert naming.names() == target and naming.foreign == ("model.",)
+    # No target: nothing but wrappers is ever stripped.
+    assert canonical.best_naming(["model.layers.0.weight", "model.head.bias"]).names() == {
+        "model.layers.0.weight", "model.head.bias"}
+
+
+def test_a_name_that_is_only_the_prefix_blocks_stripping():
+    assert canonical.best_naming(["module.", "module.w"]).stripped == ()
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+
+def test_live_wrappers_are_unwrapped_by_type():
+    inner = Tiny()
+    wrapped = nn.DataParallel(torch.compile(inner, backend="eager"))
+    got, stripped = canonical.unwrap(wrapped)
+    assert got is inner
+    assert stripped == ("module.", "_orig_mod.")
+
+
+def test_a_plain_module_with_a_child_named_module_is_not_unwrapped():
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = Tiny()
+
+    holder = Holder()
+    assert canonical.unwrap(holder) == (holder, ())

@@ -1,0 +1,163 @@
+"""The library API on real files: exact round trips, ties, config drift, every format."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import pytest_ckpt as pc
+from tests.tinymodel import TinyConfig, tiny
+
+
+def awkward_tensors():
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    nan = torch.tensor([float("nan"), 1.0, float("-inf"), float("inf")])
+    return {
+        "nan": nan,
+        "neg_zero": torch.tensor([-0.0, 0.0, -0.0]),
+        "bf16": torch.randn(5, 3).to(torch.bfloat16),
+        "f16": torch.randn(7).to(torch.float16),
+        "f8e4": torch.randn(6).to(torch.float8_e4m3fn),
+        "f8e5": torch.randn(6).to(torch.float8_e5m2),
+        "f64": torch.randn(3, dtype=torch.float64),
+        "i64": torch.tensor([-(2**62), 0, 2**62]),
+        "i8": torch.tensor([-128, 127], dtype=torch.int8),
+        "u8": torch.tensor([0, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.empty(0, 4),
+        "noncontig": base.t(),
+        "sliced": base[:, ::2],
+    }
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_exact_round_trips_are_never_flagged(tmp_path, suffix):
+    tensors = awkward_tensors()
+    path = pc.save(tensors, tmp_path / f"awkward{suffix}")
+    loaded = pc.load_state_dict(path)
+    assert set(loaded) == set(tensors)
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype and loaded[name].shape == t.shape, name
+    d = pc.diff(tensors, path)
+    assert d.ok, str(d)
+    assert pc.diff(tensors, loaded).ok
+
+
+def test_one_ulp_and_nan_position_are_differences():
+    a = {"w": torch.tensor([1.0, float("nan"), 2.0])}
+    ulp = {"w": torch.tensor([torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item(), float("nan"), 2.0])}
+    moved = {"w": torch.tensor([1.0, 2.0, float("nan")])}
+    assert not pc.diff(a, ulp).ok and "w" in pc.diff(a, ulp).values
+    assert not pc.diff(a, moved).ok
+    assert pc.diff(a, ulp, atol=1e-6).ok
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_ties_survive_save_and_load_into_restores_them(tmp_path, suffix):
+    saved = tiny(2, seed=1)
+    path = pc.save(saved, tmp_path / f"tied{suffix}")
+    assert pc.diff(saved, path).ok
+    model = tiny(2, seed=2)
+    pc.load_into(model, path)
+    assert model.lm_head.weight is model.embed.weight
+    assert pc.diff(saved, model).ok
+    sd = pc.load_state_dict(path)
+    assert sd["embed.weight"].untyped_storage().data_ptr() == sd["lm_head.weight"].untyped_storage().data_ptr()
+
+
+def test_a_broken_tie_is_reported(tmp_path):
+    saved = tiny(2)
+    sd = saved.state_dict()
+    sd["lm_head.weight"] = sd["lm_head.weight"].clone()  # same values, no longer shared
+    path = tmp_path / "untied.pt"
+    torch.save(sd, path)
+    d = pc.diff(saved, path)
+    assert d.ties == [("embed.weight", "lm_head.weight")]
+    assert any(n.kind == "tied" for n in d.notes)
+
+
+def test_config_drift_fails_strict_load_naming_each_field(tmp_path):
+    path = pc.save(tiny(2), tmp_path / "c.pt", config=TinyConfig(num_hidden_layers=2))
+    model = tiny(2)
+    with pytest.raises(pc.CheckpointMismatch) as err:
+        pc.load_into(model, path, config=TinyConfig(num_hidden_layers=2, dropout=0.1))
+    assert "dropout" in str(err.value) and "0.1" in str(err.value)
+    assert err.value.diff.config == {"dropout": (0.1, 0.0)}
+    report = pc.load_into(model, path, config=TinyConfig(num_hidden_layers=2))
+    assert report.diff.ok
+
+
+def test_transformers_style_config_object_is_stored(tmp_path):
+    class Cfg:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+        def to_dict(self):
+            return dict(self.__dict__)
+
+    path = pc.save(tiny(2), tmp_path / "c.safetensors", config=Cfg(n_layer=2, n_embd=16))
+    with pytest.raises(pc.CheckpointMismatch, match="n_embd"):
+        pc.load_into(tiny(2), path, config=Cfg(n_layer=2, n_embd=32))
+
+
+def test_sharded_hf_directory(tmp_path):
+    sd = tiny(4).state_dict()
+    sd = {k: v.clone() for k, v in sd.items()}  # safetensors refuses shared tensors
+    names = sorted(sd)
+    half = len(names) // 2
+    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    weight_map = {}
+    for shard, keys in shards.items():
+        save_file({k: sd[k].contiguous() for k in keys}, tmp_path / shard)
+        weight_map.update({k: shard for k in keys})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert set(pc.schema(tmp_path)) == set(sd)
+    assert pc.diff(sd, tmp_path).ok
+    pc.verify(tmp_path)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(pc.CheckpointError, match="model-00002-of-00002.safetensors"):
+        pc.verify(tmp_path)
+    with pytest.raises(pc.CheckpointError, match="model-00002-of-00002.safetensors"):
+        pc.schema(tmp_path)
+
+
+def test_dcp_directory(tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    saved = tiny(3, seed=1)
+    sd = {k: v.clone() for k, v in saved.state_dict().items()}
+    dcp.save({"model": sd, "step": 7}, checkpoint_id=str(tmp_path / "dcp"), no_dist=True)
+    schema = pc.schema(tmp_path / "dcp")
+    assert schema.located_at == ("model",)
+    assert set(schema) == set(sd)
+    model = tiny(3, seed=2)
+    pc.load_into(model, tmp_path / "dcp")
+    assert pc.diff(saved, model).ok
+    assert pc.diff(saved, tmp_path / "dcp").ok  # DCP cannot store ties: compared by values
+
+
+def test_legacy_torch_format(tmp_path):
+    saved = tiny(2, seed=1)
+    path = tmp_path / "legacy.pth"
+    torch.save(saved.state_dict(), path, _use_new_zipfile_serialization=False)
+    assert set(pc.schema(path)) == set(saved.state_dict())
+    assert pc.diff(saved, path).ok
+
+
+def test_schema_reads_no_tensor_data(tmp_path):
+    path = pc.save(tiny(2), tmp_path / "m.safetensors")
+    schema = pc.schema(path)
+    assert schema["embed.weight"].shape == (32, 16) and schema["embed.weight"].dtype == torch.float32
+    assert pc.schema(tiny(2)) == schema
+
+
+def test_assert_same_raises_an_assertion_error_with_the_report(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save(tiny(3).state_dict(), path)
+    with pytest.raises(AssertionError) as err:
+        pc.assert_same(tiny(2), path)
+    assert isinstance(err.value, pc.CheckpointMismatch)
+    assert str(err.value) == str(err.value.diff)
+    json.dumps(err.value.diff.to_dict())
