@@ -161,3 +161,20 @@ def test_assert_same_raises_an_assertion_error_with_the_report(tmp_path):
     assert isinstance(err.value, pc.CheckpointMismatch)
     assert str(err.value) == str(err.value.diff)
     json.dumps(err.value.diff.to_dict())
+
+
+def test_hf_save_pretrained_directory_with_tied_weights(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    saved = transformers.GPT2LMHeadModel(cfg)
+    saved.save_pretrained(tmp_path)
+    d = pc.diff(saved, tmp_path)
+    assert d.ok, str(d)
+    assert any(n.kind == "tied" and "lm_head.weight" in n.text for n in d.notes)
+    torch.manual_seed(1)
+    model = transformers.GPT2LMHeadModel(cfg)
+    pc.load_into(model, tmp_path)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert pc.diff(saved, model).ok

@@ -7,7 +7,7 @@ from typing import Any
 from ..checkpoint.configs import config_fields_diff, config_to_dict
 from ..checkpoint.view import View
 from .diagnose import Context, diagnose
-from .diff import CheckpointDiff
+from .diff import CheckpointDiff, Note
 from .values import max_abs_diff
 
 __all__ = ["compare", "broken_ties"]
@@ -33,7 +33,9 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     es, as_ = expected.schema, actual.schema
     diff = CheckpointDiff(expected=expected.label, actual=actual.label,
                           config_strict=config_strict, atol=atol, rtol=rtol)
-    diff.missing = sorted(n for n in es if n not in as_)
+    missing = sorted(n for n in es if n not in as_)
+    stored_once = _stored_through_tie(missing, expected.ties, as_)
+    diff.missing = [n for n in missing if n not in stored_once]
     diff.unexpected = sorted(n for n in as_ if n not in es)
     common = sorted(n for n in es if n in as_)
     for name in common:
@@ -62,7 +64,30 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     diff.actual_info = {**actual.info(), "config": act_cfg}
     ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol)
     diff.notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
+    if stored_once:
+        diff.notes.append(_tie_note(stored_once, actual.label))
     return diff
+
+
+def _stored_through_tie(missing, ties, actual_names) -> dict[str, str]:
+    """Missing names whose tie partner is stored: writers such as ``save_pretrained`` keep one copy.
+
+    Loading the stored partner fills the shared tensor, so nothing is lost.
+    """
+    out = {}
+    for group in ties or ():
+        present = [n for n in group if n in actual_names]
+        if present:
+            out.update({n: present[0] for n in group if n in missing})
+    return {n: out[n] for n in missing if n in out}
+
+
+def _tie_note(stored_once: dict[str, str], label: str) -> Note:
+    pairs = ", ".join(f"{n} (tied to {p})" for n, p in list(stored_once.items())[:3])
+    more = f" and {len(stored_once) - 3} more" if len(stored_once) > 3 else ""
+    return Note("tied", f"{pairs}{more} not stored separately in {label}: "
+                "the stored tie partner fills the shared tensor on load",
+                names=tuple(stored_once), info=True)
 
 
 def broken_ties(expected: list[tuple[str, ...]], actual: list[tuple[str, ...]],
