@@ -1,0 +1,49 @@
+"""The machine-readable report of a run (``--ckpt-report=PATH``): every round trip and snapshot check."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+
+REPORT_FORMAT_VERSION = 1
+#: the key under which records travel in ``item.user_properties`` (survives pytest-xdist)
+PROPERTY = "pytest_ckpt"
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+
+
+def record(kind: str, *, variation: str | None = None, outcome: str, duration: float,
+           diff: dict | None = None, message: str = "", path: str | None = None) -> dict[str, Any]:
+    """One check's record; JSON-ready."""
+    return {
+        "kind": kind,  # "roundtrip" | "snapshot"
+        "variation": variation,
+        "outcome": outcome,
+        "duration": round(duration, 6),
+        "diff": diff,
+        "message": message,
+        "path": path,
+    }
+
+
+def document(entries: list[dict], *, started: float, workers: int) -> dict:
+    """The whole report: one entry per check, sorted by test id for stable output."""
+    entries = sorted(entries, key=lambda e: (e["test"], e.get("kind") or "", e.get("variation") or ""))
+    summary: dict[str, int] = {}
+    for e in entries:
+        summary[e["outcome"]] = summary.get(e["outcome"], 0) + 1
+    return {
+        "format_version": REPORT_FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration": round(time.time() - started, 3),
+        "workers": workers,
+        "summary": summary,
+        "checks": entries,
+    }
+
+
+def write(path: Path, doc: dict) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
