@@ -1,0 +1,269 @@
+"""Process groups for the round trips: one in-process gloo group, and a two-process FSDP2 save.
+
+Rendezvous always goes through a ``file://`` in the test's temporary directory,
+so parallel pytest-xdist workers never share a port or a store.
+
+The FSDP2 workers are this module run as ``python -m pytest_ckpt.distributed
+JOB RANK``; the launcher kills them in ``finally`` and on timeout, so they never
+outlive the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+#: seconds the two FSDP ranks may take, start-up included
+FSDP_TIMEOUT_S = float(os.environ.get("PYTEST_CKPT_FSDP_TIMEOUT", "180"))
+FSDP_WORLD_SIZE = 2
+#: worker exit status meaning "cannot run here": its reason is in ``skip.txt``
+EXIT_UNAVAILABLE = 3
+
+
+class ProcessGroupScope:
+    """Opens a world-size-1 gloo group on first :meth:`ensure`, closes it in :meth:`close`.
+
+    A group the user already opened is reused and left open.
+    """
+
+    def __init__(self, rendezvous_dir: Path) -> None:
+        self.rendezvous_dir = Path(rendezvous_dir)
+        self.owned = False
+
+    def ensure(self) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            from .variations import VariationUnavailable
+
+            raise VariationUnavailable("torch.distributed is not available in this torch build")
+        if dist.is_initialized():
+            return
+        self.rendezvous_dir.mkdir(parents=True, exist_ok=True)
+        dist.init_process_group(
+            "gloo",
+            init_method=(self.rendezvous_dir / "pg-rendezvous").resolve().as_uri(),
+            rank=0,
+            world_size=1,
+        )
+        self.owned = True
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            self.owned = False
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def importable(obj: Any, what: str) -> tuple[str, str]:
+    """``(module, qualname)`` that another process can import, or raise ``VariationUnavailable``."""
+    from .variations import VariationUnavailable
+
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
+        raise VariationUnavailable(
+            f"the {what} {qualname or repr(obj)} is not importable by worker processes "
+            "(a lambda or a closure); use a module-level function"
+        )
+    if module == "__main__":
+        raise VariationUnavailable(f"the {what} {qualname} lives in __main__; workers cannot import it")
+    try:
+        found = resolve(module, qualname)
+    except (ImportError, AttributeError) as exc:
+        raise VariationUnavailable(f"the {what} {module}.{qualname} is not importable: {exc}") from None
+    if found is not obj:
+        raise VariationUnavailable(f"the {what} {module}.{qualname} does not import back as itself")
+    return module, qualname
+
+
+def resolve(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass
+class FsdpJob:
+    """What the ranks need; pickled to ``job.pkl`` (``sys.path`` first, so the rest can unpickle)."""
+
+    factory: tuple[str, str]
+    config_blob: bytes | None
+    save: tuple[str, str] | None
+    seed: int
+    checkpoint_dir: str
+    full_state_path: str
+
+
+def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S) -> None:
+    """Run :func:`_rank_main` on ``FSDP_WORLD_SIZE`` fresh processes and wait for both.
+
+    Raises ``VariationUnavailable`` when a rank reports it cannot run here,
+    ``RuntimeError`` with the ranks' output when one fails or time runs out.
+    """
+    from .variations import VariationUnavailable
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    job_path = workdir / "job.pkl"
+    with open(job_path, "wb") as f:
+        pickle.dump(list(sys.path), f)
+        pickle.dump(job, f)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    procs: list[subprocess.Popen] = []
+    logs = [workdir / f"rank{rank}.log" for rank in range(FSDP_WORLD_SIZE)]
+    try:
+        for rank in range(FSDP_WORLD_SIZE):
+            with open(logs[rank], "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "pytest_ckpt.distributed", str(job_path), str(rank)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,  # its own process group: killed with its children
+                    )
+                )
+        deadline = time.monotonic() + timeout
+        while True:
+            codes = [p.poll() for p in procs]  # poll every rank: `any(...)` would stop at the first
+            if all(c is not None for c in codes):
+                break
+            # a rank that died leaves the other blocked in a collective: stop waiting
+            if any(c not in (None, 0) for c in codes):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"fsdp: the {FSDP_WORLD_SIZE} ranks did not finish within {timeout:.0f}s\n"
+                    + _tails(logs)
+                )
+            time.sleep(0.05)
+        codes = [p.returncode for p in procs]
+        if any(c == EXIT_UNAVAILABLE for c in codes):
+            reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
+            raise VariationUnavailable(reason)
+        done = all((workdir / f"done-{rank}").exists() for rank in range(FSDP_WORLD_SIZE))
+        # a rank that finished its work and then crashed in teardown has still saved its part
+        if not done:
+            raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs))
+    finally:
+        for p in procs:
+            _kill(p)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _tails(logs: list[Path], limit: int = 3000) -> str:
+    out = []
+    for rank, log in enumerate(logs):
+        text = log.read_text(errors="replace") if log.exists() else ""
+        out.append(f"--- rank {rank} output (last {limit} chars) ---\n{text[-limit:]}")
+    return "\n".join(out)
+
+
+def shard(model: Any, mesh: Any) -> None:
+    """``fully_shard`` every block of every ``nn.ModuleList``, then the root (the usual FSDP2 recipe)."""
+    from torch import nn
+    from torch.distributed.fsdp import fully_shard
+
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                if any(True for _ in block.parameters()):
+                    fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def default_fsdp_save(model: Any, path: Path) -> None:
+    """Each rank writes its own shards: ``dcp.save(model.state_dict(), checkpoint_id=path)``."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(model.state_dict(), checkpoint_id=str(path))
+
+
+def _rank_main(job_path: str, rank: int) -> int:
+    with open(job_path, "rb") as f:
+        paths = pickle.load(f)
+        sys.path[:0] = [p for p in paths if p not in sys.path]
+        workdir = Path(job_path).parent
+        try:
+            job: FsdpJob = pickle.load(f)
+            factory = resolve(*job.factory)
+            config = pickle.loads(job.config_blob) if job.config_blob is not None else None
+            save = resolve(*job.save) if job.save is not None else default_fsdp_save
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
+            (workdir / "skip.txt").write_text(
+                f"the factory, config or save function cannot be rebuilt in a worker process: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            return EXIT_UNAVAILABLE
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from .atomic import atomic_path
+    from .variations.base import perturb
+
+    dist.init_process_group(
+        "gloo",
+        init_method=(workdir / "fsdp-rendezvous").resolve().as_uri(),
+        rank=rank,
+        world_size=FSDP_WORLD_SIZE,
+    )
+    try:
+        torch.manual_seed(job.seed)  # every rank starts from the same weights, as in real training
+        model = factory(config) if job.config_blob is not None else factory()
+        perturb(model, job.seed)
+        mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
+        shard(model, mesh)
+        save(model, Path(job.checkpoint_dir))
+        full = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if rank == 0:
+            with atomic_path(job.full_state_path) as tmp:
+                torch.save(full, tmp)
+        dist.barrier()
+    except BaseException:
+        # no teardown: destroying the group would wait for the other rank, which waits for us
+        traceback.print_exc()
+        return 1
+    (workdir / f"done-{rank}").touch()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    code = _rank_main(sys.argv[1], int(sys.argv[2]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter teardown: gloo's threads can abort it after the work is done
+    os._exit(code)

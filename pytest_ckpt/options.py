@@ -1,0 +1,69 @@
+"""Names of the plugin's marker, options and ini keys, and the settings read from them.
+
+Torch-free: the plugin's own tests import these constants, and pytest imports
+the plugin in every project.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+MARKER = "ckpt_roundtrip"
+GROUP = "ckpt"
+
+#: command-line options, as pytest spells them and as ``config.getoption`` names them
+OPT_UPDATE = "--ckpt-update"
+OPT_VARIATIONS = "--ckpt-variations"
+OPT_REPORT = "--ckpt-report"
+OPT_AUDIT_LOADS = "--ckpt-audit-loads"
+
+DEST_UPDATE = "ckpt_update"
+DEST_VARIATIONS = "ckpt_variations"
+DEST_REPORT = "ckpt_report"
+DEST_AUDIT_LOADS = "ckpt_audit_loads"
+
+#: ini keys
+INI_VARIATIONS = "ckpt_variations"
+INI_SNAPSHOT_DIR = "ckpt_snapshot_dir"
+INI_COMPILE_BACKEND = "ckpt_compile_backend"
+INI_AUDIT_LOADS = "ckpt_audit_loads"
+
+DEFAULT_COMPILE_BACKEND = "eager"
+DEFAULT_SNAPSHOT_DIR = "__ckpt_snapshots__"
+
+#: the id of a parametrized case is ``ckpt-<variation>``
+ID_PREFIX = "ckpt-"
+#: ``item.user_properties`` keys (they survive pytest-xdist)
+PROP_VARIATION = "ckpt_variation"
+PROP_ROUNDTRIP = "ckpt_roundtrip"
+
+
+def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"plain, nested"`` or ``["plain", "nested"]`` -> ``("plain", "nested")``; empty -> None.
+
+    >>> split_names("plain,nested ddp")
+    ('plain', 'nested', 'ddp')
+    """
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        text = ",".join(text)
+    names = tuple(n for n in re.split(r"[\s,]+", text) if n)
+    return names or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the options and ini keys say, resolved once per session (command line beats ini)."""
+
+    #: variations to run, or None for each marker's own list
+    variations: tuple[str, ...] | None = None
+    #: where the selection came from, for messages (``--ckpt-variations`` or ``ckpt_variations``)
+    variations_source: str = ""
+    update: bool = False
+    report: str | None = None
+    audit_loads: bool = False
+    snapshot_dir: str = DEFAULT_SNAPSHOT_DIR
+    compile_backend: str = DEFAULT_COMPILE_BACKEND

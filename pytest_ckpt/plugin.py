@@ -1,0 +1,221 @@
+"""pytest-ckpt's pytest entry point: options, the ``ckpt_roundtrip`` marker, the ``ckpt`` fixture.
+
+Loaded by pytest in every project that has the package installed, so it
+imports neither torch nor hypothesis; the fixtures import what they need
+when a test asks for them. ``-p no:ckpt`` turns all of it off.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator
+
+import pytest
+
+from . import options as o
+from .variations import DEFAULT, VARIATIONS, UnknownVariation, validate
+
+#: the session's resolved options
+SETTINGS_KEY = pytest.StashKey[o.Settings]()
+#: the terminal summary's tally, registered as a plugin object
+SUMMARY_KEY = pytest.StashKey["RoundtripSummary"]()
+
+VARIATION_FIXTURE = "_ckpt_variation"
+
+
+# -- options and settings ------------------------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(o.GROUP, "pytest-ckpt: checkpoint round trips and schema snapshots")
+    group.addoption(
+        o.OPT_UPDATE, action="store_true", default=False, dest=o.DEST_UPDATE,
+        help="Write the golden schema snapshots instead of comparing with them.",
+    )
+    group.addoption(
+        o.OPT_VARIATIONS, default=None, dest=o.DEST_VARIATIONS, metavar="A,B",
+        help="Run only these round-trip variations (valid: " + ", ".join(VARIATIONS)
+        + "). Overrides the ini option ckpt_variations.",
+    )
+    group.addoption(
+        o.OPT_REPORT, default=None, dest=o.DEST_REPORT, metavar="PATH",
+        help="Write a JSON report of every round trip and snapshot check to PATH.",
+    )
+    group.addoption(
+        o.OPT_AUDIT_LOADS, action="store_true", default=None, dest=o.DEST_AUDIT_LOADS,
+        help="Fail any test in which load_state_dict(strict=False) silently dropped keys.",
+    )
+    parser.addini(o.INI_VARIATIONS, "ckpt: round-trip variations to run (comma-separated)",
+                  type="string", default="")
+    parser.addini(o.INI_SNAPSHOT_DIR, "ckpt: directory of golden schema snapshots, beside each test file",
+                  type="string", default=o.DEFAULT_SNAPSHOT_DIR)
+    parser.addini(o.INI_COMPILE_BACKEND, "ckpt: torch.compile backend of the compile variations",
+                  type="string", default=o.DEFAULT_COMPILE_BACKEND)
+    parser.addini(o.INI_AUDIT_LOADS, "ckpt: like --ckpt-audit-loads", type="bool", default=False)
+
+
+def read_settings(config: pytest.Config) -> o.Settings:
+    """Options over ini keys; raises ``UnknownVariation`` on a name that is not a variation."""
+    variations, source = None, ""
+    cli = o.split_names(config.getoption(o.DEST_VARIATIONS))
+    ini = o.split_names(config.getini(o.INI_VARIATIONS))
+    if cli:
+        variations, source = validate(cli, f"{o.OPT_VARIATIONS}={','.join(cli)}"), o.OPT_VARIATIONS
+    elif ini:
+        variations, source = validate(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
+    audit = config.getoption(o.DEST_AUDIT_LOADS)
+    return o.Settings(
+        variations=variations,
+        variations_source=source,
+        update=bool(config.getoption(o.DEST_UPDATE)),
+        report=config.getoption(o.DEST_REPORT),
+        audit_loads=bool(config.getini(o.INI_AUDIT_LOADS) if audit is None else audit),
+        snapshot_dir=config.getini(o.INI_SNAPSHOT_DIR) or o.DEFAULT_SNAPSHOT_DIR,
+        compile_backend=config.getini(o.INI_COMPILE_BACKEND) or o.DEFAULT_COMPILE_BACKEND,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{o.MARKER}(*variations): run the test once per checkpoint save-side variation "
+        f"(ids [ckpt-<variation>]) with the `ckpt` fixture's roundtrip(); no arguments: "
+        f"{', '.join(DEFAULT)}. Also: layers-1, layers+1.",
+    )
+    try:
+        config.stash[SETTINGS_KEY] = read_settings(config)
+    except UnknownVariation as exc:
+        raise pytest.UsageError(str(exc)) from None
+    summary = config.stash[SUMMARY_KEY] = RoundtripSummary()
+    config.pluginmanager.register(summary, "ckpt-summary")
+
+
+# -- parametrization -----------------------------------------------------------------------
+
+def marker_variations(marker: pytest.Mark) -> tuple[str, ...]:
+    """The marker's variation names (validated), or the default nine."""
+    if marker.kwargs:
+        raise UnknownVariation(
+            f"@pytest.mark.{o.MARKER} takes variation names only, not {', '.join(marker.kwargs)}=; "
+            f"valid: {', '.join(VARIATIONS)}"
+        )
+    names: list[object] = []
+    for arg in marker.args:
+        names.extend(arg if isinstance(arg, (list, tuple)) else [arg])
+    return validate(names, f"@pytest.mark.{o.MARKER}") if names else DEFAULT
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(o.MARKER)
+    if marker is None:
+        return
+    settings = metafunc.config.stash[SETTINGS_KEY]
+    try:
+        own = marker_variations(marker)
+    except UnknownVariation as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if settings.variations is None:
+        names = own
+    elif marker.args:  # the marker chose: the option narrows that choice
+        names = tuple(n for n in own if n in settings.variations)
+    else:  # the marker left it to the defaults: the option replaces them
+        names = settings.variations
+    if VARIATION_FIXTURE not in metafunc.fixturenames:
+        metafunc.fixturenames.append(VARIATION_FIXTURE)
+    if names:
+        params = [pytest.param(n, id=f"{o.ID_PREFIX}{n}") for n in names]
+    else:
+        reason = (f"none of the marker's variations ({', '.join(own)}) is selected by "
+                  f"{settings.variations_source}={','.join(settings.variations or ())}")
+        params = [pytest.param(None, id=f"{o.ID_PREFIX}none", marks=pytest.mark.skip(reason=reason))]
+    metafunc.parametrize(VARIATION_FIXTURE, params, indirect=True)
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture
+def _ckpt_variation(request: pytest.FixtureRequest) -> str:
+    name = getattr(request, "param", None)
+    if name is None:
+        pytest.fail(
+            f"the ckpt fixture needs @pytest.mark.{o.MARKER}(...) on the test "
+            "to know which variations to run",
+            pytrace=False,
+        )
+    request.node.user_properties.append((o.PROP_VARIATION, name))
+    return name
+
+
+@pytest.fixture
+def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iterator[object]:
+    """This variation's round trip: ``ckpt.roundtrip(factory, config=..., save=..., load=...)``.
+
+    >>> @pytest.mark.ckpt_roundtrip()                        # doctest: +SKIP
+    ... def test_checkpoint(ckpt):
+    ...     ckpt.roundtrip(build_model, config=Config(), load=load_for_inference)
+    """
+    from .distributed import ProcessGroupScope
+    from .roundtrip import Ckpt
+
+    settings = request.config.stash[SETTINGS_KEY]
+    directory = tmp_path / ".ckpt"
+    scope = ProcessGroupScope(directory)
+    node = request.node
+    try:
+        yield Ckpt(
+            _ckpt_variation,
+            directory=directory,
+            compile_backend=settings.compile_backend,
+            process_group=scope.ensure,
+            record=lambda entry: node.user_properties.append((o.PROP_ROUNDTRIP, entry)),
+        )
+    finally:
+        scope.close()
+
+
+# -- summary -------------------------------------------------------------------------------
+
+class RoundtripSummary:
+    """Counts round-trip outcomes by variation; says something only when one failed or skipped.
+
+    Reads the variation from ``report.user_properties``, so it also works on
+    the pytest-xdist controller.
+    """
+
+    def __init__(self) -> None:
+        #: nodeid -> (variation, outcome, skip reason)
+        self.outcomes: dict[str, tuple[str, str, str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        variation = next((v for k, v in report.user_properties if k == o.PROP_VARIATION), None)
+        if variation is None:
+            return
+        if report.failed:
+            self.outcomes[report.nodeid] = (variation, "failed", "")
+        elif report.skipped:
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            reason = reason.removeprefix("Skipped: ").removeprefix(f"{o.ID_PREFIX}{variation}: ")
+            self.outcomes[report.nodeid] = (variation, "skipped", reason)
+        elif report.when == "call":
+            self.outcomes.setdefault(report.nodeid, (variation, "passed", ""))
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        counts = Counter(outcome for _, outcome, _ in self.outcomes.values())
+        if not (counts["failed"] or counts["skipped"]):
+            return
+        tr = terminalreporter
+        tr.section("ckpt round trips")
+        tr.line(f"{len(self.outcomes)} round trips: {counts['passed']} passed, "
+                f"{counts['failed']} failed, {counts['skipped']} skipped")
+        failed = Counter(v for v, outcome, _ in self.outcomes.values() if outcome == "failed")
+        for variation, n in failed.items():
+            tr.line(f"failed  {n} x {variation}")
+        skipped = Counter((v, r) for v, outcome, r in self.outcomes.values() if outcome == "skipped")
+        for (variation, reason), n in skipped.items():
+            tr.line(f"skipped {n} x {variation}: {reason}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    summary = config.stash.get(SUMMARY_KEY, None)
+    if summary is not None and config.pluginmanager.is_registered(summary):
+        config.pluginmanager.unregister(summary)

@@ -1,0 +1,86 @@
+"""The registry of save-side variations: how training may wrap and write a model.
+
+Torch-free, so the plugin can validate marker arguments at collection time;
+each variation's code lives in its own module and is imported on first use.
+
+>>> from pytest_ckpt.variations import VARIATIONS, DEFAULT
+>>> DEFAULT[:3]
+('plain', 'dataparallel', 'ddp')
+>>> VARIATIONS["ddp+compile"].summary
+'torch.compile(DDP(model)): keys _orig_mod.module.'
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+class VariationUnavailable(Exception):
+    """This variation cannot run here (no second process, an unpicklable factory, ...): skip it."""
+
+
+class UnknownVariation(ValueError):
+    """A name that is not in :data:`VARIATIONS`; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One way of wrapping and saving a model; ``impl`` is ``"module:attr"``, imported lazily."""
+
+    name: str
+    summary: str
+    impl: str
+
+    def load(self):
+        """The implementation object (see :class:`pytest_ckpt.variations.base.SaveSide`)."""
+        module, _, attr = self.impl.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _v(name: str, summary: str, impl: str) -> Variation:
+    return Variation(name, summary, f"pytest_ckpt.variations.{impl}")
+
+
+_ALL = (
+    _v("plain", "torch.save(model.state_dict())", "plain:PLAIN"),
+    _v("dataparallel", "nn.DataParallel(model): keys module.", "dataparallel:DATAPARALLEL"),
+    _v("ddp", "DistributedDataParallel(model) over gloo: keys module.", "ddp:DDP"),
+    _v("compile", "torch.compile(model): keys _orig_mod.", "compile:COMPILE"),
+    _v("ddp+compile", "torch.compile(DDP(model)): keys _orig_mod.module.", "ddp:DDP_COMPILE"),
+    _v("compile+ddp", "DDP(torch.compile(model)): keys module._orig_mod.", "ddp:COMPILE_DDP"),
+    _v("fsdp", "FSDP2 fully_shard over 2 processes, sharded DCP save", "fsdp:FSDP"),
+    _v("nested", "training state: epoch, step, optimizer, scheduler, rng, weights nested",
+       "nested:NESTED"),
+    _v("safetensors", "a .safetensors file, tied weights kept", "safetensors:SAFETENSORS"),
+    _v("layers-1", "saved with one block fewer than config says; the load must raise",
+       "layers:FEWER"),
+    _v("layers+1", "saved with one block more than config says; the load must raise",
+       "layers:MORE"),
+)
+
+#: every variation, by exact name, in the documented order
+VARIATIONS: dict[str, Variation] = {v.name: v for v in _ALL}
+#: what ``@pytest.mark.ckpt_roundtrip()`` runs: every save-side variation but layers-1/layers+1
+DEFAULT: tuple[str, ...] = tuple(v.name for v in _ALL[:9])
+
+
+def validate(names: Iterable[object], where: str) -> tuple[str, ...]:
+    """Return ``names`` as a tuple of known variation names, or raise :class:`UnknownVariation`.
+
+    >>> validate(["plain"], "marker")
+    ('plain',)
+    >>> validate(["plian"], "marker")
+    Traceback (most recent call last):
+    pytest_ckpt.variations.UnknownVariation: marker: unknown variation 'plian'; valid: plain, dataparallel, ddp, compile, ddp+compile, compile+ddp, fsdp, nested, safetensors, layers-1, layers+1
+    """
+    out = []
+    for name in names:
+        if not isinstance(name, str) or name not in VARIATIONS:
+            raise UnknownVariation(
+                f"{where}: unknown variation {name!r}; valid: {', '.join(VARIATIONS)}"
+            )
+        if name not in out:
+            out.append(name)
+    return tuple(out)

@@ -1,0 +1,5 @@
+"""``plain``: ``torch.save(model.state_dict())`` of the bare model."""
+
+from .base import SaveSide
+
+PLAIN = SaveSide()

@@ -1,0 +1,224 @@
+"""The marked test of a real project, run by real pytest: passes when save and load agree, fails on drift."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_ckpt.variations import DEFAULT
+
+pytest_plugins = ["pytester"]
+
+
+def run(pytester, *args):
+    """A subprocess run: torch cannot be imported twice in one process, as inline runs would."""
+    return pytester.runpytest_subprocess(*args, timeout=300)
+
+
+def marked(load: str = "None", variations: str = "", save: str = "None", extra: str = "") -> str:
+    return f"""
+import pytest
+import project
+from project import Config, INPUTS, build
+
+@pytest.mark.ckpt_roundtrip({variations})
+def test_checkpoint(ckpt):
+    ckpt.roundtrip(build, config=Config(), inputs=INPUTS, load={load}, save={save}{extra})
+"""
+
+
+def test_every_default_variation_passes_for_a_real_project(project):
+    project.makepyfile(test_ckpt=marked())
+    result = run(project, "-v")
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines([f"*test_checkpoint[[]ckpt-{n}[]] PASSED*" for n in DEFAULT])
+    assert "ckpt round trips" not in result.stdout.str()  # the summary speaks only when needed
+
+
+def test_project_save_and_load_receive_the_real_wrappers(project, monkeypatch):
+    log = project.path / "save.log"
+    monkeypatch.setenv("SAVE_LOG", str(log))
+    project.makepyfile(test_ckpt=marked(load="project.load_good", save="project.save_logged"))
+    run(project, ).assert_outcomes(passed=9)
+    seen = dict(zip(DEFAULT, log.read_text().splitlines()))
+    assert seen == {
+        "plain": "Model embed.weight",
+        "dataparallel": "DataParallel module.embed.weight",
+        "ddp": "DistributedDataParallel module.embed.weight",
+        "compile": "OptimizedModule _orig_mod.embed.weight",
+        "ddp+compile": "OptimizedModule _orig_mod.module.embed.weight",
+        "compile+ddp": "DistributedDataParallel module._orig_mod.embed.weight",
+        "fsdp": "FSDPModel embed.weight",  # written by rank 0 and rank 1
+        "nested": "FSDPModel embed.weight",
+        "safetensors": "Model embed.weight",
+    } | {"nested": seen["nested"]}
+    lines = log.read_text().splitlines()
+    assert lines.count("FSDPModel embed.weight") == 2 and lines[-2:] == [
+        "Model embed.weight", "Model embed.weight"]
+
+
+def test_a_loader_that_builds_one_layer_fewer_fails_every_round_trip(project):
+    project.makepyfile(test_ckpt=marked(load="project.load_fewer"))
+    result = run(project, )
+    result.assert_outcomes(failed=9)
+    out = result.stdout.str()
+    for name in DEFAULT:
+        assert f"ckpt-{name} round trip (saved with" in out
+    # one line per variation names the cause and the block range
+    assert len(re.findall(r"\[layer-count\] blocks\.2\.\*", out)) == 9
+    result.stdout.fnmatch_lines(["*9 round trips: 0 passed, 9 failed, 0 skipped*"])
+
+
+def test_a_loader_that_ignores_the_checkpoint_fails(project):
+    project.makepyfile(test_ckpt=marked(load="project.load_fresh", variations='"plain", "nested", "fsdp"'))
+    result = run(project, )
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines([
+        "*CheckpointMismatch: ckpt-plain round trip (saved with torch.save(model.state_dict()), "
+        "loaded with project.load_fresh)*",
+        "*[[]values[]]*tensors differ in value*",
+    ])
+
+
+def test_outputs_that_depend_on_unsaved_state_fail(project):
+    project.makepyfile(test_ckpt="""
+        import pytest, torch
+        from project import Config, INPUTS, Model
+
+        class Tempered(Model):
+            def __init__(self, config):
+                super().__init__(config)
+                self.temperature = 1 + float(torch.rand(()))  # a plain attribute: never saved
+
+            def forward(self, ids):
+                return super().forward(ids) / self.temperature
+
+        def build(config):
+            return Tempered(config)
+
+        @pytest.mark.ckpt_roundtrip("plain")
+        def test_checkpoint(ckpt):
+            ckpt.roundtrip(build, config=Config(), inputs=INPUTS)
+
+        @pytest.mark.ckpt_roundtrip("plain")
+        def test_without_inputs(ckpt):
+            ckpt.roundtrip(build, config=Config())
+    """)
+    result = run(project, )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*outputs: output differs (max |Δ| *"])
+
+
+def test_layers_pass_with_a_strict_loader_and_fail_with_a_lenient_one(project):
+    project.makepyfile(
+        test_strict=marked(load="project.load_strict_torch", variations='"layers-1", "layers+1"'),
+        test_lenient=marked(load="project.load_lenient_torch", variations='"layers-1", "layers+1"'),
+        test_default=marked(variations='"layers-1", "layers+1"'),
+    )
+    result = run(project, "-v")
+    result.assert_outcomes(passed=4, failed=2)
+    result.stdout.fnmatch_lines([
+        "*test_default.py::test_checkpoint[[]ckpt-layers-1[]] PASSED*",
+        "*test_lenient.py::test_checkpoint[[]ckpt-layers-1[]] FAILED*",
+        "*test_strict.py::test_checkpoint[[]ckpt-layers+1[]] PASSED*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*your loader accepted a checkpoint with one block fewer (num_layers=2 saved, config says 3)*"])
+    result.stdout.fnmatch_lines([
+        "*your loader accepted a checkpoint with one block more (num_layers=4 saved, config says 3)*"])
+
+
+def test_layers_return_the_refusal(project):
+    project.makepyfile(test_ckpt="""
+        import pytest
+        import pytest_ckpt as pc
+        from project import Config, build
+
+        @pytest.mark.ckpt_roundtrip("layers-1", "layers+1")
+        def test_checkpoint(ckpt):
+            refusal = ckpt.roundtrip(build, config=Config())
+            assert isinstance(refusal, pc.CheckpointMismatch)
+            assert [n.kind for n in refusal.diff.notes if n.kind == "layer-count"]
+            assert "blocks.3" in str(refusal) or "blocks.2" in str(refusal)
+
+        @pytest.mark.ckpt_roundtrip("layers+1")
+        def test_refusal_not_naming_the_blocks(ckpt):
+            def load(path):
+                raise ValueError("bad checkpoint")
+            ckpt.roundtrip(build, config=Config(), load=load)
+    """)
+    result = run(project, )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*your loader refused a checkpoint with one block more*but its "
+                                 "error does not name the blocks that differ (blocks.3)*"])
+
+
+def test_unavailable_variations_are_skipped_with_reasons_in_the_summary(project):
+    project.makepyfile(test_ckpt="""
+        import pytest
+        from project import Config, build
+
+        @pytest.mark.ckpt_roundtrip("plain", "fsdp", "layers-1")
+        def test_lambda(ckpt):
+            ckpt.roundtrip(lambda: build(Config()))
+    """)
+    result = run(project, )
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*= ckpt round trips =*",
+        "3 round trips: 1 passed, 0 failed, 2 skipped",
+        "skipped 1 x fsdp: the factory test_lambda.<locals>.<lambda> is not importable by worker "
+        "processes (a lambda or a closure); use a module-level function",
+        "skipped 1 x layers-1: needs config=*",
+    ])
+
+
+def test_user_process_group_is_reused_and_ours_is_torn_down(project):
+    project.makepyfile(test_ckpt="""
+        import pytest
+        import torch.distributed as dist
+        from project import Config, build
+
+        @pytest.fixture
+        def user_group(tmp_path):
+            dist.init_process_group("gloo", init_method=(tmp_path / "mine").as_uri(), rank=0, world_size=1)
+            yield dist.group.WORLD
+            dist.destroy_process_group()
+
+        @pytest.mark.ckpt_roundtrip("ddp")
+        def test_reuses(user_group, ckpt):
+            ckpt.roundtrip(build, config=Config())
+            assert dist.is_initialized() and dist.group.WORLD is user_group
+
+        @pytest.mark.ckpt_roundtrip("ddp", "compile+ddp")
+        def test_opens(ckpt):
+            assert not dist.is_initialized()
+            ckpt.roundtrip(build, config=Config())
+            assert dist.is_initialized()
+
+        def test_closed_after():
+            assert not dist.is_initialized()
+    """)
+    run(project).assert_outcomes(passed=4)
+
+
+def test_parallel_run_gives_the_serial_results(project):
+    project.makepyfile(
+        test_good=marked(),
+        test_drift=marked(load="project.load_fewer", variations='"plain", "ddp", "fsdp", "nested"'),
+        test_layers=marked(variations='"layers-1", "layers+1"'),
+    )
+    serial = run(project)
+    parallel = run(project, "-n", "2", "-p", "xdist")
+    serial.assert_outcomes(passed=11, failed=4)
+    parallel.assert_outcomes(passed=11, failed=4)
+    parallel.stdout.fnmatch_lines(["*2 workers*", "*= ckpt round trips =*",
+                                   "15 round trips: 11 passed, 4 failed, 0 skipped"])
+
+
+@pytest.mark.slow
+def test_compile_variations_work_with_inductor(project):
+    project.makepyfile(test_ckpt=marked(variations='"compile", "ddp+compile", "compile+ddp"'))
+    result = run(project, "-o", "ckpt_compile_backend=inductor")
+    result.assert_outcomes(passed=3)

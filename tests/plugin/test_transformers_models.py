@@ -1,0 +1,92 @@
+"""Real consumers: GPT-2 (tied embeddings), Llama and BERT from ``transformers``, tiny configs.
+
+Every variation must round-trip each family, layer drift must be refused, and
+an inference loader that builds one layer fewer must fail every round trip
+naming the block. Factories are module-level so the FSDP workers can import them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pytest_ckpt as pc
+from pytest_ckpt.variations.layers import find_layers_field, get_field, with_layers
+
+transformers = pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.slow
+
+SIZE = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=128,
+            max_position_embeddings=64)
+
+
+def gpt2_config():
+    return transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64)
+
+
+def llama_config():
+    return transformers.LlamaConfig(num_hidden_layers=2, num_key_value_heads=1, **SIZE)
+
+
+def bert_config():
+    return transformers.BertConfig(num_hidden_layers=2, **SIZE)
+
+
+def gpt2(config):
+    return transformers.GPT2LMHeadModel(config)
+
+
+def llama(config):
+    return transformers.LlamaForCausalLM(config)
+
+
+def bert(config):
+    return transformers.BertForMaskedLM(config)
+
+
+FAMILIES = {
+    "gpt2": (gpt2, gpt2_config),
+    "llama": (llama, llama_config),
+    "bert": (bert, bert_config),
+}
+INPUTS = {"input_ids": torch.arange(10).view(1, 10) * 7 % 128}
+# where each family keeps its numbered blocks
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer"}
+
+
+@pytest.mark.ckpt_roundtrip()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_variation_round_trips(ckpt, family):
+    factory, config = FAMILIES[family]
+    reloaded = ckpt.roundtrip(factory, config=config(), inputs=INPUTS)
+    if family == "gpt2":
+        assert reloaded.lm_head.weight is reloaded.transformer.wte.weight
+
+
+@pytest.mark.ckpt_roundtrip("layers-1", "layers+1")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_drift_is_refused(ckpt, family):
+    factory, config = FAMILIES[family]
+    refusal = ckpt.roundtrip(factory, config=config())
+    assert isinstance(refusal, pc.CheckpointMismatch)
+    block = f"{BLOCKS[family]}.{1 if ckpt.variation == 'layers-1' else 2}"
+    assert block in str(refusal), str(refusal)
+
+
+@pytest.mark.ckpt_roundtrip()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loader_with_one_layer_fewer_fails_every_round_trip(ckpt, family):
+    factory, config = FAMILIES[family]
+    field = find_layers_field(config())
+
+    def load_fewer(path):
+        model = factory(with_layers(config(), field, get_field(config(), field) - 1))
+        pc.load_into(model, path)
+        return model
+
+    with pytest.raises(pc.CheckpointMismatch) as failure:
+        ckpt.roundtrip(factory, config=config(), load=load_fewer)
+    message = str(failure.value)
+    assert f"{BLOCKS[family]}.1" in message, message
+    assert any(n.kind == "layer-count" for n in failure.value.diff.notes)
