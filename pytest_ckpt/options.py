@@ -38,6 +38,8 @@ ID_PREFIX = "ckpt-"
 #: ``item.user_properties`` keys (they survive pytest-xdist)
 PROP_VARIATION = "ckpt_variation"
 PROP_ROUNDTRIP = "ckpt_roundtrip"
+PROP_SNAPSHOT = "ckpt_snapshot"
+PROP_AUDIT = "ckpt_audit"
 
 
 def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:

@@ -7,18 +7,19 @@ when a test asks for them. ``-p no:ckpt`` turns all of it off.
 
 from __future__ import annotations
 
-from collections import Counter
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from . import options as o
+from .runreport_plugin import CheckCollector
 from .variations import DEFAULT, VARIATIONS, UnknownVariation, validate
 
 #: the session's resolved options
 SETTINGS_KEY = pytest.StashKey[o.Settings]()
 #: the terminal summary's tally, registered as a plugin object
-SUMMARY_KEY = pytest.StashKey["RoundtripSummary"]()
+SUMMARY_KEY = pytest.StashKey["CheckCollector"]()
 
 VARIATION_FIXTURE = "_ckpt_variation"
 
@@ -85,8 +86,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SETTINGS_KEY] = read_settings(config)
     except UnknownVariation as exc:
         raise pytest.UsageError(str(exc)) from None
-    summary = config.stash[SUMMARY_KEY] = RoundtripSummary()
-    config.pluginmanager.register(summary, "ckpt-summary")
+    if _is_xdist_worker(config):
+        return  # the controller collects from the reports the workers send
+    settings = config.stash[SETTINGS_KEY]
+    summary = config.stash[SUMMARY_KEY] = CheckCollector(
+        report_path=settings.report, update=settings.update,
+        snapshot_dir=settings.snapshot_dir, workers=_xdist_workers(config),
+    )
+    config.pluginmanager.register(summary, "ckpt-checks")
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    n = getattr(config.option, "numprocesses", None)
+    return n if isinstance(n, int) else 0
 
 
 # -- parametrization -----------------------------------------------------------------------
@@ -172,47 +188,47 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
         scope.close()
 
 
-# -- summary -------------------------------------------------------------------------------
+@pytest.fixture
+def ckpt_snapshot(request: pytest.FixtureRequest):
+    """Golden schema snapshot of this test: ``ckpt_snapshot.assert_match(source, name=None)``.
 
-class RoundtripSummary:
-    """Counts round-trip outcomes by variation; says something only when one failed or skipped.
-
-    Reads the variation from ``report.user_properties``, so it also works on
-    the pytest-xdist controller.
+    >>> def test_architecture(ckpt_snapshot):                 # doctest: +SKIP
+    ...     ckpt_snapshot.assert_match(build_model(Config()))
     """
+    from .snapshot_fixture import CkptSnapshot
 
-    def __init__(self) -> None:
-        #: nodeid -> (variation, outcome, skip reason)
-        self.outcomes: dict[str, tuple[str, str, str]] = {}
+    settings = request.config.stash[SETTINGS_KEY]
+    node = request.node
+    return CkptSnapshot(
+        test_file=Path(node.path),
+        test_name=node.name,
+        snapshot_dir=settings.snapshot_dir,
+        update=settings.update,
+        record=lambda entry: node.user_properties.append((o.PROP_SNAPSHOT, entry)),
+    )
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        variation = next((v for k, v in report.user_properties if k == o.PROP_VARIATION), None)
-        if variation is None:
-            return
-        if report.failed:
-            self.outcomes[report.nodeid] = (variation, "failed", "")
-        elif report.skipped:
-            longrepr = report.longrepr
-            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-            reason = reason.removeprefix("Skipped: ").removeprefix(f"{o.ID_PREFIX}{variation}: ")
-            self.outcomes[report.nodeid] = (variation, "skipped", reason)
-        elif report.when == "call":
-            self.outcomes.setdefault(report.nodeid, (variation, "passed", ""))
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        counts = Counter(outcome for _, outcome, _ in self.outcomes.values())
-        if not (counts["failed"] or counts["skipped"]):
-            return
-        tr = terminalreporter
-        tr.section("ckpt round trips")
-        tr.line(f"{len(self.outcomes)} round trips: {counts['passed']} passed, "
-                f"{counts['failed']} failed, {counts['skipped']} skipped")
-        failed = Counter(v for v, outcome, _ in self.outcomes.values() if outcome == "failed")
-        for variation, n in failed.items():
-            tr.line(f"failed  {n} x {variation}")
-        skipped = Counter((v, r) for v, outcome, r in self.outcomes.values() if outcome == "skipped")
-        for (variation, reason), n in skipped.items():
-            tr.line(f"skipped {n} x {variation}: {reason}")
+# -- strict-load audit ---------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    if not item.config.stash[SETTINGS_KEY].audit_loads:
+        return (yield)
+    from .audit import LoadAudit
+
+    with LoadAudit() as audit:
+        result = yield
+    if audit.dropped:
+        lines = [d.describe() for d in audit.dropped]
+        item.user_properties.append((o.PROP_AUDIT, lines[0]))
+        pytest.fail(
+            f"{o.OPT_AUDIT_LOADS}: {len(lines)} load_state_dict(strict=False) call(s) silently "
+            "dropped keys:\n" + "\n".join(f"  {line}" for line in lines)
+            + "\n  fix: load strictly, or use pytest_ckpt.load_into(model, path, strict=False) and "
+            "check its report",
+            pytrace=False,
+        )
+    return result
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

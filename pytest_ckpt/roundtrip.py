@@ -134,6 +134,8 @@ class Ckpt:
         try:
             reloaded = load(path)
         except Exception as exc:
+            if getattr(exc, "diff", None) is not None:  # the project loads through pc: keep its report
+                self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
             exc.add_note(f"{header}: your load raised on {path}")
             raise
         if not isinstance(reloaded, nn.Module):

@@ -166,7 +166,7 @@ def test_unavailable_variations_are_skipped_with_reasons_in_the_summary(project)
     result = run(project, )
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines([
-        "*= ckpt round trips =*",
+        "*= pytest-ckpt =*",
         "3 round trips: 1 passed, 0 failed, 2 skipped",
         "skipped 1 x fsdp: the factory test_lambda.<locals>.<lambda> is not importable by worker "
         "processes (a lambda or a closure); use a module-level function",
@@ -213,7 +213,7 @@ def test_parallel_run_gives_the_serial_results(project):
     parallel = run(project, "-n", "2", "-p", "xdist")
     serial.assert_outcomes(passed=11, failed=4)
     parallel.assert_outcomes(passed=11, failed=4)
-    parallel.stdout.fnmatch_lines(["*2 workers*", "*= ckpt round trips =*",
+    parallel.stdout.fnmatch_lines(["*2 workers*", "*= pytest-ckpt =*",
                                    "15 round trips: 11 passed, 4 failed, 0 skipped"])
 
 

@@ -1,0 +1,166 @@
+"""Snapshots, the strict-load audit and the JSON report, run by real pytest on a real project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_ckpt import options as o
+
+pytest_plugins = ["pytester"]
+
+SNAPSHOT_TEST = """
+import os
+from project import Config, build
+
+def test_architecture(ckpt_snapshot):
+    layers = int(os.environ.get("LAYERS", "3"))
+    config = Config(num_layers=layers)
+    ckpt_snapshot.assert_match(build(config), config=config)
+"""
+
+
+def run(pytester, *args, **env):
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+
+
+def snapshot_file(pytester) -> Path:
+    return pytester.path / o.DEFAULT_SNAPSHOT_DIR / "test_snap" / "test_architecture.json"
+
+
+@pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["serial", "xdist"])
+def test_snapshot_workflow(project, workers):
+    project.makepyfile(test_snap=SNAPSHOT_TEST)
+    golden = snapshot_file(project)
+
+    first = run(project, *workers)  # no snapshot yet: fail, write nothing
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["*no golden schema snapshot at*--ckpt-update*"])
+    assert not golden.exists()
+
+    run(project, o.OPT_UPDATE, *workers).assert_outcomes(passed=1)  # written
+    assert golden.exists()
+    text = golden.read_text()
+    assert json.loads(text)["config"]["num_layers"] == 3
+
+    run(project, *workers).assert_outcomes(passed=1)  # rerun: match
+
+    changed = run(project, *workers, LAYERS="2")  # model changed: fail naming the block, file untouched
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(["*blocks.2.*", "*--ckpt-update*"])
+    assert golden.read_text() == text
+
+    run(project, o.OPT_UPDATE, *workers, LAYERS="2").assert_outcomes(passed=1)  # accepted
+    assert "blocks.2." not in golden.read_text()
+    run(project, *workers, LAYERS="2").assert_outcomes(passed=1)
+
+
+def test_snapshot_dir_ini_and_named_snapshots_and_stale_files(project):
+    project.makeini("[pytest]\nckpt_snapshot_dir = golden\n")
+    project.makepyfile(test_snap="""
+from project import Config, build
+
+def test_two(ckpt_snapshot):
+    ckpt_snapshot.assert_match(build(Config()), name="base")
+    ckpt_snapshot.assert_match(build(Config()).state_dict(), name="sd")
+""")
+    stale = project.path / "golden" / "test_snap" / "test_gone.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    result = run(project, o.OPT_UPDATE)
+    result.assert_outcomes(passed=1)
+    assert (project.path / "golden" / "test_snap" / "test_two.base.json").exists()
+    assert (project.path / "golden" / "test_snap" / "test_two.sd.json").exists()
+    result.stdout.fnmatch_lines(["*1 snapshot file(s) no test of this run used*", "*test_gone.json"])
+    assert stale.exists()  # reported, never deleted
+
+
+AUDIT_TEST = """
+import torch
+from project import Config, build
+
+def test_drops_a_layer():
+    full = build(Config()).state_dict()
+    partial = {k: v for k, v in full.items() if not k.startswith("blocks.2.")}
+    build(Config()).load_state_dict(partial, strict=False)
+
+def test_full_load():
+    build(Config()).load_state_dict(build(Config()).state_dict(), strict=False)
+"""
+
+
+def test_audit_catches_a_dropping_strict_false_load_and_is_silent_otherwise(project):
+    project.makepyfile(test_audit=AUDIT_TEST)
+    run(project).assert_outcomes(passed=2)  # off by default: nothing changes
+    result = run(project, o.OPT_AUDIT_LOADS)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*test_drops_a_layer*",
+        "*--ckpt-audit-loads: 1 load_state_dict(strict=False) call(s) silently dropped keys:*",
+        "*test_audit.py:7: Model.load_state_dict(strict=False) silently dropped 4 missing (blocks.2.*)*",
+    ])
+    project.makeini("[pytest]\nckpt_audit_loads = true\n")
+    run(project).assert_outcomes(passed=1, failed=1)
+
+
+REPORT_TESTS = """
+import pytest
+from project import Config, build, load_fewer
+
+@pytest.mark.ckpt_roundtrip("plain", "nested", "fsdp")
+def test_good(ckpt):
+    ckpt.roundtrip(lambda c: build(c), config=Config())
+
+@pytest.mark.ckpt_roundtrip("plain", "safetensors")
+def test_drifted(ckpt):
+    ckpt.roundtrip(build, config=Config(), load=load_fewer)
+
+def test_snapshot(ckpt_snapshot):
+    ckpt_snapshot.assert_match(build(Config()))
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["serial", "xdist"])
+def test_json_report_validates_and_the_summary_names_causes(project, workers):
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_ckpt.runreport import SCHEMA_PATH
+
+    project.makepyfile(test_report=REPORT_TESTS)
+    out = project.path / "ckpt-report.json"
+    result = run(project, f"{o.OPT_REPORT}={out}", *workers)
+    result.assert_outcomes(passed=2, failed=3, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*= pytest-ckpt =*",
+        "5 round trips: 2 passed, 2 failed, 1 skipped",
+        "FAILED test_report.py::test_drifted[[]ckpt-plain[]]: [[]plain[]] [[]layer-count[]] blocks.2.*",
+        "FAILED test_report.py::test_snapshot: [[]snapshot[]] no golden schema snapshot*",
+        "skipped 1 x fsdp: *",
+    ])
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+    by_test = {(c["test"], c["kind"]): c for c in doc["checks"]}
+    drifted = by_test[("test_report.py::test_drifted[ckpt-safetensors]", "roundtrip")]
+    assert drifted["outcome"] == "failed" and drifted["variation"] == "safetensors"
+    assert drifted["diff"]["missing"] == [] and drifted["diff"]["unexpected"]
+    assert by_test[("test_report.py::test_good[ckpt-nested]", "roundtrip")]["outcome"] == "passed"
+    assert by_test[("test_report.py::test_snapshot", "snapshot")]["outcome"] == "failed"
+    assert doc["summary"] == {"passed": 2, "failed": 3, "skipped": 1}
+    assert doc["workers"] == (2 if workers else 0)
+
+
+def test_no_summary_section_when_everything_passed(project):
+    project.makepyfile(test_ok="""
+import pytest
+from project import Config, build
+
+@pytest.mark.ckpt_roundtrip("plain")
+def test_ok(ckpt):
+    ckpt.roundtrip(build, config=Config())
+""")
+    result = run(project)
+    result.assert_outcomes(passed=1)
+    assert "pytest-ckpt" not in result.stdout.str()
