@@ -48,6 +48,10 @@ def remove_inner_segments(name: str) -> tuple[str, tuple[str, ...]]:
 
 
 def _inner_pass(names: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    names = list(names)
+    joined = "\n".join(names)
+    if not any("." + segment in joined for segment in RESERVED_SEGMENTS):
+        return {n: n for n in names}, ()  # the usual case, without a per-name scan
     rename, removed = {}, set()
     for n in names:
         new, gone = remove_inner_segments(n)

@@ -103,8 +103,8 @@ def choose(
     score wins; otherwise, and among equal scores, the most tensors, then the
     most bytes. Per-parameter optimizer state always ranks last.
     """
-    if not found:
-        return None
+    if len(found) <= 1:
+        return found[0] if found else None
 
     def rank(c: Candidate):
         return (

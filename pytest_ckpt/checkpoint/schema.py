@@ -7,6 +7,9 @@ from typing import Iterator, Mapping, NamedTuple
 import torch
 
 
+_new_tuple = tuple.__new__
+
+
 class TensorSpec(NamedTuple):
     """Shape and dtype of one tensor.
 
@@ -19,7 +22,8 @@ class TensorSpec(NamedTuple):
 
     @classmethod
     def of(cls, tensor: torch.Tensor) -> "TensorSpec":
-        return cls(tuple(tensor.shape), tensor.dtype)
+        # tuple.__new__ skips NamedTuple's Python-level __new__: this runs once per tensor
+        return _new_tuple(cls, (tuple(tensor.shape), tensor.dtype))
 
     @property
     def numel(self) -> int:
@@ -63,6 +67,9 @@ class Schema(Mapping[str, TensorSpec]):
 
     def __getitem__(self, name: str) -> TensorSpec:
         return self._specs[name]
+
+    def __contains__(self, name: object) -> bool:  # Mapping's default goes through __getitem__
+        return name in self._specs
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)

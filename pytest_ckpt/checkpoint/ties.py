@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable, Hashable, Mapping
 
 import torch
@@ -18,12 +18,11 @@ def storage_key(tensor: torch.Tensor) -> Hashable | None:
     """
     if tensor.is_meta:
         return None
-    storage = tensor.untyped_storage()
-    ptr = storage.data_ptr()
-    if ptr == 0 or storage.nbytes() == 0:
-        return None  # empty storages all sit at address 0: sharing means nothing
-    return (tensor.device, ptr, tensor.storage_offset(), tuple(tensor.shape),
-            tuple(tensor.stride()), tensor.dtype)
+    # data_ptr() is the storage address plus the offset: one call instead of three
+    ptr = tensor.data_ptr()
+    if ptr == 0 or tensor.numel() == 0:
+        return None  # empty tensors all sit at address 0: sharing means nothing
+    return (tensor.device.type, ptr, tensor.shape, tensor.stride(), tensor.dtype)
 
 
 def tie_groups(tensors: Mapping[str, torch.Tensor],
@@ -39,13 +38,25 @@ def tie_groups(tensors: Mapping[str, torch.Tensor],
     >>> tie_groups({"emb.weight": w, "head.weight": w, "bias": torch.zeros(2)})
     [('emb.weight', 'head.weight')]
     """
-    key = key or storage_key
+    if key is None:
+        tensors = _sharing_an_address(tensors)
+        key = storage_key
     found: dict[Any, list[str]] = defaultdict(list)
     for name, tensor in tensors.items():
         k = key(tensor)
         if k is not None:
             found[k].append(name)
     return sorted(tuple(sorted(g)) for g in found.values() if len(g) > 1)
+
+
+def _sharing_an_address(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Ties are rare: bucket by address first (one cheap call per tensor), and build the
+    # full key only for tensors that share an address with another.
+    ptrs = [t.data_ptr() for t in tensors.values()]  # meta and empty tensors give 0
+    shared = {p for p, n in Counter(ptrs).items() if n > 1 and p}
+    if not shared:
+        return {}
+    return {name: t for (name, t), p in zip(tensors.items(), ptrs) if p in shared}
 
 
 def module_tie_groups(module: torch.nn.Module,

@@ -8,7 +8,7 @@ from ..checkpoint.configs import config_fields_diff, config_to_dict
 from ..checkpoint.view import View
 from .diagnose import Context, diagnose
 from .diff import CheckpointDiff, Note
-from .values import max_abs_diff
+from .values import max_abs_diffs
 
 __all__ = ["compare", "broken_ties"]
 
@@ -46,12 +46,12 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
             diff.dtype[name] = (e.dtype, a.dtype)
     diff.values_compared = bool(values and expected.has_values and actual.has_values)
     if diff.values_compared:
-        for name in common:
-            if name in diff.shape or name in diff.dtype:
-                continue
-            d = max_abs_diff(expected.tensors[name], actual.tensors[name], atol=atol, rtol=rtol)
-            if d is not None:
-                diff.values[name] = d
+        et, at = expected.tensors, actual.tensors
+        found = max_abs_diffs(
+            ((n, et[n], at[n]) for n in common if n not in diff.shape and n not in diff.dtype),
+            atol=atol, rtol=rtol,
+        )
+        diff.values = {n: found[n] for n in common if n in found}
     if expected.ties is not None and actual.ties is not None:
         diff.ties = broken_ties(expected.ties, actual.ties, as_)
     # a side configs= leaves as None falls back to that view's own config

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections import defaultdict
+from typing import Iterable, Iterator
 
 import torch
 
 #: elements per chunk on the slow path, so temporaries stay small (~16M elements)
 CHUNK = 1 << 24
+#: elements per chunk when locating exact differences: cache-sized, and under torch's
+#: parallel grain (32768), so each op runs on one thread out of cache
+EXACT_CHUNK = 1 << 15
 
 _INT_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -27,6 +31,8 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     >>> max_abs_diff(torch.tensor([float("nan")]), torch.tensor([float("nan")])) is None
     True
     """
+    if a is b:
+        return None  # the same tensor object holds the same bits
     if a.is_meta or b.is_meta:
         return None
     if a.shape != b.shape or a.dtype != b.dtype:
@@ -45,16 +51,95 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     if torch.equal(a.view(ints), b.view(ints)):
         return None
     worst: float | None = None
-    for ca, cb in _chunks(a, b):
-        d = _exact_chunk(ca, cb, ints)
+    buffers = None
+    for ca, cb in _chunks(a, b, min(CHUNK, EXACT_CHUNK)):
+        if torch.equal(ca.view(ints), cb.view(ints)):
+            continue
+        if buffers is None or buffers[0].numel() < ca.numel():
+            buffers = torch.empty(ca.numel(), dtype=torch.float64), torch.empty(ca.numel(), dtype=torch.float64)
+        d = _exact_chunk_fast(ca, cb, ints, buffers)
         if d is not None:
             worst = d if worst is None else max(worst, d)
     return worst
 
 
+#: tensors up to this many elements are compared in batches: per-call overhead dominates them
+SMALL = 1 << 14
+
+
+def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, atol: float = 0.0,
+                  rtol: float = 0.0) -> dict[str, float]:
+    """:func:`max_abs_diff` over many ``(name, a, b)`` pairs; only the differing names are returned.
+
+    Small CPU tensors are checked in one bitwise comparison per (dtype, trailing
+    shape), so a state dict of 200,000 small tensors costs a few operations, not
+    200,000; only the tensors whose bits differ go through the exact rules.
+
+    >>> max_abs_diffs([("w", torch.zeros(2), torch.ones(2)), ("b", torch.ones(1), torch.ones(1))])
+    {'w': 1.0}
+    """
+    out: dict[str, float] = {}
+    batches: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    exact = not (atol or rtol)
+    for name, a, b in pairs:
+        if a is b or a.is_meta or b.is_meta:
+            continue
+        if exact and a.is_cpu and b.is_cpu and a.ndim and a.numel() <= SMALL:
+            # torch.cat joins along dim 0: a batch shares dtype and trailing shape
+            batches[(a.dtype, a.shape[1:])].append((name, a, b))
+            continue
+        d = max_abs_diff(a, b, atol=atol, rtol=rtol)
+        if d is not None:
+            out[name] = d
+    for (dtype, _), batch in batches.items():
+        suspects = range(len(batch)) if dtype.is_complex else _differing_rows(batch, dtype)
+        for i in suspects:
+            name, a, b = batch[i]
+            d = max_abs_diff(a, b)
+            if d is not None:
+                out[name] = d
+    return out
+
+
+def _differing_rows(batch, dtype: torch.dtype) -> list[int]:
+    """Indices into ``batch`` of the pairs whose bits differ anywhere (or carry lazy conj/neg bits)."""
+    ints = _INT_OF_WIDTH[dtype.itemsize]
+    with torch.no_grad():
+        flat_a = torch.cat([a for _, a, _ in batch]).view(ints)
+        flat_b = torch.cat([b for _, _, b in batch]).view(ints)
+        if torch.equal(flat_a, flat_b):
+            return []
+        rows = flat_a.ne(flat_b).reshape(flat_a.shape[0], -1).any(1).nonzero().squeeze(1)
+        ends = torch.tensor([a.shape[0] for _, a, _ in batch]).cumsum(0)
+        return torch.searchsorted(ends, rows, right=True).unique().tolist()
+
+
+def _exact_chunk_fast(a: torch.Tensor, b: torch.Tensor, ints: torch.dtype,
+                      buffers: tuple[torch.Tensor, torch.Tensor]) -> float | None:
+    # max |a - b| over the whole chunk in float64, in reused buffers: equal elements give 0,
+    # so this is the max over the differing ones. NaN means NaNs or equal infinities are
+    # present: only then the element-wise rules of _exact_chunk are needed.
+    wa, wb = buffers[0][:a.numel()], buffers[1][:a.numel()]
+    wa.copy_(a)
+    wb.copy_(b)
+    d = float(wa.sub_(wb).abs_().max())
+    if d != d:
+        return _exact_chunk(a, b, ints)
+    return d if a.is_floating_point() else max(d, 1.0)
+
+
 def _plain(t: torch.Tensor) -> torch.Tensor:
-    # lazy conj/neg bits would make the bit view lie; resolving is a no-op without them
-    return t.detach().cpu().resolve_conj().resolve_neg()
+    # lazy conj/neg bits would make the bit view lie; each step is skipped when not needed,
+    # since this runs once per tensor (200,000 times for a large MoE)
+    if t.requires_grad:
+        t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t
 
 
 def _exact_chunk(a: torch.Tensor, b: torch.Tensor, ints: torch.dtype) -> float | None:
@@ -103,18 +188,19 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(d.max()) if d.numel() else 0.0
 
 
-def _chunks(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Aligned flat pieces of ``a`` and ``b`` of about :data:`CHUNK` elements."""
+def _chunks(a: torch.Tensor, b: torch.Tensor, size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Aligned flat pieces of ``a`` and ``b`` of about ``size`` (default :data:`CHUNK`) elements."""
+    size = size or CHUNK
     if a.dim() == 0:
         yield a.reshape(1), b.reshape(1)
         return
     if a.is_contiguous() and b.is_contiguous():
         fa, fb = a.view(-1), b.view(-1)
-        for i in range(0, fa.numel(), CHUNK):
-            yield fa[i:i + CHUNK], fb[i:i + CHUNK]
+        for i in range(0, fa.numel(), size):
+            yield fa[i:i + size], fb[i:i + size]
         return
     # non-contiguous: slice along dim 0 so only one slice is ever copied
     row = max(1, a[0].numel())
-    step = max(1, CHUNK // row)
+    step = max(1, size // row)
     for i in range(0, a.shape[0], step):
         yield a[i:i + step].reshape(-1), b[i:i + step].reshape(-1)

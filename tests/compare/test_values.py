@@ -117,3 +117,29 @@ def test_mismatched_shape_or_dtype_raises():
         max_abs_diff(torch.zeros(2), torch.zeros(3))
     with pytest.raises(ValueError):
         max_abs_diff(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+
+
+def test_batched_comparison_agrees_with_the_single_one():
+    from pytest_ckpt.compare.values import max_abs_diff, max_abs_diffs
+
+    torch.manual_seed(0)
+    pairs = []
+    for i in range(300):
+        shape = [(3,), (2, 5), (4, 1, 2), (7,)][i % 4]
+        dtype = [torch.float32, torch.bfloat16, torch.int64, torch.float16, torch.bool][i % 5]
+        a = torch.randn(shape).to(dtype)
+        b = a.clone()
+        kind = i % 7
+        if kind == 1:
+            b.view(-1)[0] = (~b.view(-1)[0]) if dtype == torch.bool else b.view(-1)[0] + 1
+        elif kind == 2 and dtype.is_floating_point:
+            a.view(-1)[-1], b.view(-1)[-1] = float("nan"), float("nan")
+        elif kind == 3 and dtype.is_floating_point:
+            a.view(-1)[0], b.view(-1)[0] = 0.0, -0.0
+        elif kind == 4:
+            b = b.t() if b.dim() == 2 else b  # a transposed view: other shape, skipped below
+        pairs.append((f"t{i}", a, b))
+    pairs = [p for p in pairs if p[1].shape == p[2].shape]
+    expected = {n: d for n, a, b in pairs if (d := max_abs_diff(a, b)) is not None}
+    assert max_abs_diffs(pairs) == expected
+    assert expected  # the mix has differences to find
