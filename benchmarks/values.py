@@ -1,0 +1,137 @@
+"""Target 3: values of a 2 GiB fp32 torch checkpoint against a live model with equal weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import harness
+
+LAYERS, WIDTH = 32, 4096  # 32 x (4096x4096 weight + bias), fp32: 2.0 GiB
+
+
+def model_on_meta():
+    import torch
+
+    with torch.device("meta"):
+        return torch.nn.Sequential(*(torch.nn.Linear(WIDTH, WIDTH) for _ in range(LAYERS)))
+
+
+def write_checkpoint(path: Path) -> Path:
+    """Random fp32 weights, written by plain ``torch.save(model.state_dict())``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    state = {name: torch.rand(t.shape, generator=gen) for name, t in model_on_meta().state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def live_model(path: Path):
+    """A model holding its own copy of the file's weights (read, not mapped): equal, not shared."""
+    import torch
+
+    model = model_on_meta()
+    model.load_state_dict(torch.load(path, weights_only=True), assign=True)
+    return model
+
+
+def cases(model, path: Path) -> dict:
+    import torch
+
+    import pytest_ckpt as pc
+
+    live = model.state_dict()
+
+    def ours():
+        result = pc.diff(model, path)
+        assert result.ok, result
+        return result
+
+    def load_and_equal():  # what tests do today
+        loaded = torch.load(path, weights_only=True)
+        assert all(torch.equal(loaded[k], v) for k, v in live.items())
+        return loaded
+
+    def mmap_equal():  # the floor: one pass over both, the file mapped
+        loaded = torch.load(path, weights_only=True, mmap=True)
+        assert all(torch.equal(loaded[k], v) for k, v in live.items())
+        return loaded
+
+    return {"pytest-ckpt": ours, "torch.load + torch.equal": load_and_equal, "mmap + torch.equal": mmap_equal}
+
+
+def mismatch_cases(model, path: Path) -> dict:
+    """One 64 MiB tensor off by one element: what exactness and the max-abs-diff add."""
+    import torch
+
+    import pytest_ckpt as pc
+
+    changed = dict(model.state_dict())
+    name = "16.weight"
+    changed[name] = changed[name].clone()
+    changed[name][7, 7] += 1.0
+    one = changed[name]
+    other = torch.load(path, weights_only=True, mmap=True)[name]
+
+    def ours():
+        result = pc.diff(changed, path)
+        assert list(result.values) == [name], result
+        return result
+
+    def one_pass():  # reading the mismatching tensor once more
+        return torch.equal(one, other)
+
+    return {"pytest-ckpt, 1 tensor differs": ours, "one torch.equal over that tensor": one_pass}
+
+
+def _memory(args: list[str]) -> dict:
+    path = Path(args[1])
+    model = live_model(path)
+    _drop_cache_of_none()
+    return harness.memory_of(cases(model, path)[args[0]])
+
+
+def _drop_cache_of_none():
+    # the file stays in the page cache: every case reads it warm, as a second CI step would
+    pass
+
+
+def run(work: Path, rounds: int) -> list[harness.Row]:
+    path = work / "model-2gib.pt"
+    if not path.exists():
+        write_checkpoint(path)
+    size = os.path.getsize(path)
+    model = live_model(path)
+    timing = harness.interleaved(cases(model, path), rounds=rounds)
+    extra = harness.interleaved(mismatch_cases(model, path), rounds=rounds)
+    del model
+    memory = {case: harness.in_child(__file__, case, str(path)) for case in timing}
+    ours, full, floor = (timing[k] for k in ("pytest-ckpt", "torch.load + torch.equal", "mmap + torch.equal"))
+    mem = memory["pytest-ckpt"]
+    peers = {k: f"{harness.fmt(v.median, 's')}" for k, v in timing.items() if k != "pytest-ckpt"}
+    gib = size / 2**30
+    d_ours = extra["pytest-ckpt, 1 tensor differs"].median - ours.median
+    return [
+        harness.Row("3", f"`pc.diff(model, file)`, {gib:.1f} GiB fp32, equal", ours.median, "s",
+                    peers=peers, spread=ours.spread),
+        harness.Row("3", "time vs `torch.load` + `torch.equal`", ours.median / full.median, "x", 0.1,
+                    spread=f"{harness.fmt(full.median, 's')}"),
+        harness.Row("3", "time vs one `torch.equal` pass, mmap (floor)", ours.median / floor.median, "x", 1.5,
+                    spread=f"{harness.fmt(floor.median, 's')}"),
+        harness.Row("3", "added anonymous memory, % of file", 100 * mem["peak_anon_mb"] * 2**20 / size, "%", 10.0,
+                    peers={k: f"{v['peak_anon_mb']:.0f} MB anon" for k, v in memory.items() if k != "pytest-ckpt"},
+                    note=f"{mem['peak_anon_mb']:.1f} MB peak RssAnon; peak RSS +{mem['peak_rss_mb']:.0f} MB (file pages, mapped)"),
+        harness.Row("3", "1 of 64 weights differs: added time", d_ours, "s",
+                    extra["one torch.equal over that tensor"].median * 1.0 + 0.0,
+                    peers={"one pass over that tensor": harness.fmt(extra['one torch.equal over that tensor'].median, 's')},
+                    note="limit: one more pass over the mismatching tensor",
+                    spread=extra["pytest-ckpt, 1 tensor differs"].spread),
+    ]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    harness.child_main({name: (lambda args, n=name: _memory([n, *args])) for name in
+                        ("pytest-ckpt", "torch.load + torch.equal", "mmap + torch.equal")})
