@@ -1,0 +1,66 @@
+"""The five classic save/load drifts, each a patch of one function.
+
+Every real project has met these; each drift below is what the bug looks like
+in this project's code. The test suite's ``conftest.py`` applies the one named
+by ``TINYLLM_DRIFT`` (the demo runs the same suite once per drift):
+
+    TINYLLM_DRIFT=layers pytest examples/tinyllm
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from . import config, infer, train
+
+
+def layers() -> None:
+    """The serving config lost a block (``n_layer`` 4 -> 3) while training kept 4."""
+    config.serving_config = lambda: dataclasses.replace(config.LMConfig(), n_layer=3)
+
+
+def flat() -> None:
+    """The loader expects a flat state dict; training saves a nested training state."""
+    infer.extract_weights = lambda checkpoint: checkpoint  # the old torch.save(model.state_dict()) format
+
+
+def prefix() -> None:
+    """The loader never strips DDP's ``module.`` / torch.compile's ``_orig_mod.`` prefixes."""
+    infer.strip_wrappers = lambda state: state
+
+
+def lenient() -> None:
+    """The loader was made lenient so "checkpoints of any size load": ``strict=False`` drops what differs."""
+
+    def load_weights(model, state):
+        model.load_state_dict(state, strict=False)
+
+    infer.load_weights = load_weights
+
+
+def interrupted() -> None:
+    """The serving export was preempted: the index is written, the last shard never lands."""
+    write_shard = train.write_shard
+
+    def write_all_but_last(tensors: dict[str, torch.Tensor], path) -> None:
+        if "-of-" in path.name and path.name.split("-")[1] == path.name.split("-of-")[1].split(".")[0]:
+            return  # the job was killed here
+        write_shard(tensors, path)
+
+    train.write_shard = write_all_but_last
+
+
+DRIFTS = {f.__name__: f for f in (layers, flat, prefix, lenient, interrupted)}
+
+
+def apply_from_environment() -> str | None:
+    """Apply the drift named by ``TINYLLM_DRIFT`` (if any); returns its name."""
+    name = os.environ.get("TINYLLM_DRIFT") or None
+    if name is not None:
+        if name not in DRIFTS:
+            raise SystemExit(f"TINYLLM_DRIFT={name}: not one of {', '.join(DRIFTS)}")
+        DRIFTS[name]()
+    return name
