@@ -217,7 +217,16 @@ def pytest_runtest_call(item: pytest.Item):
     from .audit import LoadAudit
 
     with LoadAudit() as audit:
-        result = yield
+        try:
+            result = yield
+        except BaseException as exc:
+            # the test failed anyway: still say what was dropped, it is often why
+            if audit.dropped:
+                exc.add_note("\n".join([f"{o.OPT_AUDIT_LOADS}: load_state_dict(strict=False) "
+                                         "also silently dropped keys:"]
+                                        + [f"  {d.describe()}" for d in audit.dropped]))
+                item.user_properties.append((o.PROP_AUDIT, audit.dropped[0].describe()))
+            raise
     if audit.dropped:
         lines = [d.describe() for d in audit.dropped]
         item.user_properties.append((o.PROP_AUDIT, lines[0]))

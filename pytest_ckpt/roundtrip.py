@@ -165,7 +165,9 @@ class Ckpt:
             )
         from . import api
 
-        diff = api.diff(saved.reference, reloaded)
+        # expected = what the loader built, actual = what was saved: the report's
+        # "checkpoint" is then the drifted checkpoint, its "model" the loader's model
+        diff = api.diff(reloaded, saved.reference)
         self._log(outcome="failed", layers=what, diff=_to_dict(diff))
         raise CheckpointMismatch(
             diff,

@@ -11,6 +11,7 @@ carries it, and where a target schema is known, only as deep as matches it best
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -148,8 +149,9 @@ def _unwrap_once(module: torch.nn.Module):
 
     if isinstance(module, (DataParallel, DistributedDataParallel)):
         return module.module, "module."
-    compiled = getattr(torch, "_dynamo", None)
-    optimized = getattr(getattr(compiled, "eval_frame", None), "OptimizedModule", None)
+    # Only a process that imported dynamo can hold a compiled module; importing it costs seconds.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    optimized = getattr(eval_frame, "OptimizedModule", None)
     if optimized is not None and isinstance(module, optimized):
         return module._orig_mod, "_orig_mod."
     name = type(module).__name__

@@ -12,6 +12,7 @@ Wording: *expected* is the model, *actual* the checkpoint; a change is written
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -63,12 +64,24 @@ def diagnose(diff: CheckpointDiff, expected: View, actual: View, ctx: Context) -
 # -- helpers -----------------------------------------------------------------------------
 
 def _blocks(names) -> dict[str, dict[int, list[str]]]:
+    # split_block inlined: this runs over every name of both sides (200,000 for a large MoE)
     out: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    match = _BLOCK_PREFIX.match
     for name in names:
-        split = split_block(name)
-        if split is not None:
-            out[split[0]][split[1]].append(name)
+        m = match(name)
+        if m is not None:
+            container, index = m.groups()
+            out[container or ""][int(index)].append(name)
     return {c: dict(ix) for c, ix in out.items()}
+
+
+#: the prefix of :func:`split_block`'s pattern: the first all-digit component with more name after it
+_BLOCK_PREFIX = re.compile(r"(?:(.*?)\.)?(\d+)\.(?=.)", re.DOTALL)
+
+
+def _block_run(container: str, indices) -> str:
+    """``layers.8-15.*``; top-level blocks (an ``nn.Sequential``) read ``8-15.*``."""
+    return f"{container}.{format_indices(indices)}.*" if container else f"{format_indices(indices)}.*"
 
 
 def _plural(n: int, word: str) -> str:
@@ -146,6 +159,13 @@ def incomplete(diff, expected, actual, ctx) -> list[Note]:
         if lacking != tail or not all(n in missing for i in tail[1:] for n in blocks[i]):
             continue  # holes in the middle are not an interrupted write
         start = min(order[n] for n in blocks[first] if n in missing)
+        written = ctx.actual_blocks.get(container, {}).values()
+        if (any(n not in missing and order[n] > start for n in blocks[first])
+                or any(order[n] < start for n in diff.missing)
+                or any(n in diff.unexpected for names in written for n in names)):
+            # written after the cut, absent before it, or names the model lacks written
+            # in the blocks: a rename or another model, not a save cut short
+            continue
         # every absent name from the cut on; the whole blocks among them also get a
         # layer-count note (what is missing), this note says why
         names = [n for n in diff.missing if order[n] >= start]
@@ -156,7 +176,7 @@ def incomplete(diff, expected, actual, ctx) -> list[Note]:
                 else f"at block {first - 1}" if first else "before block 0")
         notes.append(Note(
             "incomplete",
-            f"{container}.{format_indices(tail)}.*: the checkpoint ends {ends} but its stored "
+            f"{_block_run(container, tail)}: the checkpoint ends {ends} but its stored "
             f"config says {name}={count}: likely an interrupted save "
             f"({_plural(len(names), 'tensor')} absent)",
             fix="re-run the save and let it finish (pc.save writes atomically; "
@@ -191,7 +211,7 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             ctx.explained.update(names)
             notes.append(Note(
                 "layer-count",
-                f"{container}.{format_indices(extra)}.*: {_plural(len(extra), 'block')} "
+                f"{_block_run(container, extra)}: {_plural(len(extra), 'block')} "
                 f"unexpected: the checkpoint has {n_ckpt} blocks, the model {n_model}{change}",
                 fix=fix, names=tuple(sorted(names))))
         lacking = sorted(set(e_blocks) - set(a_blocks))
@@ -201,7 +221,7 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             ctx.explained.update(names)
             notes.append(Note(
                 "layer-count",
-                f"{container}.{format_indices(lacking)}.*: {_block_word(lacking)} missing: "
+                f"{_block_run(container, lacking)}: {_block_word(lacking)} missing: "
                 f"the model has {n_model} blocks, the checkpoint {n_ckpt}{change}",
                 fix=fix, names=tuple(sorted(names))))
     return notes
@@ -401,6 +421,10 @@ def _field_behind(es, as_, sizes: dict[str, tuple[int, int]]) -> str | None:
             if any(e == ve for e, _ in pairs):
                 return f  # the field's own value appears in the shape: the best witness
             best = best or f
+    if best is None and len(sizes) == 1:
+        # the only size that changed is the cause even when not proportional:
+        # head size = hidden / heads shrinks as heads grow
+        return next(iter(sizes))
     return best
 
 

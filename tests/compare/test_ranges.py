@@ -67,3 +67,15 @@ def test_sequential_container_and_natural_order():
 def test_block_counts():
     names = layers(range(3)) + layers(range(2), container="enc.h") + ["x"]
     assert block_counts(names) == {"model.layers": [0, 1, 2], "enc.h": [0, 1]}
+
+
+def test_top_level_blocks_of_a_sequential_have_no_leading_dot():
+    import torch
+    from torch import nn
+
+    import pytest_ckpt as pc
+
+    d = pc.diff(nn.Sequential(*[nn.Linear(2, 2) for _ in range(4)]),
+                nn.Sequential(*[nn.Linear(2, 2) for _ in range(2)]).state_dict(), values=False)
+    line = next(l for l in str(d).splitlines() if "[layer-count]" in l)
+    assert "] 2-3.*: blocks 2-3 missing" in line

@@ -90,21 +90,31 @@ def test_drops_a_layer():
 
 def test_full_load():
     build(Config()).load_state_dict(build(Config()).state_dict(), strict=False)
+
+def test_fails_anyway_after_dropping():
+    partial = {k: v for k, v in build(Config()).state_dict().items() if not k.startswith("blocks.1.")}
+    build(Config()).load_state_dict(partial, strict=False)
+    assert False, "outputs differ"
 """
 
 
 def test_audit_catches_a_dropping_strict_false_load_and_is_silent_otherwise(project):
     project.makepyfile(test_audit=AUDIT_TEST)
-    run(project).assert_outcomes(passed=2)  # off by default: nothing changes
+    run(project).assert_outcomes(passed=2, failed=1)  # off by default: nothing changes
     result = run(project, o.OPT_AUDIT_LOADS)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines([
         "*test_drops_a_layer*",
         "*--ckpt-audit-loads: 1 load_state_dict(strict=False) call(s) silently dropped keys:*",
         "*test_audit.py:7: Model.load_state_dict(strict=False) silently dropped 4 missing (blocks.2.*)*",
     ])
+    result.stdout.fnmatch_lines([  # a test that fails anyway still says what was dropped
+        "*AssertionError: outputs differ*",
+        "*--ckpt-audit-loads: load_state_dict(strict=False) also silently dropped keys:*",
+        "*test_audit.py:14: Model.load_state_dict(strict=False) silently dropped 4 missing (blocks.1.*)*",
+    ])
     project.makeini("[pytest]\nckpt_audit_loads = true\n")
-    run(project).assert_outcomes(passed=1, failed=1)
+    run(project).assert_outcomes(passed=1, failed=2)
 
 
 REPORT_TESTS = """

@@ -124,9 +124,11 @@ def test_layers_pass_with_a_strict_loader_and_fail_with_a_lenient_one(project):
         "*test_strict.py::test_checkpoint[[]ckpt-layers+1[]] PASSED*",
     ])
     result.stdout.fnmatch_lines([
-        "*your loader accepted a checkpoint with one block fewer (num_layers=2 saved, config says 3)*"])
+        "*your loader accepted a checkpoint with one block fewer (num_layers=2 saved, config says 3)*",
+        "*blocks.2.*: block 2 missing: the model has 3 blocks, the checkpoint 2*"])
     result.stdout.fnmatch_lines([
-        "*your loader accepted a checkpoint with one block more (num_layers=4 saved, config says 3)*"])
+        "*your loader accepted a checkpoint with one block more (num_layers=4 saved, config says 3)*",
+        "*blocks.3.*: 1 block unexpected: the checkpoint has 4 blocks, the model 3*"])
 
 
 def test_layers_return_the_refusal(project):
