@@ -144,8 +144,9 @@ def incomplete(diff, expected, actual, ctx) -> list[Note]:
     if not name or not diff.missing:
         return []
     count = _cfg_get(cfg, name)
-    missing = set(diff.missing)
-    order = {n: i for i, n in enumerate(expected.schema)}
+    missing, unexpected = set(diff.missing), set(diff.unexpected)
+    in_order = list(expected.schema)
+    order = {n: i for i, n in enumerate(in_order)}
     notes = []
     for container, blocks in ctx.expected_blocks.items():
         indices = sorted(blocks)
@@ -159,12 +160,14 @@ def incomplete(diff, expected, actual, ctx) -> list[Note]:
         if lacking != tail or not all(n in missing for i in tail[1:] for n in blocks[i]):
             continue  # holes in the middle are not an interrupted write
         start = min(order[n] for n in blocks[first] if n in missing)
-        written = ctx.actual_blocks.get(container, {}).values()
+        while start and in_order[start - 1] in missing:
+            start -= 1  # the cut may fall before the blocks: an embedding written, then nothing
+        written = [n for ix in ctx.actual_blocks.values() for names in ix.values() for n in names]
         if (any(n not in missing and order[n] > start for n in blocks[first])
                 or any(order[n] < start for n in diff.missing)
-                or any(n in diff.unexpected for names in written for n in names)):
-            # written after the cut, absent before it, or names the model lacks written
-            # in the blocks: a rename or another model, not a save cut short
+                or any(n in unexpected for n in written)):
+            # written after the cut, absent before it, or blocks the model lacks written
+            # (a renamed container too): a rename or another model, not a save cut short
             continue
         # every absent name from the cut on; the whole blocks among them also get a
         # layer-count note (what is missing), this note says why
