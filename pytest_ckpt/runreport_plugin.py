@@ -39,7 +39,7 @@ class CheckCollector:
         roundtrips = [v for k, v in props if k == o.PROP_ROUNDTRIP]
         snapshots = [v for k, v in props if k == o.PROP_SNAPSHOT]
         if report.skipped and variation is not None:
-            reason = _skip_reason(report)
+            reason = _skip_reason(report).removeprefix(f"{o.ID_PREFIX}{variation}: ")
             self.skips[(variation, reason)] += 1
             self._add(report, "roundtrip", variation, "skipped", message=reason)
             return

@@ -65,8 +65,11 @@ def test_a_loader_that_builds_one_layer_fewer_fails_every_round_trip(project):
     out = result.stdout.str()
     for name in DEFAULT:
         assert f"ckpt-{name} round trip (saved with" in out
-    # one line per variation names the cause and the block range
-    assert len(re.findall(r"\[layer-count\] blocks\.2\.\*", out)) == 9
+    # one report line per variation names the cause and the block range...
+    assert len(re.findall(r"^E +\[layer-count\] blocks\.2\.\*", out, re.M)) == 9
+    # ...and the summary repeats it, one line per failing test
+    assert len(re.findall(r"^FAILED test_ckpt\.py::test_checkpoint\[ckpt-.*\]: \[.*\] "
+                          r"\[layer-count\] blocks\.2\.\*", out, re.M)) == 9
     result.stdout.fnmatch_lines(["*9 round trips: 0 passed, 9 failed, 0 skipped*"])
 
 
