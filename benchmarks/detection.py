@@ -28,6 +28,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import harness  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MARK_START, MARK_END = "<!-- detection:start -->", "<!-- detection:end -->"
@@ -223,21 +226,10 @@ def main(argv=None) -> int:
         print(f"{len(failures)} failure(s), first ones:", *failures[:5], sep="\n\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "detection.md").write_text(report)
-    _into_readme(report)
+    harness.fill_readme(MARK_START, MARK_END, report)
     perfect = all(c["correct"] == c["cases"] and not c["false alarms"]
                   for c in [*by_kind.values(), *by_writer.values()])
     return 0 if perfect else 1
-
-
-def _into_readme(report: str) -> None:
-    readme = ROOT / "README.md"
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        readme.write_text(f"{head}{MARK_START}\n{report}{MARK_END}{tail}")
 
 
 if __name__ == "__main__":

@@ -169,3 +169,15 @@ def fmt(value: float, unit: str) -> str:
 def free_disk_gb(path: Path) -> float:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize / 1e9
+
+
+def fill_readme(start: str, end: str, text: str) -> None:
+    """Replace what README.md holds between the ``start`` and ``end`` markers with ``text``."""
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        return
+    content = readme.read_text()
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")

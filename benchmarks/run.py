@@ -90,20 +90,9 @@ def main() -> int:
               f"Python {meta['python']}, torch {meta['torch']}; medians of interleaved rounds, "
               f"memory from /proc, in {meta['seconds']:.0f} s.\n\n")
     (RESULTS / "bench.md").write_text(header + md + "\n")
-    _update_readme(header + md)
+    harness.fill_readme(MARK_START, MARK_END, header + md)
     print(md)
     return 0
-
-
-def _update_readme(text: str) -> None:
-    readme = harness.ROOT / "README.md"
-    if not readme.exists():
-        return
-    content = readme.read_text()
-    if MARK_START in content and MARK_END in content:
-        head, rest = content.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        readme.write_text(f"{head}{MARK_START}\n{text}\n{MARK_END}{tail}")
 
 
 if __name__ == "__main__":
