@@ -111,7 +111,6 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
         target=target,
         label=label or str(path),
         ties_expressible=contents.ties_expressible,
-        tie_key=formats.tensor_storage_key,
         stored_ties=stored_ties,
         origin=path,
     )
@@ -128,7 +127,6 @@ def tree_view(
     target: set[str] | None,
     label: str,
     ties_expressible: bool,
-    tie_key=None,
     stored_ties=None,
     origin: Path | None = None,
 ) -> View:
@@ -154,8 +152,7 @@ def tree_view(
     if stored_ties is not None:
         ties = [tuple(g) for g in stored_ties]
     elif ties_expressible:
-        groups = tie_groups(chosen.tensors, key=tie_key) if tie_key else tie_groups(chosen.tensors)
-        ties = [tuple(sorted(naming.rename[n] for n in g)) for g in groups]
+        ties = [tuple(sorted(naming.rename[n] for n in g)) for g in tie_groups(chosen.tensors)]
     else:
         ties = None
     stripped = naming.stripped + naming.foreign

@@ -17,7 +17,10 @@ def storage_key(tensor: torch.Tensor) -> Hashable | None:
     same storage, offset, shape, stride and dtype.
     """
     if tensor.is_meta:
-        return None
+        # read from a file: the storage's place in the file stands in for an address
+        from ..formats import tensor_storage_key
+
+        return tensor_storage_key(tensor)
     # data_ptr() is the storage address plus the offset: one call instead of three
     ptr = tensor.data_ptr()
     if ptr == 0 or tensor.numel() == 0:
@@ -30,9 +33,9 @@ def tie_groups(tensors: Mapping[str, torch.Tensor],
                ) -> list[tuple[str, ...]]:
     """Groups (two or more, sorted) of names whose tensors are the same storage view.
 
-    ``key`` identifies a tensor's storage view (default :func:`storage_key`);
-    the formats layer passes its own for meta tensors read from files. A
-    ``None`` key is never grouped.
+    ``key`` identifies a tensor's storage view (default :func:`storage_key`,
+    which also knows meta tensors read from torch files). A ``None`` key is
+    never grouped.
 
     >>> w = torch.zeros(2)
     >>> tie_groups({"emb.weight": w, "head.weight": w, "bias": torch.zeros(2)})
@@ -51,12 +54,12 @@ def tie_groups(tensors: Mapping[str, torch.Tensor],
 
 def _sharing_an_address(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # Ties are rare: bucket by address first (one cheap call per tensor), and build the
-    # full key only for tensors that share an address with another.
-    ptrs = [t.data_ptr() for t in tensors.values()]  # meta and empty tensors give 0
+    # full key only for tensors that share an address with another. Meta tensors have
+    # no address (0, like empty ones): they all go on to the key, which knows files.
+    ptrs = [t.data_ptr() for t in tensors.values()]
     shared = {p for p, n in Counter(ptrs).items() if n > 1 and p}
-    if not shared:
-        return {}
-    return {name: t for (name, t), p in zip(tensors.items(), ptrs) if p in shared}
+    return {name: t for (name, t), p in zip(tensors.items(), ptrs)
+            if p in shared or (not p and t.is_meta)}
 
 
 def module_tie_groups(module: torch.nn.Module,
