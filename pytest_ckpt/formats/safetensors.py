@@ -68,12 +68,7 @@ def read_header(path: Path) -> Header:
                 raw += f.read(n - len(raw))
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
-    try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(path, "corrupted", f"the safetensors header is not valid JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "corrupted", "the safetensors header is not a JSON object")
+    header = stored_mod.json_object(raw, path, "the safetensors header")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise CheckpointError(path, "corrupted", "the safetensors __metadata__ is not a JSON object")

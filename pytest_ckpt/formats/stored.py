@@ -30,12 +30,17 @@ def encode(stored: Mapping[str, Any]) -> str:
 
 def decode(text: str | bytes, path) -> dict:
     """Parse stored metadata; damaged JSON is ``corrupted``."""
+    return json_object(text, path, "stored pytest-ckpt metadata")
+
+
+def json_object(text: str | bytes, path, what: str) -> dict:
+    """``text`` parsed as a JSON object; anything else is ``corrupted``, saying ``what`` it was."""
     try:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(path, "corrupted", f"stored pytest-ckpt metadata is not valid JSON ({e})") from None
+        raise CheckpointError(path, "corrupted", f"{what} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
-        raise CheckpointError(path, "corrupted", "stored pytest-ckpt metadata is not a JSON object")
+        raise CheckpointError(path, "corrupted", f"{what} is not a JSON object")
     return value
 
 
