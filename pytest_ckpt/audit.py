@@ -1,8 +1,14 @@
-"""Marks loads the library itself performs, so the strict-load audit never counts them."""
+"""The strict-load audit: ``load_state_dict(strict=False)`` calls that silently dropped keys.
+
+The library's own loads are marked (``internal_load``) so the audit never counts them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import sys
 import threading
 
 _state = threading.local()
@@ -24,11 +30,6 @@ def in_internal_load() -> bool:
 
 
 # -- the strict-load audit ----------------------------------------------------------------------
-
-import dataclasses  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-
 
 @dataclasses.dataclass
 class DroppedLoad:
