@@ -191,14 +191,16 @@ def _to_dict(diff: Any) -> dict | None:
 
 def changed_blocks(saved: nn.Module | Mapping, expected: nn.Module) -> list[str]:
     """Numbered blocks present on one side only, as ``container.index`` (e.g. ``transformer.h.2``)."""
+    from .compare.ranges import split_block
+
     a = set(saved.state_dict() if isinstance(saved, nn.Module) else saved)
     b = set(expected.state_dict())
-    out = []
+    out: list[str] = []
     for key in sorted(a ^ b):
-        parts = key.split(".")
-        index = next((i for i, part in enumerate(parts) if part.isdigit()), None)
-        if index is not None:
-            block = ".".join(parts[: index + 1])
+        split = split_block(key)
+        if split is not None:
+            container, index, _ = split
+            block = f"{container}.{index}" if container else str(index)
             if block not in out:
                 out.append(block)
     return out
