@@ -12,7 +12,6 @@ Wording: *expected* is the model, *actual* the checkpoint; a change is written
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,7 +20,7 @@ from ..checkpoint.configs import ABSENT, flatten, int_fields_equal, layer_field
 from ..checkpoint.schema import dtype_name
 from ..checkpoint.view import View
 from .diff import CheckpointDiff, Note
-from .ranges import collapse, format_indices, split_block
+from .ranges import collapse, format_indices, index_blocks
 
 __all__ = ["Context", "Rule", "RULES", "diagnose"]
 
@@ -53,8 +52,8 @@ def diagnose(diff: CheckpointDiff, expected: View, actual: View, ctx: Context) -
     """Run every rule of :data:`RULES` in order; the notes they return, concatenated."""
     if diff.missing or diff.unexpected or diff.shape or diff.dtype:
         # only names need block structure; an ok diff of a huge schema skips the walk
-        ctx.expected_blocks = _blocks(expected.schema)
-        ctx.actual_blocks = _blocks(actual.schema)
+        ctx.expected_blocks = index_blocks(expected.schema)
+        ctx.actual_blocks = index_blocks(actual.schema)
     notes: list[Note] = []
     for rule in RULES:
         notes.extend(rule(diff, expected, actual, ctx))
@@ -62,22 +61,6 @@ def diagnose(diff: CheckpointDiff, expected: View, actual: View, ctx: Context) -
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-def _blocks(names) -> dict[str, dict[int, list[str]]]:
-    # split_block inlined: this runs over every name of both sides (200,000 for a large MoE)
-    out: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    match = _BLOCK_PREFIX.match
-    for name in names:
-        m = match(name)
-        if m is not None:
-            container, index = m.groups()
-            out[container or ""][int(index)].append(name)
-    return {c: dict(ix) for c, ix in out.items()}
-
-
-#: the prefix of :func:`split_block`'s pattern: the first all-digit component with more name after it
-_BLOCK_PREFIX = re.compile(r"(?:(.*?)\.)?(\d+)\.(?=.)", re.DOTALL)
-
 
 def _block_run(container: str, indices) -> str:
     """``layers.8-15.*``; top-level blocks (an ``nn.Sequential``) read ``8-15.*``."""

@@ -50,11 +50,29 @@ def split_block(name: str) -> tuple[str, int, str] | None:
     m = _BLOCK.match(name)
     if m is None:
         return None
-    return m.group(1) or "", int(m.group(2)), m.group(3)
+    return m.group(1) or "", int(m.group(2)), name[m.end():]
 
 
 #: the first all-digit component that is followed by more name
-_BLOCK = re.compile(r"^(?:(.*?)\.)?(\d+)\.(.+)$", re.DOTALL)
+_BLOCK = re.compile(r"(?:(.*?)\.)?(\d+)\.(?=.)", re.DOTALL)
+
+
+def index_blocks(names: Iterable[str]) -> dict[str, dict[int, list[str]]]:
+    """``{container: {block index: [names]}}`` for the numbered blocks among ``names``.
+
+    Runs over every name of a schema (200,000 for a large MoE), so the split is inlined.
+
+    >>> index_blocks(["h.0.w", "h.1.w", "h.1.b", "wte.weight"])
+    {'h': {0: ['h.0.w'], 1: ['h.1.w', 'h.1.b']}}
+    """
+    out: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    match = _BLOCK.match
+    for name in names:
+        m = match(name)
+        if m is not None:
+            container, index = m.groups()
+            out[container or ""][int(index)].append(name)
+    return {c: dict(ix) for c, ix in out.items()}
 
 
 def block_counts(names: Iterable[str]) -> dict[str, list[int]]:
@@ -63,12 +81,7 @@ def block_counts(names: Iterable[str]) -> dict[str, list[int]]:
     >>> block_counts(["h.0.w", "h.1.w", "h.1.b", "wte.weight"])
     {'h': [0, 1]}
     """
-    found: dict[str, set[int]] = defaultdict(set)
-    for name in names:
-        split = split_block(name)
-        if split is not None:
-            found[split[0]].add(split[1])
-    return {c: sorted(ix) for c, ix in found.items()}
+    return {c: sorted(ix) for c, ix in index_blocks(names).items()}
 
 
 def format_indices(indices: Iterable[int], limit: int = 8) -> str:
