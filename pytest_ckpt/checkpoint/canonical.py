@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
 import torch
@@ -34,7 +35,16 @@ class Naming:
     foreign: tuple[str, ...] = field(default=())
 
     def names(self) -> set[str]:
-        return set(self.rename.values())
+        return set(self._names)
+
+    @property
+    def identity(self) -> bool:
+        """Every name is read as it is: nothing stripped or removed."""
+        return not (self.stripped or self.inner or self.foreign)
+
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(self.rename.values())
 
 
 def remove_inner_segments(name: str) -> tuple[str, tuple[str, ...]]:
@@ -48,15 +58,15 @@ def remove_inner_segments(name: str) -> tuple[str, tuple[str, ...]]:
     return name, tuple(removed)
 
 
-def _inner_pass(names: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
-    names = list(names)
-    joined = "\n".join(names)
+def _inner_pass(names: Mapping[str, str]) -> tuple[Mapping[str, str], tuple[str, ...]]:
+    """``names`` (source -> current name) with reserved segments removed inside the current names."""
+    joined = "\n".join(names.values())
     if not any("." + segment in joined for segment in RESERVED_SEGMENTS):
-        return {n: n for n in names}, ()  # the usual case, without a per-name scan
+        return names, ()  # the usual case: one scan of the joined names, no per-name work
     rename, removed = {}, set()
-    for n in names:
-        new, gone = remove_inner_segments(n)
-        rename[n] = new
+    for src, cur in names.items():
+        new, gone = remove_inner_segments(cur)
+        rename[src] = new
         removed.update(gone)
     return rename, tuple(sorted(removed))
 
@@ -69,11 +79,10 @@ def namings(names: Iterable[str]) -> list[Naming]:
     """
     names = list(names)
     out = []
-    current = {n: n for n in names}
+    current = dict(zip(names, names))
     stripped: tuple[str, ...] = ()
     while True:
-        rename, inner = _inner_pass(current.values())
-        out.append(Naming(stripped, {src: rename[cur] for src, cur in current.items()}, inner))
+        out.append(Naming(stripped, *_inner_pass(current)))
         prefix = _universal_prefix(current.values())
         if prefix is None:
             return out
@@ -82,12 +91,15 @@ def namings(names: Iterable[str]) -> list[Naming]:
 
 
 def _universal_prefix(names: Iterable[str]) -> str | None:
+    # The names that start with a prefix are one run in sorted order, so every name
+    # starts with it exactly when the smallest and the largest do: two passes at C speed.
     names = list(names)
     if not names:
         return None
+    lo, hi = min(names), max(names)
     for prefix in WRAPPER_PREFIXES:
-        # Stripping must leave a name: "module." alone is not a wrapper.
-        if all(n.startswith(prefix) and len(n) > len(prefix) for n in names):
+        # Stripping must leave a name: "module." alone (the smallest of the run) is not a wrapper.
+        if lo.startswith(prefix) and hi.startswith(prefix) and lo != prefix:
             return prefix
     return None
 
@@ -106,24 +118,32 @@ def best_naming(
     options = namings(names)
     if target is None:
         return options[-1]
-    target = set(target)
-    best = max(options, key=lambda n: (len(n.names() & target), len(n.stripped)))
-    if len(best.names() & target) < min(len(target), len(best.rename)):
-        foreign = _foreign_prefix(best, target)
-        if foreign is not None:
-            return foreign
-    return best
+    if not isinstance(target, (set, frozenset)):
+        target = set(target)
+    if len(options) == 1:  # nothing to strip (the usual case): no name sets to build
+        best = options[0]
+    else:
+        best = max(options, key=lambda n: (len(n._names & target), len(n.stripped)))
+    return _foreign_prefix(best, target) or best
 
 
 def _foreign_prefix(naming: Naming, target: set[str]) -> Naming | None:
-    firsts = {n.split(".", 1)[0] for n in naming.rename.values()}
-    if len(firsts) != 1 or any("." not in n for n in naming.rename.values()):
+    """``naming`` with a common first component removed, if the target lacks it and that
+    matches more names; else ``None``. The cheap checks come first: this runs on every read."""
+    # one first component with more name after it in every name: as in _universal_prefix,
+    # the smallest and the largest name decide
+    if not naming.rename:
         return None
-    prefix = firsts.pop() + "."
+    lo, hi = min(naming.rename.values()), max(naming.rename.values())
+    if "." not in lo:
+        return None
+    prefix = lo.split(".", 1)[0] + "."
+    if not hi.startswith(prefix):
+        return None
     if any(t.startswith(prefix) for t in target):
         return None
     rename = {src: cur[len(prefix):] for src, cur in naming.rename.items()}
-    if len(set(rename.values()) & target) <= len(naming.names() & target):
+    if len(set(rename.values()) & target) <= len(naming._names & target):
         return None
     return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,))
 

@@ -53,6 +53,10 @@ def format_path(path: Sequence[str | int]) -> str:
 
 
 def _as_state_dict(obj: Mapping) -> dict[str, torch.Tensor] | None:
+    # the usual case, decided from the set of key and value types (map runs at C speed)
+    if set(map(type, obj)) <= {str} and all(
+            issubclass(t, torch.Tensor) for t in set(map(type, obj.values()))):
+        return dict(obj) or None
     tensors = {}
     for key, value in obj.items():
         if not isinstance(key, str):

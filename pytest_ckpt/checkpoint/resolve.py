@@ -14,7 +14,7 @@ from . import canonical, locate
 from .configs import config_to_dict
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
-from .view import View
+from .view import View, holds_values
 
 
 def resolve(
@@ -80,7 +80,7 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
         label=label or f"model ({type(inner).__name__})",
         schema=Schema.of(tensors, stripped=stripped),
         tensors=tensors,
-        has_values=not any(t.is_meta for t in tensors.values()),
+        has_values=holds_values(tensors),
         ties=ties,
         config=_model_config(inner),
         notes=notes,
@@ -147,12 +147,16 @@ def tree_view(
             return 2 * len(names & target) - len(names ^ target)
     chosen = locate.choose(found, score)
     naming = canonical.best_naming(chosen.tensors, target)
-    tensors = {naming.rename[name]: t for name, t in chosen.tensors.items()}
+    if naming.identity:  # read as they are: no renaming pass (chosen.tensors is our own dict)
+        tensors, source_names = chosen.tensors, {}
+    else:
+        tensors = {naming.rename[name]: t for name, t in chosen.tensors.items()}
+        source_names = {c: s for s, c in naming.rename.items()}
     notes = _location_notes(chosen, found, naming, label)
     if stored_ties is not None:
         ties = [tuple(g) for g in stored_ties]
     elif ties_expressible:
-        ties = [tuple(sorted(naming.rename[n] for n in g)) for g in tie_groups(chosen.tensors)]
+        ties = [tuple(sorted(naming.rename.get(n, n) for n in g)) for g in tie_groups(chosen.tensors)]
     else:
         ties = None
     stripped = naming.stripped + naming.foreign
@@ -160,10 +164,10 @@ def tree_view(
         label=label,
         schema=Schema.of(tensors, located_at=chosen.path, stripped=stripped),
         tensors=tensors,
-        has_values=not any(t.is_meta for t in tensors.values()),
+        has_values=holds_values(tensors),
         ties=ties,
         notes=notes,
-        source_names={c: s for s, c in naming.rename.items()},
+        source_names=source_names,
     )
 
 

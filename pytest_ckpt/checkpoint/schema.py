@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
 import torch
 
 
 _new_tuple = tuple.__new__
+_shape_and_dtype = attrgetter("shape", "dtype")
 
 
 class TensorSpec(NamedTuple):
@@ -63,7 +66,19 @@ class Schema(Mapping[str, TensorSpec]):
 
     @classmethod
     def of(cls, tensors: Mapping[str, torch.Tensor], **kw) -> "Schema":
-        return cls({k: TensorSpec.of(v) for k, v in tensors.items()}, **kw)
+        # Runs once per tensor (200,000 times for a large MoE), and a state dict has few
+        # distinct (shape, dtype) pairs: one TensorSpec each, shared, found by a dict lookup.
+        specs: dict[tuple, TensorSpec] = {}
+
+        def new(key: tuple) -> TensorSpec:
+            spec = specs[key] = _new_tuple(TensorSpec, (tuple(key[0]), key[1]))
+            return spec
+
+        known = specs.get
+        schema = cls({}, **kw)
+        schema._specs = {name: known(key) or new(key)
+                         for name, key in zip(tensors, map(_shape_and_dtype, tensors.values()))}
+        return schema
 
     def __getitem__(self, name: str) -> TensorSpec:
         return self._specs[name]
@@ -76,6 +91,11 @@ class Schema(Mapping[str, TensorSpec]):
 
     def __len__(self) -> int:
         return len(self._specs)
+
+    @property
+    def specs(self) -> Mapping[str, TensorSpec]:
+        """A read-only view of the underlying dict: C-speed lookups and ``keys()`` set operations."""
+        return MappingProxyType(self._specs)
 
     def __repr__(self) -> str:
         return (

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from operator import methodcaller
 from typing import Any, Callable, Hashable, Mapping
 
 import torch
 
 __all__ = ["storage_key", "tie_groups", "module_tie_groups"]
+
+_data_ptr = methodcaller("data_ptr")
 
 
 def storage_key(tensor: torch.Tensor) -> Hashable | None:
@@ -56,7 +59,10 @@ def _sharing_an_address(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
     # Ties are rare: bucket by address first (one cheap call per tensor), and build the
     # full key only for tensors that share an address with another. Meta tensors have
     # no address (0, like empty ones): they all go on to the key, which knows files.
-    ptrs = [t.data_ptr() for t in tensors.values()]
+    ptrs = list(map(_data_ptr, tensors.values()))  # map runs at C speed: once per tensor
+    seen = set(ptrs)
+    if len(seen) == len(ptrs) and 0 not in seen:
+        return {}  # every address once: no ties (the usual case)
     shared = {p for p, n in Counter(ptrs).items() if n > 1 and p}
     return {name: t for (name, t), p in zip(tensors.items(), ptrs)
             if p in shared or (not p and t.is_meta)}

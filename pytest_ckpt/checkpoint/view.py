@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Mapping
 
 import torch
 
 from ..compare.diff import Note
 from .schema import Schema
+
+
+_is_meta = attrgetter("is_meta")
+
+
+def holds_values(tensors: Mapping[str, torch.Tensor]) -> bool:
+    """True unless some tensor is a meta tensor (read for its schema only)."""
+    return not any(map(_is_meta, tensors.values()))  # map runs at C speed: once per tensor
 
 
 @dataclass
@@ -41,7 +50,7 @@ class View:
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":
         """A view of a plain canonical ``{name: tensor}`` mapping (handy in tests)."""
         tensors = dict(tensors)
-        has_values = kw.pop("has_values", not any(t.is_meta for t in tensors.values()))
+        has_values = kw.pop("has_values", holds_values(tensors))
         return cls(label=label, schema=Schema.of(tensors), tensors=tensors,
                    has_values=has_values, **kw)
 
