@@ -12,9 +12,10 @@ Wording: *expected* is the model, *actual* the checkpoint; a change is written
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..checkpoint.configs import ABSENT, flatten, int_fields_equal, layer_field
 from ..checkpoint.schema import dtype_name
@@ -223,17 +224,25 @@ def renamed(diff, expected, actual, ctx) -> list[Note]:
     by_shape: dict[tuple, list[str]] = defaultdict(list)
     for n in sorted(unused):
         by_shape[shape_of[n]].append(n)
-    found: list[tuple[tuple, dict[str, str]]] = []
-    remaining = set(todo)
-    for _ in range(4):  # a few rules at most (e.g. a prefix, then gamma->weight)
-        # rules found so far apply first, so a prefix and a leaf rename can combine
-        through = {m: _through([r for r, _ in found], m) for m in remaining}
+    by_suffix = {shape: sorted((u[::-1], u) for u in names) for shape, names in by_shape.items()}
+
+    def nearby(m: str, shape) -> list[str]:
+        # a rename keeps most of a name: its partner sorts near it by prefix or by suffix
+        names, ends = by_shape.get(shape, []), by_suffix.get(shape, [])
+        i, j = bisect_left(names, m), bisect_left(ends, (m[::-1], ""))
+        near = names[max(0, i - 4):i + 4] + [u for _, u in ends[max(0, j - 4):j + 4]]
+        return [u for u in near if u in unused]
+
+    def any_same_shape(m: str, shape) -> Iterator[str]:
+        return itertools.islice((u for u in by_shape.get(shape, ()) if u in unused), 200)
+
+    def best_rule(partners) -> tuple[tuple, dict[str, str]] | None:
+        """The rule, among those turning sampled names into their partners, that pairs the most."""
         candidates: Counter = Counter()
-        for m in sorted(remaining)[:50]:
-            shape = expected.schema[m].shape
-            for u in itertools.islice((u for u in by_shape[shape] if u in unused), 200):
+        for m in sample:
+            for u in partners(m, expected.schema[m].shape):
                 candidates.update(_rename_rules(through[m], u))
-        best: tuple[tuple, dict[str, str]] | None = None
+        best = None
         for rule, _ in candidates.most_common(20):
             pairs: dict[str, str] = {}
             for m in remaining:
@@ -242,6 +251,20 @@ def renamed(diff, expected, actual, ctx) -> list[Note]:
                     pairs[m] = u
             if best is None or len(pairs) > len(best[1]):
                 best = (rule, pairs)
+        return best
+
+    found: list[tuple[tuple, dict[str, str]]] = []
+    remaining = set(todo)
+    for _ in range(4):  # a few rules at most (e.g. a prefix, then gamma->weight)
+        # rules found so far apply first, so a prefix and a leaf rename can combine
+        through = {m: _through([r for r, _ in found], m) for m in remaining}
+        sample = sorted(remaining)[:50]
+        # the few neighbours first (cheap); all same-shape names when they leave names unpaired
+        best = best_rule(nearby)
+        if not best or len(best[1]) < len(remaining):
+            wide = best_rule(any_same_shape)
+            if wide and (not best or len(wide[1]) > len(best[1])):
+                best = wide
         if not best or not best[1]:
             break
         found.append(best)

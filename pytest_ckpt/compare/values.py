@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import torch
 
@@ -70,51 +69,76 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
 SMALL = 1 << 14
 
 
+class Batch(NamedTuple):
+    """Tensors compared in one go: ``a[i]`` against ``b[i]``, reported as ``names[i]``.
+
+    Every ``a`` has one dtype and shape, and so has every ``b`` (a comparison
+    batches by schema entry, reading no tensor attribute).
+    """
+
+    names: list[str]
+    a: list[torch.Tensor]
+    b: list[torch.Tensor]
+
+
 def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, atol: float = 0.0,
                   rtol: float = 0.0) -> dict[str, float]:
     """:func:`max_abs_diff` over many ``(name, a, b)`` pairs; only the differing names are returned.
 
-    Small CPU tensors are checked in one bitwise comparison per (dtype, trailing
-    shape), so a state dict of 200,000 small tensors costs a few operations, not
-    200,000; only the tensors whose bits differ go through the exact rules.
+    Small tensors are checked in one bitwise comparison per (dtype, shape), so
+    a state dict of 200,000 small tensors costs a few operations, not 200,000;
+    only the tensors whose bits differ go through the exact rules.
 
     >>> max_abs_diffs([("w", torch.zeros(2), torch.ones(2)), ("b", torch.ones(1), torch.ones(1))])
     {'w': 1.0}
     """
-    out: dict[str, float] = {}
-    batches: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
-    exact = not (atol or rtol)
+    batches: dict[tuple, Batch] = {}
     for name, a, b in pairs:
-        if a is b or a.is_meta or b.is_meta:
-            continue
-        if exact and a.is_cpu and b.is_cpu and a.ndim and a.numel() <= SMALL:
-            # torch.cat joins along dim 0: a batch shares dtype and trailing shape
-            batches[(a.dtype, a.shape[1:])].append((name, a, b))
-            continue
-        d = max_abs_diff(a, b, atol=atol, rtol=rtol)
-        if d is not None:
-            out[name] = d
-    for (dtype, _), batch in batches.items():
-        suspects = range(len(batch)) if dtype.is_complex else _differing_rows(batch, dtype)
+        key = (a.dtype, b.dtype, a.shape)
+        batch = batches.get(key) or batches.setdefault(key, Batch([], [], []))
+        batch.names.append(name)
+        batch.a.append(a)
+        batch.b.append(b)
+    return batch_max_abs_diffs(batches.values(), atol=atol, rtol=rtol)
+
+
+def batch_max_abs_diffs(batches: Iterable[Batch], *, atol: float = 0.0,
+                        rtol: float = 0.0) -> dict[str, float]:
+    """:func:`max_abs_diffs` of pairs already in :class:`Batch` es; a batch whose tensors
+    break its promise is checked pair by pair, which raises on a mismatch."""
+    out: dict[str, float] = {}
+    exact = not (atol or rtol)
+    for batch in batches:
+        suspects = _differing_rows(batch) if exact else range(len(batch.names))
         for i in suspects:
-            name, a, b = batch[i]
-            d = max_abs_diff(a, b)
+            d = max_abs_diff(batch.a[i], batch.b[i], atol=atol, rtol=rtol)
             if d is not None:
-                out[name] = d
+                out[batch.names[i]] = d
     return out
 
 
-def _differing_rows(batch, dtype: torch.dtype) -> list[int]:
-    """Indices into ``batch`` of the pairs whose bits differ anywhere (or carry lazy conj/neg bits)."""
+def _differing_rows(batch: Batch) -> Iterable[int]:
+    """Indices into ``batch`` of the pairs whose bits may differ: one stacked comparison
+    for a batch of small tensors, every index otherwise (each is then scanned on its own)."""
+    n, a0, b0 = len(batch.names), batch.a[0], batch.b[0]
+    dtype = a0.dtype
+    if (n == 1 or dtype.is_complex or b0.dtype is not dtype or a0.shape != b0.shape
+            or not 0 < a0.numel() <= SMALL):
+        return range(n)
     ints = _INT_OF_WIDTH[dtype.itemsize]
     with torch.no_grad():
-        flat_a = torch.cat([a for _, a, _ in batch]).view(ints)
-        flat_b = torch.cat([b for _, _, b in batch]).view(ints)
+        try:
+            # stacking copies, which resolves lazy neg bits: the bit views see the values
+            flat_a, flat_b = torch.stack(batch.a), torch.stack(batch.b)
+        except RuntimeError:  # devices or shapes differ within the batch
+            return range(n)
+        if (flat_a.shape != flat_b.shape or flat_a.dtype is not dtype
+                or flat_b.dtype is not dtype or flat_a.is_meta or flat_b.is_meta):
+            return range(n)
+        flat_a, flat_b = flat_a.view(ints).reshape(n, -1), flat_b.view(ints).reshape(n, -1)
         if torch.equal(flat_a, flat_b):
-            return []
-        rows = flat_a.ne(flat_b).reshape(flat_a.shape[0], -1).any(1).nonzero().squeeze(1)
-        ends = torch.tensor([a.shape[0] for _, a, _ in batch]).cumsum(0)
-        return torch.searchsorted(ends, rows, right=True).unique().tolist()
+            return ()
+        return flat_a.ne(flat_b).any(1).nonzero().squeeze(1).tolist()
 
 
 def _exact_chunk_fast(a: torch.Tensor, b: torch.Tensor, ints: torch.dtype,

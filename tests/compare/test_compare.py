@@ -104,3 +104,22 @@ def test_every_dtype_round_trip_has_no_false_alarm():
     sd["strided"] = torch.arange(12.0).reshape(3, 4).t()
     copy = {k: v.clone() for k, v in sd.items()}
     assert compare(View.of_tensors("m", sd), View.of_tensors("c", copy)).ok
+
+
+@pytest.mark.parametrize("kinds", [1, 5, 40], ids=lambda k: f"{k}-shapes")
+def test_values_batched_by_schema_entry_agree_with_one_by_one(kinds):
+    # compare() batches tensors by schema entry: one kind, a few (masks) and many (dict)
+    from pytest_ckpt.compare.values import max_abs_diff
+
+    torch.manual_seed(kinds)
+    e, a = {}, {}
+    for i in range(400):
+        shape = (i % kinds + 1, 3)
+        dtype = torch.float16 if i % 3 == 0 else torch.float32
+        e[f"m.{i}.w"] = torch.randn(shape).to(dtype)
+        a[f"m.{i}.w"] = e[f"m.{i}.w"].clone()
+        if i % 37 == 0:
+            a[f"m.{i}.w"].view(-1)[-1] += 1
+    d = compare(model(e), ckpt(a))
+    expected = {n: max_abs_diff(e[n], a[n]) for n in e if not torch.equal(e[n], a[n])}
+    assert d.values == dict(sorted(expected.items())) and len(d.values) == 11

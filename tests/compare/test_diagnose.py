@@ -183,3 +183,16 @@ def test_rules_registry_is_extensible(monkeypatch):
     d = CheckpointDiff(missing=["x"])
     notes = diagnose(d, model({"x": torch.zeros(1)}), ckpt({}), Context())
     assert [(n.kind, n.text) for n in notes][-1] == ("custom", "1 missing")
+
+
+def test_renamed_found_past_crowded_neighbours():
+    # The rename search looks first at the few names that sort next to a missing one (by
+    # prefix and by suffix). Here those places are taken by decoys of the same shape, each
+    # fitting one name only, so the search must widen to find ffn -> mlp for all ten.
+    e = {f"blk.{i}.ffn.w": torch.zeros(2) for i in range(10)}
+    a = {f"blk.{i}.mlp.w": torch.zeros(2) for i in range(10)}
+    a.update({f"blk.{i}.ffn{c}{i}o.w": torch.zeros(2) for i in range(10) for c in "abcdefgh"})
+    d = compare(model(e), ckpt(a))
+    note = next(n for n in d.notes if n.kind == "renamed")
+    assert note.text.startswith("10 tensors have other names in the checkpoint")
+    assert "`.ffn` -> `.mlp` (10)" in note.text

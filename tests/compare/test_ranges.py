@@ -79,3 +79,27 @@ def test_top_level_blocks_of_a_sequential_have_no_leading_dot():
                 nn.Sequential(*[nn.Linear(2, 2) for _ in range(2)]).state_dict(), values=False)
     line = next(l for l in str(d).splitlines() if "[layer-count]" in l)
     assert "] 2-3.*: blocks 2-3 missing" in line
+
+
+def test_index_blocks_matches_the_regex_on_every_name():
+    # index_blocks runs the block regex on the first name of each run of sorted names only;
+    # on any mix of odd names it must file every name exactly as the regex does one by one
+    import random
+
+    from pytest_ckpt.compare.ranges import _BLOCK, index_blocks
+
+    def one_by_one(names):
+        out = {}
+        for name in names:
+            m = _BLOCK.match(name)
+            if m:
+                out.setdefault(m.group(1) or "", {}).setdefault(int(m.group(2)), []).append(name)
+        return {c: {i: sorted(v) for i, v in ix.items()} for c, ix in out.items()}
+
+    odd = ["0.w", "0.", "0.x", "a.1.", "a.1.b", "a.1", "a.10.b", "a.1.2.c", "1.2.3", "x",
+           "a.b.3.c", "a.b.3.", "a.b.3.d", "\0.1.w", "a.01.b", "a.1/x", "a.1.\n", "a.1-", "h.08.w"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        names = list({rng.choice(odd) for _ in range(8)})
+        assert index_blocks(names) == one_by_one(names), names
+    assert index_blocks(["h.8.w", "h.08.b"]) == {"h": {8: ["h.08.b", "h.8.w"]}}

@@ -143,3 +143,18 @@ def test_batched_comparison_agrees_with_the_single_one():
     expected = {n: d for n, a, b in pairs if (d := max_abs_diff(a, b)) is not None}
     assert max_abs_diffs(pairs) == expected
     assert expected  # the mix has differences to find
+
+
+def test_batches_that_break_their_promise_fall_back_to_pairs():
+    from pytest_ckpt.compare.values import Batch, batch_max_abs_diffs, max_abs_diffs
+
+    meta = torch.empty(2, device="meta")
+    # a meta tensor inside a batch of CPU ones: stacking fails, each pair is checked alone
+    assert max_abs_diffs([("m", meta, torch.zeros(2)), ("w", torch.zeros(2), torch.ones(2))]) \
+        == {"w": 1.0}
+    # b sides of another shape than their a sides: the pair-by-pair check raises
+    bad = Batch(["x", "y"], [torch.zeros(2), torch.zeros(2)], [torch.zeros(3), torch.zeros(3)])
+    with pytest.raises(ValueError, match="cannot compare"):
+        batch_max_abs_diffs([bad])
+    with pytest.raises(ValueError, match="cannot compare"):
+        max_abs_diffs([("x", torch.zeros(2), torch.zeros(2)), ("y", torch.zeros(2), torch.zeros(3))])
