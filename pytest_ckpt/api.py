@@ -15,10 +15,12 @@ from .checkpoint.schema import Schema
 from .compare.compare import compare
 from .compare.diff import CheckpointDiff
 from .errors import CheckpointMismatch
+from .gcpause import gc_paused
 
 STORED_FORMAT_VERSION = 1
 
 
+@gc_paused
 def schema(source: Any, *, like: Any = None, weights_only: bool = True) -> Schema:
     """Canonical names -> ``TensorSpec`` of ``source``, read from metadata only.
 
@@ -29,6 +31,7 @@ def schema(source: Any, *, like: Any = None, weights_only: bool = True) -> Schem
     return resolve(source, values=False, like=_like(like), weights_only=weights_only).schema
 
 
+@gc_paused
 def load_state_dict(source: Any, *, like: Any = None, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """The located, canonical state dict of ``source`` (CPU tensors, memory-mapped where possible).
 
@@ -42,6 +45,7 @@ def load_state_dict(source: Any, *, like: Any = None, weights_only: bool = True)
     return {name: _cpu(t) for name, t in view.tensors.items()}
 
 
+@gc_paused
 def diff(
     expected: Any,
     actual: Any,
@@ -92,6 +96,7 @@ class LoadReport:
         return self.diff.ok
 
 
+@gc_paused
 def load_into(
     model: torch.nn.Module,
     source: Any,
@@ -145,6 +150,7 @@ def _copy_into(target, loadable: Mapping[str, torch.Tensor]) -> None:
         module.load_state_dict(by_source_name, strict=False)
 
 
+@gc_paused
 def save(
     source: Any,
     path: str | os.PathLike,

@@ -9,6 +9,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import CheckpointError
+from .gcpause import gc_paused
 
 SNAPSHOT_FORMAT_VERSION = 1
 SNAPSHOT_DIRNAME = "__ckpt_snapshots__"
@@ -79,6 +80,7 @@ class SnapshotSession:
     written: list[Path] = field(default_factory=list)
 
 
+@gc_paused
 def check(source: Any, path: Path, *, update: bool, config: Any = None) -> SnapshotResult:
     """Compare ``source``'s schema with the golden file at ``path``; write it only when ``update``."""
     from .checkpoint.configs import config_to_dict
