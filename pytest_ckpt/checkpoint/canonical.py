@@ -12,6 +12,7 @@ carries it, and where a target schema is known, only as deep as matches it best
 from __future__ import annotations
 
 import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping
@@ -118,7 +119,7 @@ def best_naming(
     options = namings(names)
     if target is None:
         return options[-1]
-    if not isinstance(target, (set, frozenset)):
+    if not isinstance(target, AbstractSet):  # sets and key views are used as they are
         target = set(target)
     if len(options) == 1:  # nothing to strip (the usual case): no name sets to build
         best = options[0]

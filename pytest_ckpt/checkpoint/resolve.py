@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import AbstractSet, Any, Iterable, Mapping
 
 import torch
 
@@ -49,15 +49,18 @@ def resolve(
     )
 
 
-def _target_names(like) -> set[str] | None:
+def _target_names(like) -> AbstractSet[str] | None:
+    # a schema's own key view, not a copy: the other side of a comparison can hold 200,000 names
     if like is None:
         return None
     if isinstance(like, View):
-        return set(like.schema)
-    if isinstance(like, (Schema, Mapping)):
+        return like.schema.specs.keys()
+    if isinstance(like, Schema):
+        return like.specs.keys()
+    if isinstance(like, Mapping):
         return set(like)
     if isinstance(like, torch.nn.Module):
-        return set(module_view(like).schema)
+        return module_view(like).schema.specs.keys()
     return set(like)
 
 
@@ -124,7 +127,7 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
 def tree_view(
     tree: Any,
     *,
-    target: set[str] | None,
+    target: AbstractSet[str] | None,
     label: str,
     ties_expressible: bool,
     stored_ties=None,
