@@ -128,7 +128,7 @@ def best_naming(
     return _foreign_prefix(best, target) or best
 
 
-def _foreign_prefix(naming: Naming, target: set[str]) -> Naming | None:
+def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:
     """``naming`` with a common first component removed, if the target lacks it and that
     matches more names; else ``None``. The cheap checks come first: this runs on every read."""
     # one first component with more name after it in every name: as in _universal_prefix,

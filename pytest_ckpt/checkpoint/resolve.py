@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import AbstractSet, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 

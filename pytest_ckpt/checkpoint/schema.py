@@ -23,11 +23,6 @@ class TensorSpec(NamedTuple):
     shape: tuple[int, ...]
     dtype: torch.dtype
 
-    @classmethod
-    def of(cls, tensor: torch.Tensor) -> "TensorSpec":
-        # tuple.__new__ skips NamedTuple's Python-level __new__: this runs once per tensor
-        return _new_tuple(cls, (tuple(tensor.shape), tensor.dtype))
-
     @property
     def numel(self) -> int:
         n = 1
@@ -71,6 +66,7 @@ class Schema(Mapping[str, TensorSpec]):
         specs: dict[tuple, TensorSpec] = {}
 
         def new(key: tuple) -> TensorSpec:
+            # tuple.__new__ skips NamedTuple's Python-level __new__
             spec = specs[key] = _new_tuple(TensorSpec, (tuple(key[0]), key[1]))
             return spec
 
