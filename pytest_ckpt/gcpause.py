@@ -1,12 +1,12 @@
 """Pause CPython's cyclic garbage collector around one call that reads every name.
 
-A state dict of 200,000 tensors keeps 400,000 tracked objects alive on each
-side of a comparison. Reading it allocates a few small objects per name (keys,
-pairs, specs), and every so often that allocation triggers a full collection,
-which walks every live tensor again: for a 200,000-tensor ``pc.diff`` that was
-about a third of the time. The work creates no reference cycles, so nothing is
-lost by pausing: reference counting still frees all of it at once, and the
-collector resumes (only if it was running) when the call returns or raises.
+A comparison of two 200,000-tensor state dicts keeps 400,000 tracked objects
+alive. Reading them allocates small objects per name (keys, specs), and every
+so often that triggers a full collection, which walks every live tensor again:
+15% of such a ``pc.diff`` when first measured, about 5% once the per-name
+allocations were cut. The work creates no reference cycles, so nothing is lost
+by pausing: reference counting still frees all of it, and the collector
+resumes (only if it was running) when the call returns or raises.
 """
 
 from __future__ import annotations
