@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-#: seconds the two FSDP ranks may take, start-up included
-FSDP_TIMEOUT_S = float(os.environ.get("PYTEST_CKPT_FSDP_TIMEOUT", "180"))
+from .options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+
+#: seconds the two FSDP ranks may take, start-up included, when the caller gives none
+FSDP_TIMEOUT_S = DEFAULT_FSDP_TIMEOUT
 FSDP_WORLD_SIZE = 2
 #: worker exit status meaning "cannot run here": its reason is in ``skip.txt``
 EXIT_UNAVAILABLE = 3
@@ -152,7 +154,8 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"fsdp: the {FSDP_WORLD_SIZE} ranks did not finish within {timeout:.0f}s\n"
+                    f"fsdp: the {FSDP_WORLD_SIZE} ranks did not finish within {timeout:g}s "
+                    f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs)
                 )
             time.sleep(0.05)

@@ -29,9 +29,14 @@ INI_VARIATIONS = "ckpt_variations"
 INI_SNAPSHOT_DIR = "ckpt_snapshot_dir"
 INI_COMPILE_BACKEND = "ckpt_compile_backend"
 INI_AUDIT_LOADS = "ckpt_audit_loads"
+INI_FSDP_TIMEOUT = "ckpt_fsdp_timeout"
+#: environment variable that overrides the ini key (a CI job can raise it without editing files)
+ENV_FSDP_TIMEOUT = "PYTEST_CKPT_FSDP_TIMEOUT"
 
 DEFAULT_COMPILE_BACKEND = "eager"
 DEFAULT_SNAPSHOT_DIR = "__ckpt_snapshots__"
+#: seconds the two FSDP ranks may take, start-up included
+DEFAULT_FSDP_TIMEOUT = 180.0
 
 #: the id of a parametrized case is ``ckpt-<variation>``
 ID_PREFIX = "ckpt-"
@@ -56,6 +61,28 @@ def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return names or None
 
 
+def fsdp_timeout(env: str | None, ini: str | None) -> tuple[float, str]:
+    """Seconds the FSDP ranks may take, and where that came from: the environment variable,
+    then the ini key, then the default. Raises ``ValueError`` naming the source of a bad value.
+
+    >>> fsdp_timeout(None, "")
+    (180.0, 'default')
+    >>> fsdp_timeout("600", "30")
+    (600.0, 'PYTEST_CKPT_FSDP_TIMEOUT')
+    """
+    for source, text in ((ENV_FSDP_TIMEOUT, env), (INI_FSDP_TIMEOUT, ini)):
+        if text is None or not text.strip():
+            continue
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = float("nan")
+        if not seconds > 0 or seconds == float("inf"):
+            raise ValueError(f"{source}={text.strip()!r}: expected a positive number of seconds")
+        return seconds, source
+    return DEFAULT_FSDP_TIMEOUT, "default"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the options and ini keys say, resolved once per session (command line beats ini)."""
@@ -69,3 +96,4 @@ class Settings:
     audit_loads: bool = False
     snapshot_dir: str = DEFAULT_SNAPSHOT_DIR
     compile_backend: str = DEFAULT_COMPILE_BACKEND
+    fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT

@@ -7,6 +7,7 @@ when a test asks for them. ``-p no:ckpt`` turns all of it off.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -52,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(o.INI_COMPILE_BACKEND, "ckpt: torch.compile backend of the compile variations",
                   type="string", default=o.DEFAULT_COMPILE_BACKEND)
     parser.addini(o.INI_AUDIT_LOADS, "ckpt: like --ckpt-audit-loads", type="bool", default=False)
+    parser.addini(o.INI_FSDP_TIMEOUT, f"ckpt: seconds the fsdp variation's 2 ranks may take "
+                  f"(default {o.DEFAULT_FSDP_TIMEOUT:.0f}; env {o.ENV_FSDP_TIMEOUT} overrides)",
+                  type="string", default="")
 
 
 def read_settings(config: pytest.Config) -> o.Settings:
@@ -64,6 +68,10 @@ def read_settings(config: pytest.Config) -> o.Settings:
     elif ini:
         variations, source = validate(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
     audit = config.getoption(o.DEST_AUDIT_LOADS)
+    try:
+        fsdp_timeout, _ = o.fsdp_timeout(os.environ.get(o.ENV_FSDP_TIMEOUT), config.getini(o.INI_FSDP_TIMEOUT))
+    except ValueError as exc:
+        raise pytest.UsageError(f"pytest-ckpt: {exc}") from None
     return o.Settings(
         variations=variations,
         variations_source=source,
@@ -72,6 +80,7 @@ def read_settings(config: pytest.Config) -> o.Settings:
         audit_loads=bool(config.getini(o.INI_AUDIT_LOADS) if audit is None else audit),
         snapshot_dir=config.getini(o.INI_SNAPSHOT_DIR) or o.DEFAULT_SNAPSHOT_DIR,
         compile_backend=config.getini(o.INI_COMPILE_BACKEND) or o.DEFAULT_COMPILE_BACKEND,
+        fsdp_timeout=fsdp_timeout,
     )
 
 
@@ -181,6 +190,7 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
             _ckpt_variation,
             directory=directory,
             compile_backend=settings.compile_backend,
+            fsdp_timeout=settings.fsdp_timeout,
             process_group=scope.ensure,
             record=lambda entry: node.user_properties.append((o.PROP_ROUNDTRIP, entry)),
         )

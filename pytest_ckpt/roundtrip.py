@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointMismatch
+from .options import DEFAULT_FSDP_TIMEOUT
 from .variations import VARIATIONS, VariationUnavailable
 from .variations.base import NO_CONFIG, SaveJob, Saved, call, describe
 from .variations.layers import LayerCountUnknown
@@ -33,12 +34,14 @@ class Ckpt:
         *,
         directory: Path,
         compile_backend: str = "eager",
+        fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT,
         process_group: Callable[[], None] = lambda: None,
         record: Callable[[dict], None] | None = None,
     ) -> None:
         self.variation = variation
         self._directory = Path(directory)
         self._compile_backend = compile_backend
+        self._fsdp_timeout = fsdp_timeout
         self._process_group = process_group
         self._record = record
         self._count = 0
@@ -79,6 +82,7 @@ class Ckpt:
             inputs=inputs,
             directory=directory,
             compile_backend=self._compile_backend,
+            fsdp_timeout=self._fsdp_timeout,
             process_group=self._process_group,
             layers_field=layers_field,
         )

@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..options import DEFAULT_FSDP_TIMEOUT
+
 #: ``job.config`` when the test gave none (``factory()`` is then called without arguments)
 NO_CONFIG = object()
 
@@ -31,6 +33,8 @@ class SaveJob:
     inputs: Any = None
     directory: Path = Path(".")
     compile_backend: str = "eager"
+    #: seconds the fsdp variation's ranks may take (ini ckpt_fsdp_timeout)
+    fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT
     #: opens (or reuses) the single-process gloo group; called by the DDP variations
     process_group: Callable[[], None] = lambda: None
     layers_field: str | None = None

@@ -43,6 +43,7 @@ class Fsdp(SaveSide):
                 full_state_path=str(full_state),
             ),
             job.directory / "workers",
+            timeout=job.fsdp_timeout,
         )
         state = torch.load(full_state, weights_only=True)
         reference = job.build()

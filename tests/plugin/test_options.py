@@ -50,7 +50,8 @@ def test_help_documents_options_and_ini_keys(pytester):
         f"*{o.OPT_REPORT}=PATH*",
         f"*{o.OPT_AUDIT_LOADS}*",
     ])
-    for key in (o.INI_VARIATIONS, o.INI_SNAPSHOT_DIR, o.INI_COMPILE_BACKEND, o.INI_AUDIT_LOADS):
+    for key in (o.INI_VARIATIONS, o.INI_SNAPSHOT_DIR, o.INI_COMPILE_BACKEND, o.INI_AUDIT_LOADS,
+                o.INI_FSDP_TIMEOUT):
         result.stdout.fnmatch_lines([f"  {key} (*"])
 
 
@@ -158,3 +159,39 @@ def test_compile_backend_comes_from_ini(project):
     result = project.runpytest_subprocess(timeout=300)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*no_such_backend*"])
+
+
+@pytest.mark.parametrize("where, value", [("ini", "soon"), ("env", "-1"), ("env", "inf")])
+def test_bad_fsdp_timeout_is_a_usage_error_naming_its_source(pytester, monkeypatch, where, value):
+    pytester.makepyfile(IDS_ONLY)
+    monkeypatch.delenv(o.ENV_FSDP_TIMEOUT, raising=False)
+    if where == "ini":
+        pytester.makeini(f"[pytest]\n{o.INI_FSDP_TIMEOUT} = {value}\n")
+    else:
+        monkeypatch.setenv(o.ENV_FSDP_TIMEOUT, value)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    source = o.INI_FSDP_TIMEOUT if where == "ini" else o.ENV_FSDP_TIMEOUT
+    result.stderr.fnmatch_lines([f"*{source}='{value}': expected a positive number of seconds*"])
+
+
+@pytest.mark.parametrize("ini, env", [("0.5", None), ("600", "0.5")], ids=["ini", "env-beats-ini"])
+def test_fsdp_timeout_reaches_the_ranks(project, monkeypatch, ini, env):
+    # a half-second limit cannot hold two ranks that import torch: the variation must fail
+    # saying which limit it hit and how to raise it
+    monkeypatch.delenv(o.ENV_FSDP_TIMEOUT, raising=False)
+    if env is not None:
+        monkeypatch.setenv(o.ENV_FSDP_TIMEOUT, env)
+    project.makepyfile(test_fsdp="""
+        import pytest
+        from project import Config, build
+
+        @pytest.mark.ckpt_roundtrip("fsdp")
+        def test_rt(ckpt):
+            ckpt.roundtrip(build, config=Config())
+    """)
+    project.makeini(f"[pytest]\n{o.INI_FSDP_TIMEOUT} = {ini}\n")
+    result = project.runpytest_subprocess(timeout=300)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*ranks did not finish within 0.5s (raise ini {o.INI_FSDP_TIMEOUT} "
+                                 f"or env {o.ENV_FSDP_TIMEOUT})*"])
