@@ -35,31 +35,34 @@ FAST_VARIATIONS = "plain,layers-1,layers+1"
 class Drift:
     name: str
     title: str
-    #: what in the failing output shows the cause (the first match is printed)
-    evidence: str
+    #: what in the failing output shows the cause: patterns tried in order, the first found is printed
+    evidence: tuple[str, ...]
     cause: str
     fix: str
 
 
 DRIFTS = [
     Drift("layers", "serving config lost a block (n_layer 4 -> 3)",
-          r"\[layer-count\] .*",
+          (r"\[layer-count\] .*",),
           "layer count: checkpoint has 4 blocks, serving model 3",
           "build the serving model with the training config's n_layer (or retrain at 3)"),
     Drift("flat", "loader expects flat weights; training saves a nested state",
-          r'Unexpected key\(s\) in state_dict: "epoch", "step", "config", "trainer"',
+          # pytest-ckpt's note under the loader's own error; torch's key list where no round trip ran
+          (r'\[nested\] weights found nested at \S+ \(\d+ tensors\)',
+           r'Unexpected key\(s\) in state_dict: "epoch", "step", "config", "trainer"'),
           "weights nested at trainer.var_wo_ddp; loader reads top level",
           "unwrap checkpoint['trainer']['var_wo_ddp'] (pc.load_into finds it by itself)"),
     Drift("prefix", "naive loader vs DDP/compile prefixes",
-          r'Unexpected key\(s\) in state_dict: "_orig_mod\.module\.[^"]*"',
+          (r'\[prefix\] wrapper prefix \S+ removed',
+           r'Unexpected key\(s\) in state_dict: "_orig_mod\.module\.[^"]*"'),
           "keys carry _orig_mod.module. (torch.compile(DDP(model)))",
           "strip with consume_prefix_in_state_dict_if_present, or save the unwrapped model"),
     Drift("lenient", "loader switched to load_state_dict(strict=False)",
-          r"load_state_dict\(strict=False\) silently dropped .*",
+          (r"load_state_dict\(strict=False\) silently dropped .*",),
           "strict=False dropped a block silently: --ckpt-audit-loads names file and line",
           "load strictly; or pc.load_into(model, path, strict=False) and check report.diff"),
     Drift("interrupted", "serving export preempted before its last shard",
-          r"incomplete: shard \S+ named by \S+ is absent",
+          (r"incomplete: shard \S+ named by \S+ is absent",),
           "index names model-00002-of-00002.safetensors; the file is absent",
           "write shards first and the index last, atomically; pc.verify(dir) before publishing"),
 ]
@@ -209,8 +212,11 @@ def clip(text: str, width: int) -> str:
 
 
 def evidence(run: Run, drift: Drift) -> str | None:
-    match = re.search(drift.evidence, run.log)
-    return match.group(0).strip() if match else None
+    for pattern in drift.evidence:
+        match = re.search(pattern, run.log)
+        if match:
+            return match.group(0).strip()
+    return None
 
 
 def table(rows: list[tuple[str, str, str, str]]) -> list[str]:

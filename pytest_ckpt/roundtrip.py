@@ -124,7 +124,10 @@ class Ckpt:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _load(self, job: SaveJob, path: Path, load: Callable | None, header: str) -> nn.Module:
+    def _load(self, job: SaveJob, path: Path, load: Callable | None, header: str, *,
+              explain: bool = True) -> nn.Module:
+        """``load(path)``, or ``pc.load_into`` of a fresh model; ``explain``: when the project's
+        load raises, add how pytest-ckpt reads the file to its error."""
         __tracebackhide__ = True
         if load is None:
             from . import api
@@ -138,9 +141,12 @@ class Ckpt:
         try:
             reloaded = load(path)
         except Exception as exc:
+            note = f"{header}: your load raised on {path}"
             if getattr(exc, "diff", None) is not None:  # the project loads through pc: keep its report
                 self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
-            exc.add_note(f"{header}: your load raised on {path}")
+            elif explain:  # torch's own error lists keys; say what the file holds, one line per cause
+                note += "\n" + explain_file(job, path)
+            exc.add_note(note)
             raise
         if not isinstance(reloaded, nn.Module):
             raise TypeError(f"{header}: load(path) must return an nn.Module, got {type(reloaded).__name__}")
@@ -155,7 +161,8 @@ class Ckpt:
         blocks = changed_blocks(saved.reference, job.build())
         what = f"{field}={saved_count} saved, config says {expected_count}"
         try:
-            reloaded = self._load(job, saved.path, load, header)
+            # a refusal is what this variation wants: no explanation to compute
+            reloaded = self._load(job, saved.path, load, header, explain=False)
         except Exception as exc:  # noqa: BLE001 - any refusal counts, if it says why
             if names_blocks(exc, blocks):
                 self._log(outcome="passed", refused=f"{type(exc).__name__}", layers=what)
@@ -182,6 +189,34 @@ class Ckpt:
     def _log(self, **entry: Any) -> None:
         if self._record is not None:
             self._record({"variation": self.variation, **entry})
+
+
+def explain_file(job: SaveJob, path: Path) -> str:
+    """Why a project's own load failed on ``path``, one line per cause, for a note.
+
+    The names, shapes and dtypes in the file are compared with the model the
+    factory builds (values are not: the saved weights are nudged on purpose).
+    When they match once read as pytest-ckpt reads them (found nested, wrapper
+    prefixes stripped), the loader only has to read the file the same way.
+    """
+    from . import api
+
+    try:
+        diff = api.diff(job.build(), path, values=False)
+    except Exception as exc:  # noqa: BLE001 - a note must never replace the project's error
+        return f"pytest-ckpt could not read it either: {type(exc).__name__}: {exc}"
+    if not diff.ok:
+        return f"pytest-ckpt, against the model the factory builds: {diff}"
+    found = (f"pytest-ckpt finds all {diff.expected_info['tensors']} tensors of the model the factory "
+             "builds in it, with their shapes and dtypes")
+    how = [f"  [{n.kind}] {n.text}" for n in diff.notes if n.info]
+    if not how:
+        return f"{found}, read as they are: the failure is in how your load builds or reads the model"
+    return "\n".join([
+        f"{found}, when it reads the file like this:",
+        *how,
+        "  fix: read the file the same way in your load (pc.load_into(model, path) does)",
+    ])
 
 
 def _to_dict(diff: Any) -> dict | None:

@@ -227,3 +227,44 @@ def test_compile_variations_work_with_inductor(project):
     project.makepyfile(test_ckpt=marked(variations='"compile", "ddp+compile", "compile+ddp"'))
     result = run(project, "-o", "ckpt_compile_backend=inductor")
     result.assert_outcomes(passed=3)
+
+
+def test_a_project_loader_that_raises_gets_the_cause_in_one_line(project):
+    # torch's own error lists every key; the note under it says what the file holds
+    project.makepyfile(test_ckpt=marked(load="project.load_strict_torch",
+                                        variations='"plain", "ddp", "nested"'), test_small="""
+        import dataclasses
+        import pytest
+        import torch
+        from project import Config, build
+
+        def load_smaller(path):  # builds one block fewer than training, loads strictly
+            model = build(dataclasses.replace(Config(), num_layers=2))
+            model.load_state_dict(torch.load(path, weights_only=True))
+            return model
+
+        @pytest.mark.ckpt_roundtrip("plain")
+        def test_checkpoint(ckpt):
+            ckpt.roundtrip(build, config=Config(), load=load_smaller)
+    """)
+    result = run(project, "-p", "no:xdist")
+    result.assert_outcomes(passed=1, failed=3)
+    out = result.stdout.str()
+    assert "Unexpected key(s) in state_dict" in out  # the project's error stays first
+    result.stdout.fnmatch_lines([
+        "*ckpt-ddp round trip*your load raised on *model.pt",
+        "*pytest-ckpt finds all 14 tensors of the model the factory builds in it, with their shapes "
+        "and dtypes, when it reads the file like this:",
+        "*[[]prefix[]] wrapper prefix module. removed from every name in *(DataParallel/DDP)",
+        "*fix: read the file the same way in your load (pc.load_into(model, path) does)",
+    ])
+    result.stdout.fnmatch_lines([
+        "*[[]nested[]] weights found nested at trainer.var_wo_ddp (14 tensors) in *",
+    ])
+    result.stdout.fnmatch_lines([
+        "*ckpt-plain round trip*loaded with *load_smaller): your load raised on *",
+        "*pytest-ckpt finds all 14 tensors of the model the factory builds in it, with their shapes "
+        "and dtypes, read as they are: the failure is in how your load builds or reads the model",
+    ])
+    # the session summary names each failure's cause
+    result.stdout.fnmatch_lines(["FAILED *test_ckpt.py::test_checkpoint[[]ckpt-ddp[]]: [[]ddp[]] [[]prefix[]] *"])
