@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ def snapshot_view(data: dict, label: str):
         name: torch.empty(spec["shape"], dtype=dtype_from_name(spec["dtype"]), device="meta")
         for name, spec in data["tensors"].items()
     }
-    return View.of_tensors(label, tensors, config=data.get("config"), format="snapshot")
+    return View.of_tensors(label, tensors, config=data.get("config"), format="snapshot", noun="snapshot")
 
 
 @dataclass
@@ -99,6 +100,8 @@ def check(source: Any, path: Path, *, update: bool, config: Any = None) -> Snaps
     data = read(path)
     golden = snapshot_view(data, label=f"snapshot {path.name}")
     result = compare(current, golden, values=False, configs=(cfg, data.get("config")))
+    # the rules' fixes speak of loading checkpoints; a snapshot has one: update it, or undo
+    result.notes = [dataclasses.replace(n, fix="") for n in result.notes]
     if result.ok:
         if update and path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)  # same schema, config changed: keep the file current
@@ -108,7 +111,8 @@ def check(source: Any, path: Path, *, update: bool, config: Any = None) -> Snaps
         atomic_write_text(path, text)
         return SnapshotResult(path, "written", diff=result)
     return SnapshotResult(path, "differs", diff=result, message=(
-        f"schema differs from golden snapshot {path}\n{result}\nfix: {UPDATE_HINT}"))
+        f"schema differs from golden snapshot {path}\n{result}\nfix: {UPDATE_HINT}; "
+        "if not, the model drifted: undo what the lines above name"))
 
 
 def stale_snapshots(root: Path, used: set[Path]) -> list[Path]:

@@ -65,3 +65,18 @@ def test_stale_snapshots_are_listed(tmp_path):
     snapshot.check(tiny(2), used, update=True)
     snapshot.check(tiny(2), stale, update=True)
     assert snapshot.stale_snapshots(tmp_path, {used.resolve()}) == [stale]
+
+
+def test_a_snapshot_is_called_a_snapshot_and_has_one_fix(tmp_path):
+    # the rules' wording and fixes are for checkpoints; against a golden file the actual
+    # side is "the snapshot", and the fix is to update it or undo the model change
+    path = tmp_path / "snap.json"
+    snapshot.check(tiny(3), path, update=True)
+    result = snapshot.check(tiny(2), path, update=False)
+    assert result.outcome == "differs"
+    lines = result.message.splitlines()
+    assert "[layer-count] layers.2.*: 1 block unexpected: the snapshot has 3 blocks, the model 2" in lines[2]
+    assert "checkpoint" not in result.message
+    assert [l for l in lines if "fix:" in l] == [
+        "fix: run pytest --ckpt-update if this change is intended; if not, the model drifted: "
+        "undo what the lines above name"]

@@ -45,6 +45,8 @@ class View:
     module: torch.nn.Module | None = None
     #: canonical name -> name in the source (before stripping), for loading back
     source_names: dict[str, str] = field(default_factory=dict)
+    #: what explanations call this side when it is the one compared against the model
+    noun: str = "checkpoint"
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -71,7 +71,8 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
         diff.config = config_fields_diff(exp_cfg, act_cfg)
     diff.expected_info = {**expected.info(), "config": exp_cfg}
     diff.actual_info = {**actual.info(), "config": act_cfg}
-    ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol)
+    ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol,
+                  noun=actual.noun)
     diff.notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
     if stored_once:
         diff.notes.append(_tie_note(stored_once, actual.label))

@@ -5,7 +5,8 @@ is adding a function to :data:`RULES`. Rules run in order and mark the names
 and config fields they explain in ``ctx``, so later, more generic rules
 (missing, unexpected, config) only speak about what is left.
 
-Wording: *expected* is the model, *actual* the checkpoint; a change is written
+Wording: *expected* is the model, *actual* the checkpoint (``ctx.noun``: "snapshot"
+when the actual side is a golden schema snapshot); a change is written
 ``checkpoint value -> model value``.
 """
 
@@ -37,6 +38,8 @@ class Context:
     actual_config: dict | None = None
     atol: float = 0.0
     rtol: float = 0.0
+    #: what the notes call the actual side (``View.noun``): "checkpoint", or "snapshot"
+    noun: str = "checkpoint"
     #: missing/unexpected names a rule has explained
     explained: set[str] = field(default_factory=set)
     #: config fields a rule has named
@@ -163,7 +166,7 @@ def incomplete(diff, expected, actual, ctx) -> list[Note]:
                 else f"at block {first - 1}" if first else "before block 0")
         notes.append(Note(
             "incomplete",
-            f"{_block_run(container, tail)}: the checkpoint ends {ends} but its stored "
+            f"{_block_run(container, tail)}: the {ctx.noun} ends {ends} but its stored "
             f"config says {name}={count}: likely an interrupted save "
             f"({_plural(len(names), 'tensor')} absent)",
             fix="re-run the save and let it finish (pc.save writes atomically; "
@@ -199,7 +202,7 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             notes.append(Note(
                 "layer-count",
                 f"{_block_run(container, extra)}: {_plural(len(extra), 'block')} "
-                f"unexpected: the checkpoint has {n_ckpt} blocks, the model {n_model}{change}",
+                f"unexpected: the {ctx.noun} has {n_ckpt} blocks, the model {n_model}{change}",
                 fix=fix, names=tuple(sorted(names))))
         lacking = sorted(set(e_blocks) - set(a_blocks))
         names = [n for i in lacking for n in e_blocks[i]
@@ -209,7 +212,7 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             notes.append(Note(
                 "layer-count",
                 f"{_block_run(container, lacking)}: {_block_word(lacking)} missing: "
-                f"the model has {n_model} blocks, the checkpoint {n_ckpt}{change}",
+                f"the model has {n_model} blocks, the {ctx.noun} {n_ckpt}{change}",
                 fix=fix, names=tuple(sorted(names))))
     return notes
 
@@ -279,7 +282,8 @@ def renamed(diff, expected, actual, ctx) -> list[Note]:
     example = next(iter(sorted(found[0][1].items())))
     return [Note(
         "renamed",
-        f"{_plural(total, 'tensor')} {_verb(total, 'has', 'have')} other names in the checkpoint (model -> checkpoint): "
+        f"{_plural(total, 'tensor')} {_verb(total, 'has', 'have')} other names in the {ctx.noun} "
+        f"(model -> {ctx.noun}): "
         f"{mapping}; e.g. {example[0]} -> {example[1]}",
         fix="rename the keys when loading, or save from a model that uses the same names",
         names=tuple(sorted(names)))]
@@ -336,7 +340,7 @@ def missing(diff, expected, actual, ctx) -> list[Note]:
         return []
     return [Note(
         "missing",
-        f"{_plural(len(names), 'tensor')} missing from the checkpoint: "
+        f"{_plural(len(names), 'tensor')} missing from the {ctx.noun}: "
         f"{_runs(names, ctx.expected_blocks)}",
         fix="save the checkpoint from a model that has these modules, or build the model "
             "without them",
@@ -350,7 +354,8 @@ def unexpected(diff, expected, actual, ctx) -> list[Note]:
         return []
     return [Note(
         "unexpected",
-        f"{_plural(len(names), 'tensor')} in the checkpoint {_verb(len(names), 'has', 'have')} no place in the model: "
+        f"{_plural(len(names), 'tensor')} in the {ctx.noun} {_verb(len(names), 'has', 'have')} "
+        f"no place in the model: "
         f"{_runs(names, ctx.actual_blocks)}",
         fix="build the model with these modules, or drop the keys before loading",
         names=tuple(names))]
@@ -365,7 +370,7 @@ def config(diff, expected, actual, ctx) -> list[Note]:
                for f in fields]
     return [Note(
         "config",
-        f"config differs (checkpoint -> model): {_listing(changes, 6)}",
+        f"config differs ({ctx.noun} -> model): {_listing(changes, 6)}",
         fix="build the model from the checkpoint's config, or save a new checkpoint "
             "from this config",
         names=tuple(fields), info=not diff.config_strict)]
@@ -393,7 +398,7 @@ def shape(diff, expected, actual, ctx) -> list[Note]:
         notes.append(Note(
             "shape",
             f"{_plural(len(names), 'tensor')} {_verb(len(names), 'differs', 'differ')} in shape because {f}: {va} -> {ve} "
-            f"(e.g. {names[0]}: {_shape(as_)} in the checkpoint, {_shape(es)} in the model)",
+            f"(e.g. {names[0]}: {_shape(as_)} in the {ctx.noun}, {_shape(es)} in the model)",
             fix=f"build the model with {f}={va}, or load a checkpoint saved from the "
                 f"{f}={ve} config",
             names=tuple(names)))
@@ -401,7 +406,7 @@ def shape(diff, expected, actual, ctx) -> list[Note]:
     for (es, as_), names in patterns[:6]:
         notes.append(Note(
             "shape",
-            f"{_runs(names, ctx.expected_blocks)}: {_shape(as_)} in the checkpoint, "
+            f"{_runs(names, ctx.expected_blocks)}: {_shape(as_)} in the {ctx.noun}, "
             f"{_shape(es)} in the model ({_plural(len(names), 'tensor')})",
             fix="the checkpoint comes from a model of another size: build the model from "
                 "the checkpoint's config, or re-save from this model",
@@ -449,7 +454,7 @@ def dtype(diff, expected, actual, ctx) -> list[Note]:
         notes.append(Note(
             "dtype",
             f"{_plural(len(names), 'tensor')} {_verb(len(names), 'is', 'are')} {an} in "
-            f"the checkpoint, {en} in the model{where}",
+            f"the {ctx.noun}, {en} in the model{where}",
             fix=f"save from the model in {en} (model.to(torch.{en}) before saving), or build "
                 f"the model in {an}",
             names=tuple(names)))
@@ -482,7 +487,7 @@ def tied(diff, expected, actual, ctx) -> list[Note]:
     return [Note(
         "tied",
         f"{_plural(len(groups), 'tie group')} broken: {_listing(groups, 2)} share one tensor "
-        f"in the model but are separate in the checkpoint",
+        f"in the model but are separate in the {ctx.noun}",
         fix="save with torch.save or pc.save (both keep sharing), or re-tie after loading "
             "(e.g. model.tie_weights())",
         names=tuple(n for g in diff.ties for n in g))]
