@@ -15,6 +15,8 @@ from .gcpause import gc_paused
 SNAPSHOT_FORMAT_VERSION = 1
 SNAPSHOT_DIRNAME = "__ckpt_snapshots__"
 UPDATE_HINT = "run pytest --ckpt-update if this change is intended"
+#: the fix of every cause found against a snapshot (the rules' own fixes speak of checkpoints)
+SNAPSHOT_FIX = f"{UPDATE_HINT}; if not, undo this change to the model"
 
 
 def render(schema_dict: dict[str, dict], config: dict | None = None) -> str:
@@ -100,8 +102,7 @@ def check(source: Any, path: Path, *, update: bool, config: Any = None) -> Snaps
     data = read(path)
     golden = snapshot_view(data, label=f"snapshot {path.name}")
     result = compare(current, golden, values=False, configs=(cfg, data.get("config")))
-    # the rules' fixes speak of loading checkpoints; a snapshot has one: update it, or undo
-    result.notes = [dataclasses.replace(n, fix="") for n in result.notes]
+    result.notes = [n if n.info else dataclasses.replace(n, fix=SNAPSHOT_FIX) for n in result.notes]
     if result.ok:
         if update and path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)  # same schema, config changed: keep the file current
@@ -111,8 +112,7 @@ def check(source: Any, path: Path, *, update: bool, config: Any = None) -> Snaps
         atomic_write_text(path, text)
         return SnapshotResult(path, "written", diff=result)
     return SnapshotResult(path, "differs", diff=result, message=(
-        f"schema differs from golden snapshot {path}\n{result}\nfix: {UPDATE_HINT}; "
-        "if not, the model drifted: undo what the lines above name"))
+        f"schema differs from golden snapshot {path}\n{result}"))
 
 
 def stale_snapshots(root: Path, used: set[Path]) -> list[Path]:

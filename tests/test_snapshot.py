@@ -77,6 +77,5 @@ def test_a_snapshot_is_called_a_snapshot_and_has_one_fix(tmp_path):
     lines = result.message.splitlines()
     assert "[layer-count] layers.2.*: 1 block unexpected: the snapshot has 3 blocks, the model 2" in lines[2]
     assert "checkpoint" not in result.message
-    assert [l for l in lines if "fix:" in l] == [
-        "fix: run pytest --ckpt-update if this change is intended; if not, the model drifted: "
-        "undo what the lines above name"]
+    assert [l.strip() for l in lines if "fix:" in l] == [
+        "fix: run pytest --ckpt-update if this change is intended; if not, undo this change to the model"]
