@@ -61,14 +61,12 @@ def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return names or None
 
 
-def fsdp_timeout(env: str | None, ini: str | None) -> tuple[float, str]:
-    """Seconds the FSDP ranks may take, and where that came from: the environment variable,
-    then the ini key, then the default. Raises ``ValueError`` naming the source of a bad value.
+def fsdp_timeout(env: str | None, ini: str | None) -> float:
+    """Seconds the FSDP ranks may take: the environment variable, else the ini key, else the
+    default. Raises ``ValueError`` naming the source of a bad value.
 
-    >>> fsdp_timeout(None, "")
-    (180.0, 'default')
-    >>> fsdp_timeout("600", "30")
-    (600.0, 'PYTEST_CKPT_FSDP_TIMEOUT')
+    >>> fsdp_timeout(None, ""), fsdp_timeout("600", "30"), fsdp_timeout(None, "30")
+    (180.0, 600.0, 30.0)
     """
     for source, text in ((ENV_FSDP_TIMEOUT, env), (INI_FSDP_TIMEOUT, ini)):
         if text is None or not text.strip():
@@ -79,8 +77,8 @@ def fsdp_timeout(env: str | None, ini: str | None) -> tuple[float, str]:
             seconds = float("nan")
         if not seconds > 0 or seconds == float("inf"):
             raise ValueError(f"{source}={text.strip()!r}: expected a positive number of seconds")
-        return seconds, source
-    return DEFAULT_FSDP_TIMEOUT, "default"
+        return seconds
+    return DEFAULT_FSDP_TIMEOUT
 
 
 @dataclass(frozen=True)

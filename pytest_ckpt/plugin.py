@@ -69,7 +69,7 @@ def read_settings(config: pytest.Config) -> o.Settings:
         variations, source = validate(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
     audit = config.getoption(o.DEST_AUDIT_LOADS)
     try:
-        fsdp_timeout, _ = o.fsdp_timeout(os.environ.get(o.ENV_FSDP_TIMEOUT), config.getini(o.INI_FSDP_TIMEOUT))
+        fsdp_timeout = o.fsdp_timeout(os.environ.get(o.ENV_FSDP_TIMEOUT), config.getini(o.INI_FSDP_TIMEOUT))
     except ValueError as exc:
         raise pytest.UsageError(f"pytest-ckpt: {exc}") from None
     return o.Settings(
