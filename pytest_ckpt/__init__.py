@@ -26,7 +26,7 @@ _EXPORTS = {
     "Schema": "pytest_ckpt.checkpoint.schema",
     "TensorSpec": "pytest_ckpt.checkpoint.schema",
     "CheckpointDiff": "pytest_ckpt.compare.diff",
-    "Note": "pytest_ckpt.compare.diff",
+    "Note": "pytest_ckpt.checkpoint.notes",
     "CheckpointError": "pytest_ckpt.errors",
     "CheckpointMismatch": "pytest_ckpt.errors",
 }
@@ -53,5 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import (LoadReport, assert_same, diff, load_into, load_state_dict,
                       save, schema, verify)
     from .checkpoint.schema import Schema, TensorSpec
-    from .compare.diff import CheckpointDiff, Note
+    from .checkpoint.notes import Note
+    from .compare.diff import CheckpointDiff
     from .errors import CheckpointError, CheckpointMismatch

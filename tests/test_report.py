@@ -7,7 +7,8 @@ import torch
 from pytest_ckpt.checkpoint.schema import Schema, TensorSpec
 from pytest_ckpt.checkpoint.view import View
 from pytest_ckpt.compare.compare import compare
-from pytest_ckpt.compare.diff import CheckpointDiff, Note
+from pytest_ckpt.checkpoint.notes import Note
+from pytest_ckpt.compare.diff import CheckpointDiff
 from pytest_ckpt.report import diff_to_dict, render
 
 from .compare.helpers import ckpt, model, state

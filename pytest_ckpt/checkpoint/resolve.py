@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..compare.diff import Note
+from .notes import Note
 from ..errors import CheckpointError
 from . import canonical, locate
 from .configs import config_to_dict

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..compare.diff import Note
+from .notes import Note
 from .schema import Schema
 
 

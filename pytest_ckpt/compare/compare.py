@@ -11,7 +11,8 @@ from ..checkpoint.configs import config_fields_diff, config_to_dict
 from ..checkpoint.schema import TensorSpec
 from ..checkpoint.view import View
 from .diagnose import Context, diagnose
-from .diff import CheckpointDiff, Note
+from ..checkpoint.notes import Note
+from .diff import CheckpointDiff
 from .values import Batch, batch_max_abs_diffs
 
 __all__ = ["compare", "broken_ties"]

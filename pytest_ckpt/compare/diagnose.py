@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 from ..checkpoint.configs import ABSENT, flatten, int_fields_equal, layer_field
 from ..checkpoint.schema import dtype_name
 from ..checkpoint.view import View
-from .diff import CheckpointDiff, Note
+from ..checkpoint.notes import Note
+from .diff import CheckpointDiff
 from .ranges import collapse, format_indices, index_blocks
 
 __all__ = ["Context", "Rule", "RULES", "diagnose"]

@@ -5,43 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NOTE_KINDS = (
-    "prefix",
-    "nested",
-    "layer-count",
-    "incomplete",
-    "config",
-    "shape",
-    "dtype",
-    "values",
-    "tied",
-    "unsafe",
-    "missing",
-    "unexpected",
-    "renamed",
-)
-
-
-@dataclass(frozen=True)
-class Note:
-    """One cause, in one line, with its fix.
-
-    ``kind`` is one of :data:`NOTE_KINDS`; ``text`` says what was found,
-    ``fix`` what to do (empty for notes that only say what was normalized);
-    ``names`` are the canonical names the note covers (for ``to_dict``).
-    """
-
-    kind: str
-    text: str
-    fix: str = ""
-    names: tuple[str, ...] = ()
-    #: True for notes that explain a normalization (prefix, nested) rather than a problem
-    info: bool = False
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "text": self.text, "fix": self.fix,
-                "names": list(self.names), "info": self.info}
-
+from ..checkpoint.notes import Note
 
 @dataclass
 class CheckpointDiff:
@@ -67,7 +31,7 @@ class CheckpointDiff:
     #: config field -> (expected, actual); a difference only when the comparison is config-strict
     config: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     config_strict: bool = False
-    notes: list["Note"] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     #: per side: located_at, stripped, format, tensor count, config (for to_dict/report)
     expected_info: dict = field(default_factory=dict)
     actual_info: dict = field(default_factory=dict)

@@ -8,7 +8,7 @@ import torch
 
 from pytest_ckpt.checkpoint.view import View
 from pytest_ckpt.compare.compare import broken_ties, compare
-from pytest_ckpt.compare.diff import Note
+from pytest_ckpt.checkpoint.notes import Note
 
 from .helpers import ckpt, model, state
 

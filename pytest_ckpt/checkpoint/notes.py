@@ -1,0 +1,42 @@
+"""Notes: one cause (or one normalization) in one line, with its fix. Used by every layer above formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NOTE_KINDS = (
+    "prefix",
+    "nested",
+    "layer-count",
+    "incomplete",
+    "config",
+    "shape",
+    "dtype",
+    "values",
+    "tied",
+    "unsafe",
+    "missing",
+    "unexpected",
+    "renamed",
+)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One cause, in one line, with its fix.
+
+    ``kind`` is one of :data:`NOTE_KINDS`; ``text`` says what was found,
+    ``fix`` what to do (empty for notes that only say what was normalized);
+    ``names`` are the canonical names the note covers (for ``to_dict``).
+    """
+
+    kind: str
+    text: str
+    fix: str = ""
+    names: tuple[str, ...] = ()
+    #: True for notes that explain a normalization (prefix, nested) rather than a problem
+    info: bool = False
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "fix": self.fix,
+                "names": list(self.names), "info": self.info}
