@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from typing import Sequence
 
 EXIT_OK, EXIT_DIFFERS, EXIT_ERROR = 0, 1, 2
@@ -57,40 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _inspect(args) -> int:
-    from .checkpoint.resolve import resolve
-    from .checkpoint.schema import dtype_name
-    from .compare.ranges import block_counts
+    from .api import inspect
 
-    view = resolve(args.path, values=False)
-    schema = view.schema
-    dtypes = Counter(dtype_name(s.dtype) for s in schema.values())
-    blocks = {k: len(v) for k, v in block_counts(list(schema)).items()}
-    info = view.info() | {
-        "bytes": schema.nbytes,
-        "dtypes": dict(dtypes),
-        "blocks": blocks,
-        "ties": [list(g) for g in view.ties] if view.ties is not None else None,
-        "notes": [n.to_dict() for n in view.notes],
-    }
+    found = inspect(args.path)
     if args.json:
-        info["schema"] = schema.to_dict()
-        print(json.dumps(info, indent=2, default=str))
-        return EXIT_OK
-    print(f"{args.path}: {info['format']}, {len(schema)} tensors, {_human_bytes(schema.nbytes)}")
-    print(f"  located at: {'.'.join(map(str, schema.located_at)) or '<top level>'}")
-    print(f"  stripped:   {' '.join(schema.stripped) or '-'}")
-    print(f"  dtypes:     {', '.join(f'{k} x{v}' for k, v in dtypes.most_common())}")
-    if blocks:
-        print(f"  blocks:     {', '.join(f'{k}: {v}' for k, v in blocks.items())}")
-    if view.ties:
-        print(f"  tied:       {'; '.join(' = '.join(g) for g in view.ties)}")
-    if view.config:
-        print(f"  config:     {json.dumps(view.config, sort_keys=True, default=str)[:300]}")
-    for note in view.notes:
-        print(f"  [{note.kind}] {note.text}")
-    if args.all:
-        for name, spec in schema.items():
-            print(f"    {name}  {list(spec.shape)}  {dtype_name(spec.dtype)}")
+        print(json.dumps(found.to_dict(), indent=2, default=str))
+    else:
+        print(found.render(every_tensor=args.all))
     return EXIT_OK
 
 
@@ -126,14 +98,6 @@ def _emit_error(args, err: Exception) -> None:
         print(json.dumps(payload, indent=2))
     else:
         print(f"pytest-ckpt: error: {err}", file=sys.stderr)
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 if __name__ == "__main__":  # pragma: no cover

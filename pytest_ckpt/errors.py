@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .compare.diff import CheckpointDiff
+    from .report.diff import CheckpointDiff
 
 
 class CheckpointError(Exception):

@@ -178,3 +178,17 @@ def test_hf_save_pretrained_directory_with_tied_weights(tmp_path):
     pc.load_into(model, tmp_path)
     assert model.lm_head.weight is model.transformer.wte.weight
     assert pc.diff(saved, model).ok
+
+
+def test_inspect_describes_a_file_and_save_schema_writes_a_golden_file(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    torch.save({"epoch": 1, "model": model.state_dict()}, tmp_path / "ckpt.pt")
+    found = pc.inspect(tmp_path / "ckpt.pt")
+    assert found.format == "torch" and found.schema.located_at == ("model",)
+    assert found.to_dict()["tensors"] == 4 and "located at: model" in str(found)
+    golden = tmp_path / "arch.json"
+    assert pc.save_schema(model, golden) is True
+    assert pc.save_schema(model, golden) is False  # the same text: nothing written
+    assert pc.diff(model, golden).ok
+    fewer = pc.diff(torch.nn.Sequential(torch.nn.Linear(2, 2)), golden)
+    assert not fewer.ok and "the snapshot has 2 blocks" in str(fewer)

@@ -8,7 +8,7 @@ import torch
 
 import pytest_ckpt as pc
 from pytest_ckpt.errors import CheckpointError
-from pytest_ckpt.gcpause import gc_paused
+from pytest_ckpt.api import gc_paused
 
 
 class Recording(Mapping):

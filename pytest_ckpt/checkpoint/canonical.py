@@ -19,9 +19,38 @@ from typing import Iterable, Mapping
 
 import torch
 
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-#: names only torch's wrappers use: safe to remove wherever they appear inside a name
-RESERVED_SEGMENTS = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    """A wrapper module and the prefix it adds to every name of the module it wraps."""
+
+    prefix: str
+    #: what adds it, for reports
+    added_by: str
+    #: a name only torch's wrappers use: safe to remove wherever it appears inside a name
+    reserved: bool
+
+
+#: every wrapper this package undoes: the one table of wrapper prefixes
+WRAPPERS = (
+    Wrapper("module.", "DataParallel/DDP", reserved=False),
+    Wrapper("_orig_mod.", "torch.compile", reserved=True),
+    Wrapper("_fsdp_wrapped_module.", "FSDP1", reserved=True),
+    Wrapper("_checkpoint_wrapped_module.", "activation checkpointing", reserved=True),
+)
+WRAPPER_PREFIXES = tuple(w.prefix for w in WRAPPERS)
+RESERVED_SEGMENTS = tuple(w.prefix for w in WRAPPERS if w.reserved)
+_ADDED_BY = {w.prefix: w.added_by for w in WRAPPERS}
+
+
+def added_by(prefixes: Iterable[str]) -> str:
+    """What added these prefixes, outermost first: ``"torch.compile, then DataParallel/DDP"``.
+
+    >>> added_by(["_orig_mod.", "module."])
+    'torch.compile, then DataParallel/DDP'
+    """
+    return ", then ".join(_ADDED_BY.get(p, "a parent module") for p in prefixes)
 
 
 @dataclass(frozen=True)
@@ -169,15 +198,15 @@ def _unwrap_once(module: torch.nn.Module):
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
     if isinstance(module, (DataParallel, DistributedDataParallel)):
-        return module.module, "module."
+        return module.module, WRAPPER_PREFIXES[0]
     # Only a process that imported dynamo can hold a compiled module; importing it costs seconds.
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     optimized = getattr(eval_frame, "OptimizedModule", None)
     if optimized is not None and isinstance(module, optimized):
-        return module._orig_mod, "_orig_mod."
+        return module._orig_mod, WRAPPER_PREFIXES[1]
     name = type(module).__name__
     if name == "FullyShardedDataParallel" and hasattr(module, "_fsdp_wrapped_module"):
-        return module._fsdp_wrapped_module, "_fsdp_wrapped_module."
+        return module._fsdp_wrapped_module, WRAPPER_PREFIXES[2]
     if name == "CheckpointWrapper" and hasattr(module, "_checkpoint_wrapped_module"):
-        return module._checkpoint_wrapped_module, "_checkpoint_wrapped_module."
+        return module._checkpoint_wrapped_module, WRAPPER_PREFIXES[3]
     return None, ""

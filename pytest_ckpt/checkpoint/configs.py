@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Any, Mapping
 
-import torch
+import torch  # noqa: F401  (the doctests' namespace)
+
+from ..formats.jsonable import jsonable
 
 __all__ = ["ABSENT", "LAYER_FIELDS", "VOLATILE_FIELDS", "config_to_dict", "flatten",
            "config_fields_diff", "layer_field", "int_fields_equal"]
@@ -40,45 +41,29 @@ ABSENT = _Absent()
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any] | None:
-    """A config (dataclass, mapping, or object with ``to_dict()``) as a JSON-safe dict.
+    """A config (mapping, object with ``to_dict()``, dataclass, or plain object) as a JSON-ready dict.
 
-    ``torch.dtype`` -> ``"float32"``, tuples -> lists, unknown values -> ``str``.
+    ``to_dict()`` comes before dataclass fields: a transformers 5 config is a dataclass
+    whose declared fields leave out most of it. ``torch.dtype`` -> ``"float32"``,
+    tuples -> lists, unknown values -> ``str`` (see :func:`~pytest_ckpt.formats.jsonable.jsonable`).
 
     >>> config_to_dict({"n_layer": 2, "dtype": torch.bfloat16, "dims": (4, 8)})
     {'n_layer': 2, 'dtype': 'bfloat16', 'dims': [4, 8]}
     """
     if cfg is None:
         return None
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        raw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    elif isinstance(cfg, Mapping):
+    if isinstance(cfg, Mapping):
         raw = dict(cfg)
-    elif callable(getattr(cfg, "to_dict", None)):
+    elif callable(getattr(cfg, "to_dict", None)) and not isinstance(cfg, type):
         raw = cfg.to_dict()
-    elif hasattr(cfg, "__dict__"):
+    elif dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        raw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    elif hasattr(cfg, "__dict__") and not isinstance(cfg, type):
         raw = {k: v for k, v in vars(cfg).items() if not k.startswith("__")}
     else:
         raise TypeError(f"cannot read a config from {type(cfg).__name__}: "
                         "pass a dataclass, a dict, or an object with to_dict()")
-    return {str(k): _json_safe(v) for k, v in raw.items()}
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
-    if isinstance(value, enum.Enum):
-        return _json_safe(value.value)
-    if isinstance(value, Mapping) or (dataclasses.is_dataclass(value)
-                                      and not isinstance(value, type)):
-        return config_to_dict(value)
-    if callable(getattr(value, "to_dict", None)):
-        return config_to_dict(value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [_json_safe(v) for v in items]
-    return str(value)
+    return {str(k): jsonable(v) for k, v in raw.items()}
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -124,14 +109,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def layer_field(cfg: Mapping[str, Any] | None) -> str | None:
+def layer_field(cfg: Any) -> str | None:
     """The name of the layer-count field of ``cfg`` (dotted when nested), or ``None``.
+
+    ``cfg`` is a dict or any config :func:`config_to_dict` reads. Top-level fields
+    come first, in :data:`LAYER_FIELDS` order; then nested ones.
 
     >>> layer_field({"hidden_size": 64, "num_hidden_layers": 8})
     'num_hidden_layers'
     >>> layer_field({"text_config": {"n_layer": 4}})
     'text_config.n_layer'
     """
+    if cfg is not None and not isinstance(cfg, Mapping):
+        cfg = config_to_dict(cfg)
     if not cfg:
         return None
     for name in LAYER_FIELDS:

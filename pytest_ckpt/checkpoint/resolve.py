@@ -77,7 +77,7 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
         notes.append(Note(
             "prefix",
             f"model side is wrapped: read through {' '.join(stripped)} "
-            f"({_wrapper_names(stripped)})",
+            f"({canonical.added_by(stripped)})",
             info=True,
         ))
     return View(
@@ -110,15 +110,19 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     contents = formats.read(path, meta=not values, weights_only=weights_only)
     stored = contents.stored
     stored_ties = stored.get("ties") if stored else None
+    if label is None:
+        label = str(path) if contents.noun == "checkpoint" else f"{contents.noun} {path.name}"
     view = tree_view(
         contents.tree,
         target=target,
-        label=label or str(path),
+        label=label,
         ties_expressible=contents.ties_expressible,
         stored_ties=stored_ties,
+        tie_key=contents.tie_key,
         origin=path,
     )
     view.format = contents.format
+    view.noun = contents.noun
     view.stored = stored
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
@@ -132,9 +136,14 @@ def tree_view(
     label: str,
     ties_expressible: bool,
     stored_ties=None,
+    tie_key=None,
     origin: Path | None = None,
 ) -> View:
-    """Locate the state dict inside ``tree`` and read it by canonical names."""
+    """Locate the state dict inside ``tree`` and read it by canonical names.
+
+    ``tie_key``: how the file's reader identifies its meta tensors' storages
+    (``Contents.tie_key``); real tensors are compared by address.
+    """
     found = locate.candidates(tree)
     if not found:
         raise CheckpointError(
@@ -160,7 +169,8 @@ def tree_view(
     if stored_ties is not None:
         ties = [tuple(g) for g in stored_ties]
     elif ties_expressible:
-        ties = [tuple(sorted(naming.rename.get(n, n) for n in g)) for g in tie_groups(chosen.tensors)]
+        ties = [tuple(sorted(naming.rename.get(n, n) for n in g))
+                for g in tie_groups(chosen.tensors, key=tie_key)]
     else:
         ties = None
     stripped = naming.stripped + naming.foreign
@@ -190,7 +200,7 @@ def _location_notes(chosen, found, naming: canonical.Naming, label: str) -> list
         notes.append(Note(
             "prefix",
             f"wrapper prefix {''.join(removed)} removed from every name in {label} "
-            f"({_wrapper_names(removed)})",
+            f"({canonical.added_by(removed)})",
             info=True,
         ))
     if naming.inner:
@@ -221,18 +231,6 @@ def _common_parent(paths: list[tuple]) -> tuple:
     while n < len(first) and all(len(p) > n and p[n] == first[n] for p in paths):
         n += 1
     return first[:n]
-
-
-_WRAPPER_NAMES = {
-    "module.": "DataParallel/DDP",
-    "_orig_mod.": "torch.compile",
-    "_fsdp_wrapped_module.": "FSDP1",
-    "_checkpoint_wrapped_module.": "activation checkpointing",
-}
-
-
-def _wrapper_names(prefixes: Iterable[str]) -> str:
-    return ", then ".join(_WRAPPER_NAMES.get(p, "a parent module") for p in prefixes)
 
 
 def _describe(tree: Any) -> str:

@@ -8,6 +8,8 @@ from typing import Iterator, Mapping, NamedTuple
 
 import torch
 
+from ..formats.dtypes import dtype_name
+
 
 _new_tuple = tuple.__new__
 _shape_and_dtype = attrgetter("shape", "dtype")
@@ -110,15 +112,3 @@ class Schema(Mapping[str, TensorSpec]):
             for name, spec in sorted(self._specs.items())
         }
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float32`` -> ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
-
-
-def dtype_from_name(name: str) -> torch.dtype:
-    """``"float32"`` -> ``torch.float32``; raises ``ValueError`` on an unknown name."""
-    dtype = getattr(torch, name.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
-    return dtype

@@ -17,13 +17,11 @@ def storage_key(tensor: torch.Tensor) -> Hashable | None:
     """Identity of the memory a tensor views; ``None`` when it has none to share.
 
     Two names are tied when their tensors view the same bytes the same way:
-    same storage, offset, shape, stride and dtype.
+    same storage, offset, shape, stride and dtype. A meta tensor has no address:
+    ``None`` (a file's reader knows its storages: ``Contents.tie_key``).
     """
     if tensor.is_meta:
-        # read from a file: the storage's place in the file stands in for an address
-        from ..formats import tensor_storage_key
-
-        return tensor_storage_key(tensor)
+        return None
     # data_ptr() is the storage address plus the offset: one call instead of three
     ptr = tensor.data_ptr()
     if ptr == 0 or tensor.numel() == 0:
@@ -57,15 +55,12 @@ def tie_groups(tensors: Mapping[str, torch.Tensor],
 
 def _sharing_an_address(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # Ties are rare: bucket by address first (one cheap call per tensor), and build the
-    # full key only for tensors that share an address with another. Meta tensors have
-    # no address (0, like empty ones): they all go on to the key, which knows files.
+    # full key only for tensors that share an address with another.
     ptrs = list(map(_data_ptr, tensors.values()))  # map runs at C speed: once per tensor
-    seen = set(ptrs)
-    if len(seen) == len(ptrs) and 0 not in seen:
+    if len(set(ptrs)) == len(ptrs):
         return {}  # every address once: no ties (the usual case)
     shared = {p for p, n in Counter(ptrs).items() if n > 1 and p}
-    return {name: t for (name, t), p in zip(tensors.items(), ptrs)
-            if p in shared or (not p and t.is_meta)}
+    return {name: t for (name, t), p in zip(tensors.items(), ptrs) if p in shared}
 
 
 def module_tie_groups(module: torch.nn.Module,

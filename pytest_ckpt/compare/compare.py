@@ -1,4 +1,4 @@
-"""Compare two views: a pure function from (expected, actual) to a :class:`CheckpointDiff`."""
+"""Compare two views: a pure function from (expected, actual) to a :class:`~.diff.Diff`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..checkpoint.schema import TensorSpec
 from ..checkpoint.view import View
 from .diagnose import Context, diagnose
 from ..checkpoint.notes import Note
-from .diff import CheckpointDiff
+from .diff import Diff
 from .values import Batch, batch_max_abs_diffs
 
 __all__ = ["compare", "broken_ties"]
@@ -20,7 +20,7 @@ __all__ = ["compare", "broken_ties"]
 
 def compare(expected: View, actual: View, *, values: bool = True, atol: float = 0.0,
             rtol: float = 0.0, configs: tuple[Any, Any] | None = None,
-            config_strict: bool = False) -> CheckpointDiff:
+            config_strict: bool = False) -> Diff:
     """Every difference between ``expected`` (what the code builds) and ``actual`` (on disk).
 
     Values are compared only when both sides have them and ``values`` is
@@ -38,7 +38,7 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     # This runs over every name (200,000 for a large MoE): set operations and map/compress,
     # which loop at C speed, instead of Python loops per name.
     es, as_ = expected.schema.specs, actual.schema.specs
-    diff = CheckpointDiff(expected=expected.label, actual=actual.label,
+    diff = Diff(expected=expected.label, actual=actual.label,
                           config_strict=config_strict, atol=atol, rtol=rtol)
     missing = sorted(es.keys() - as_.keys())
     stored_once = _stored_through_tie(missing, expected.ties, as_)

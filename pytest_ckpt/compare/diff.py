@@ -1,4 +1,5 @@
-"""The result of comparing two sources: data only, rendered by ``report``."""
+"""The result of comparing two sources: data only. ``pytest_ckpt.report`` renders it
+(``CheckpointDiff``, the public class, adds ``str()`` and ``to_dict()``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from typing import Any
 
 from ..checkpoint.notes import Note
 
+
 @dataclass
-class CheckpointDiff:
+class Diff:
     """Differences between *expected* (what the code builds) and *actual* (what is on disk).
 
     ``shape``/``dtype``/``config`` map a name to ``(expected, actual)``;
     ``values`` maps a name to the max absolute difference; ``ties`` lists the
     tie groups of expected that actual breaks.
 
-    >>> d = CheckpointDiff(expected="model", actual="ckpt.pt")
+    >>> d = Diff(expected="model", actual="ckpt.pt")
     >>> d.ok
     True
     """
@@ -49,18 +51,3 @@ class CheckpointDiff:
 
     def __bool__(self) -> bool:  # a diff is "truthy" when there is a difference
         return not self.ok
-
-    def to_dict(self) -> dict:
-        from ..report import diff_to_dict
-
-        return diff_to_dict(self)
-
-    def __str__(self) -> str:
-        from ..report import render
-
-        return render(self)
-
-    def report(self, *, verbose: bool = False) -> str:
-        from ..report import render
-
-        return render(self, verbose=verbose)

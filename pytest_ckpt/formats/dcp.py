@@ -15,6 +15,7 @@ import torch
 
 from ..errors import CheckpointError
 from . import pickle_scan
+from .registry import Contents, Format, register
 
 METADATA = ".metadata"
 _SAFE_EXTRA = frozenset({
@@ -112,8 +113,9 @@ def check_files(path: Path, md) -> list[Path]:
     return files
 
 
-def read(path: Path, *, meta: bool, weights_only: bool = True) -> tuple[Any, list[Path]]:
-    """``(tree, files)``; the nested tree is rebuilt from ``planner_data``. Non-tensor entries are None when ``meta``."""
+def read(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
+    """The nested tree rebuilt from ``planner_data``; non-tensor entries are None when ``meta``.
+    DCP stores every tensor on its own: ties are not expressible."""
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     md = read_metadata(path)
@@ -128,9 +130,10 @@ def read(path: Path, *, meta: bool, weights_only: bool = True) -> tuple[Any, lis
         planner_data = getattr(md, "planner_data", None) or {}
         if not meta and flat:
             _load_values(path, md, flat, weights_only)
-        return _nest(flat, planner_data), files
+        tree = _nest(flat, planner_data)
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:  # fields lost to damage
         raise _damaged(path, e) from None
+    return Contents(path, "dcp", tree, meta, files=[path / METADATA, *files])
 
 
 def verify(path: Path) -> None:
@@ -205,3 +208,7 @@ def _put(node: Any, key: Any, value: Any) -> None:
         while len(node) <= key:
             node.append(None)
     node[key] = value
+
+
+FORMAT = register(Format("dcp", read=read, verify=verify,
+                         find=lambda directory, names: directory if METADATA in names else None))

@@ -9,12 +9,13 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import torch
 
 from ..errors import CheckpointError
 from . import stored as stored_mod
+from .registry import Contents, Format, register
 
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
 _FIRST_READ = 1 << 16  # most headers fit: one read
@@ -98,8 +99,8 @@ def read_header(path: Path) -> Header:
     return Header(entries, metadata, 8 + n, size)
 
 
-def read(path: Path, *, meta: bool, header: Header | None = None) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """``(tensors, stored)``; ``meta=True`` reads only the header. Aliases recorded by ``write`` are re-created."""
+def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | None = None) -> Contents:
+    """``meta=True`` reads only the header. Aliases recorded by ``write`` are re-created as one tensor."""
     header = header or read_header(path)
     stored = None
     if stored_mod.META_KEY in header.metadata:
@@ -108,8 +109,6 @@ def read(path: Path, *, meta: bool, header: Header | None = None) -> tuple[dict[
     try:
         if meta:
             tensors = {name: torch.empty(shape, dtype=dtype, device="meta") for name, dtype, shape, _, _ in header.entries}
-            if ties:  # tied names get a storage with a file offset, so the tie is visible without data
-                _meta_with_offsets(tensors, [g[0] for g in ties], header)
         else:
             tensors = _values(path, header)
     except (TypeError, ValueError) as e:  # a shape of non-integers that passed the size check
@@ -120,7 +119,17 @@ def read(path: Path, *, meta: bool, header: Header | None = None) -> tuple[dict[
             raise CheckpointError(path, "corrupted", f"the stored tie group {group} names {group[0]!r}, which is not in the file")
         for alias in group[1:]:
             tensors[alias] = first
-    return tensors, stored
+    # only pc.save records ties in a safetensors file: other writers' files cannot express them
+    expressible = bool(stored and "ties" in stored)
+    return Contents(path, "safetensors", tensors, meta, stored=stored, ties_expressible=expressible,
+                    files=[path], tie_key=_alias_key({id(tensors[g[0]]) for g in ties}) if meta else None)
+
+
+def _alias_key(tied: set[int]):
+    # aliases are the same tensor object: its identity is the storage's, for the tied ones
+    def key(t: torch.Tensor) -> Hashable | None:
+        return id(t) if id(t) in tied else None
+    return key
 
 
 def _values(path: Path, header: Header) -> dict[str, torch.Tensor]:
@@ -140,21 +149,12 @@ def _values(path: Path, header: Header) -> dict[str, torch.Tensor]:
     return out
 
 
-def _meta_with_offsets(tensors: dict, names: list[str], header: Header) -> None:
-    wanted = set(names)
-    for name, dtype, shape, begin, end in header.entries:
-        if name in wanted:
-            ms = torch.UntypedStorage(end - begin, device="meta")
-            ms._checkpoint_offset = header.data_start + begin
-            tensors[name] = torch.empty(0, dtype=dtype, device="meta").set_(ms, 0, shape)
-
-
 def _ties(stored: dict | None) -> list[list[str]]:
     ties = (stored or {}).get("ties") or []
     return [list(g) for g in ties if isinstance(g, (list, tuple)) and len(g) > 1 and all(isinstance(n, str) for n in g)]
 
 
-def write(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties: list[list[str]]) -> None:
+def write(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties) -> None:
     """Write each storage once (aliases live in ``stored["ties"]``) with a CRC32 of the data region."""
     aliases = {name for group in ties for name in group[1:]}
     kept = []
@@ -212,8 +212,8 @@ def verify(path: Path) -> Header:
         got = _crc(path, header.data_start)
         if f"{got:08x}" != want:
             raise CheckpointError(path, "corrupted", f"the data CRC32 is {got:08x} but {want} was stored: the tensor bytes changed after saving")
-    tensors, stored = read(path, meta=True, header=header)
-    stored_mod.check(path, stored, tensors)
+    contents = read(path, meta=True, header=header)
+    stored_mod.check(path, contents.stored, contents.tree)
     return header
 
 
@@ -227,3 +227,12 @@ def _crc(path: Path, start: int) -> int:
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     return crc
+
+
+def _sniff(path: Path, head: bytes) -> bool:
+    # an 8-byte header length, then the JSON header's opening brace
+    return len(head) > 8 and head[8:9] == b"{"
+
+
+FORMAT = register(Format("safetensors", read=read, verify=verify, sniff=_sniff, write=write,
+                         suffixes=(".safetensors",)))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 
 from ..errors import CheckpointError
-from . import detect as detect_mod, safetensors as st, torchfile
+from .registry import Contents, Format, detect_file, register
+
+INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 
 
 def read_index(index: Path) -> dict[str, list[str]]:
@@ -29,44 +31,57 @@ def read_index(index: Path) -> dict[str, list[str]]:
     return shards
 
 
-def read(index: Path, *, meta: bool, weights_only: bool = True) -> tuple[dict[str, Any], list[Path], bool]:
-    """``(tree, shard files, ties_expressible)``: one flat dict merged from the shards."""
+def read(index: Path, *, meta: bool, weights_only: bool = True) -> Contents:
+    """One flat dict merged from the shards; torch shards make ties expressible."""
     shards = read_index(index)
     tree: dict[str, Any] = {}
-    files = []
+    files = [index]
     torch_shards = False
+    shard_of: dict[int, tuple[int, Callable | None]] = {}  # id(tensor) -> (shard, its tie key)
     for i, (shard, names) in enumerate(shards.items()):
-        path = _shard_path(index, shard)
-        files.append(path)
-        fmt = _guard(path, detect_mod.detect_file, path)
-        if fmt == "safetensors":
-            tensors, _ = _guard(path, st.read, path, meta=meta)
-        elif fmt in ("torch", "torch-legacy"):
-            torch_shards = True
-            tensors = _read_torch_shard(path, fmt, i, meta=meta, weights_only=weights_only)
-        else:
-            raise CheckpointError(path, "not-a-checkpoint", f"shard named by {index.name} is not a safetensors or torch file")
-        _check_names(index, path, names, tensors)
-        tree.update(tensors)
-    return tree, files, torch_shards
+        part = _read_shard(index, shard, meta=meta, weights_only=weights_only)
+        files.append(part.path)
+        torch_shards |= part.format != "safetensors"
+        _check_names(index, part.path, names, part.tree)
+        for t in part.tree.values():
+            if isinstance(t, torch.Tensor):
+                shard_of[id(t)] = (i, part.tie_key)
+        tree.update(part.tree)
+
+    def tie_key(t: torch.Tensor) -> Hashable | None:
+        # storage places repeat across shard files: qualify them by shard
+        i, key = shard_of.get(id(t), (None, None))
+        inner = key(t) if key is not None else None
+        return None if inner is None else (i, inner)
+
+    return Contents(index, "hf-sharded", tree, meta, ties_expressible=torch_shards, files=files,
+                    tie_key=tie_key if meta else None)
 
 
 def verify(index: Path) -> None:
     """Index readable; every named shard present, valid and holding the names the index gives it."""
-    shards = read_index(index)
-    for shard, names in shards.items():
+    for shard, names in read_index(index).items():
         path = _shard_path(index, shard)
-        fmt = _guard(path, detect_mod.detect_file, path)
-        if fmt == "safetensors":
-            header = _guard(path, st.verify, path)
-            tensors, _ = st.read(path, meta=True, header=header)
-        elif fmt in ("torch", "torch-legacy"):
-            if fmt == "torch":
-                _guard(path, torchfile.verify_zip, path)
-            tensors = _read_torch_shard(path, fmt, 0, meta=True, weights_only=True)
-        else:
-            raise CheckpointError(path, "not-a-checkpoint", f"shard named by {index.name} is not a safetensors or torch file")
-        _check_names(index, path, names, tensors)
+        fmt = _guard(path, detect_file, path)
+        _check_format(index, path, fmt.name)
+        _guard(path, fmt.verify, path)
+        part = _guard(path, fmt.read, path, meta=True, weights_only=True)
+        _check_names(index, path, names, part.tree)
+
+
+def _read_shard(index: Path, shard: str, *, meta: bool, weights_only: bool) -> Contents:
+    path = _shard_path(index, shard)
+    fmt = _guard(path, detect_file, path)
+    _check_format(index, path, fmt.name)
+    part = _guard(path, fmt.read, path, meta=meta, weights_only=weights_only)
+    if not isinstance(part.tree, dict):
+        raise CheckpointError(path, "not-a-checkpoint", f"the shard holds a {type(part.tree).__name__}, not a name -> tensor dict")
+    return part
+
+
+def _check_format(index: Path, path: Path, name: str) -> None:
+    if name not in ("safetensors", "torch", "torch-legacy"):
+        raise CheckpointError(path, "not-a-checkpoint", f"shard named by {index.name} is not a safetensors or torch file")
 
 
 def _shard_path(index: Path, shard: str) -> Path:
@@ -74,24 +89,6 @@ def _shard_path(index: Path, shard: str) -> Path:
     if not path.is_file():
         raise CheckpointError(path, "incomplete", f"shard {shard} named by {index.name} is absent (an interrupted save or copy?)")
     return path
-
-
-def _read_torch_shard(path: Path, fmt: str, i: int, *, meta: bool, weights_only: bool) -> dict:
-    if fmt == "torch":
-        tree, _ = _guard(path, torchfile.read_zip, path, meta=meta, weights_only=weights_only)
-    else:
-        tree = _guard(path, torchfile.read_legacy, path, meta=meta, weights_only=weights_only)
-    if not isinstance(tree, dict):
-        raise CheckpointError(path, "not-a-checkpoint", f"the shard holds a {type(tree).__name__}, not a name -> tensor dict")
-    if meta:
-        # File offsets repeat across shards: qualify them by shard, or ties would appear between files.
-        for t in tree.values():
-            if isinstance(t, torch.Tensor):
-                s = t.untyped_storage()
-                off = getattr(s, "_checkpoint_offset", None)
-                if off is not None and not (isinstance(off, tuple) and off[:1] == ("shard",)):
-                    s._checkpoint_offset = ("shard", i, off)
-    return tree
 
 
 def _check_names(index: Path, path: Path, names: list[str], tensors: dict) -> None:
@@ -114,3 +111,17 @@ def _guard(path: Path, fn: Callable, *args, **kw):
         if e.kind == "truncated":
             raise CheckpointError(e.path or path, "incomplete", f"shard is short: {e.cause}") from None
         raise
+
+
+def _find(directory: Path, names: list[str]) -> Path | None:
+    for suffix in INDEX_SUFFIXES:  # safetensors first: HF writes both only in a transition
+        index = [n for n in names if n.endswith(suffix)]
+        if index:
+            return directory / index[0]
+    return None
+
+
+FORMAT = register(Format(
+    "hf-sharded", read=read, verify=verify, find=_find,
+    sniff=lambda path, head: path.name.endswith(INDEX_SUFFIXES),  # the index file itself
+))

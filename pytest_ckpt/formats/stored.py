@@ -71,7 +71,7 @@ def schema_problems(schema: Mapping[str, Any], tree: Any) -> list[str]:
     """Differences between a stored ``Schema.to_dict()`` and a flat name -> tensor mapping."""
     import torch
 
-    from ..checkpoint.schema import dtype_name
+    from .dtypes import dtype_name
 
     tensors = {k: v for k, v in tree.items() if isinstance(v, torch.Tensor)} if isinstance(tree, Mapping) else {}
     problems = [f"{name}: stored but absent" for name in schema if name not in tensors]

@@ -1,4 +1,5 @@
-"""torch.save files: the zip format (metadata from the archive, values memory-mapped) and the legacy pickle stream."""
+"""torch.save files: the zip format (metadata from the archive, values memory-mapped), the legacy
+pickle stream, and bare pickles (refused: unsafe, or not a checkpoint)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 
 from ..errors import CheckpointError
 from . import pickle_scan, stored as stored_mod
+from .registry import Contents, Format, register
 
 _LEGACY_PICKLES = 5  # magic, protocol, sys info, the object, storage keys
+ZIP_MAGIC = b"PK\x03\x04"
+# torch.save's legacy format opens with a pickled LONG1 of this magic number.
+LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> tuple[Any, dict | None]:
-    """``(tree, stored)`` of a torch zip file; ``meta=True`` reads no tensor data."""
+def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
+    """A torch zip file; ``meta=True`` reads no tensor data."""
     reader = _open_reader(path)
     records = _records(path, reader)
     if weights_only:
@@ -29,16 +34,33 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> tuple[Any,
         stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
     del reader
     tree = _torch_load(path, meta=meta, weights_only=weights_only, zip_format=True)
-    return tree, stored
+    return Contents(path, "torch", tree, meta, stored=stored, ties_expressible=True, files=[path],
+                    tie_key=_zip_tie_key if meta else None)
 
 
-def read_legacy(path: Path, *, meta: bool, weights_only: bool = True) -> Any:
-    """The tree of a legacy (non-zip) torch file. It cannot be read without its data:
-    it is loaded in full, then turned into meta tensors when ``meta=True``."""
+def _zip_tie_key(t: torch.Tensor) -> Hashable | None:
+    # torch.load(map_location="meta") marks each storage with its record's offset in the file
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
+        return None
+    offset = getattr(storage, "_checkpoint_offset", None)
+    if offset is None or storage.nbytes() == 0:
+        return None
+    return (offset, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def read_legacy(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
+    """A legacy (non-zip) torch file. It cannot be read without its data: it is loaded
+    in full, then turned into meta tensors when ``meta=True``."""
     if weights_only:
         scan_legacy(path)
     tree = _torch_load(path, meta=False, weights_only=weights_only, zip_format=False)
-    return to_meta(tree) if meta else tree
+    tie_key = None
+    if meta:
+        tree, tie_key = to_meta(tree)
+    return Contents(path, "torch-legacy", tree, meta, ties_expressible=True, files=[path],
+                    tie_key=tie_key)
 
 
 def scan_legacy(path: Path) -> None:
@@ -57,17 +79,7 @@ def scan_legacy(path: Path) -> None:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
 
 
-def scan_bare_pickle(path: Path) -> None:
-    """A pickle without torch's framing: ``unsafe`` if it asks for disallowed globals, else ``not-a-checkpoint``."""
-    with open(path, "rb") as f:
-        pickle_scan.scan(path, f, "the pickle")
-    raise CheckpointError(
-        path, "not-a-checkpoint",
-        "a bare pickle (pickle.dump), not a torch.save file: it has neither the zip layout nor the legacy magic number",
-    )
-
-
-def write_zip(tensors: dict[str, torch.Tensor], tmp: Path, stored: dict) -> None:
+def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties=()) -> None:
     """torch.save the tensors (shared storages stay shared), then append the stored metadata record."""
     torch.save({k: v.detach() for k, v in tensors.items()}, tmp)
     with zipfile.ZipFile(tmp, "a") as zf:
@@ -88,8 +100,8 @@ def verify_zip(path: Path) -> None:
         raise CheckpointError(path, "corrupted", f"zip records cannot be read ({type(e).__name__}: {_first_line(e)})") from None
     if bad is not None:
         raise CheckpointError(path, "corrupted", f"zip record {bad} fails its CRC check: its bytes changed after saving")
-    tree, stored = read_zip(path, meta=True)
-    stored_mod.check(path, stored, tree)
+    contents = read_zip(path, meta=True)
+    stored_mod.check(path, contents.stored, contents.tree)
 
 
 def verify_legacy(path: Path) -> None:
@@ -97,22 +109,28 @@ def verify_legacy(path: Path) -> None:
     read_legacy(path, meta=True)
 
 
-def to_meta(tree: Any) -> Any:
-    """Real tensors -> meta tensors with the same views; a shared storage stays shared."""
-    storages: dict[tuple, torch.UntypedStorage] = {}
+def to_meta(tree: Any) -> tuple[Any, Callable[[torch.Tensor], Hashable | None]]:
+    """Real tensors -> meta tensors with the same views, and the tie key that tells
+    which of them viewed one storage (a meta tensor has no address to compare)."""
+    storages: dict[tuple, tuple[int, torch.UntypedStorage]] = {}
+    ordinal_of: dict[int, int] = {}  # id(meta tensor) -> its source storage's ordinal
 
     def convert(t: torch.Tensor) -> torch.Tensor:
         src = t.untyped_storage()
         key = (src.data_ptr(), src.nbytes())
-        ms = storages.get(key)
-        if ms is None:
-            ms = torch.UntypedStorage(src.nbytes(), device="meta")
-            # A stand-in for torch's file offset, so tensor_storage_key sees the sharing.
-            ms._checkpoint_offset = ("legacy", len(storages))
-            storages[key] = ms
-        return torch.empty(0, dtype=t.dtype, device="meta").set_(ms, t.storage_offset(), t.shape, t.stride())
+        if key not in storages:
+            storages[key] = (len(storages), torch.UntypedStorage(src.nbytes(), device="meta"))
+        ordinal, ms = storages[key]
+        out = torch.empty(0, dtype=t.dtype, device="meta").set_(ms, t.storage_offset(), t.shape, t.stride())
+        if src.nbytes():
+            ordinal_of[id(out)] = ordinal
+        return out
 
-    return map_tensors(tree, convert)
+    def tie_key(t: torch.Tensor) -> Hashable | None:
+        ordinal = ordinal_of.get(id(t))
+        return None if ordinal is None else (ordinal, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+    return map_tensors(tree, convert), tie_key
 
 
 def map_tensors(tree: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -244,3 +262,25 @@ def _size(path: Path) -> int:
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:300] if lines else type(e).__name__
+
+
+def is_legacy(head: bytes, partial: bool = False) -> bool:
+    # b"\x80<proto>\x8a\x0a" + magic: PROTO, then LONG1 with 10 bytes.
+    expected = b"\x80?\x8a\x0a" + LEGACY_MAGIC
+    n = len(head) if partial else len(expected)
+    if len(head) < n or n == 0:
+        return False
+    return all(e == ord("?") and i == 1 or head[i] == e for i, e in enumerate(expected[:n]))
+
+
+ZIP = register(Format(
+    "torch", read=read_zip, verify=verify_zip,
+    sniff=lambda path, head: head.startswith(ZIP_MAGIC),
+    cut_short=lambda head: ZIP_MAGIC.startswith(head[:4]),
+    write=write_zip,
+))
+LEGACY = register(Format(
+    "torch-legacy", read=read_legacy, verify=verify_legacy,
+    sniff=lambda path, head: is_legacy(head),
+    cut_short=lambda head: is_legacy(head, partial=True),
+))

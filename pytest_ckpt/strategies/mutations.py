@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from ..checkpoint.canonical import WRAPPER_PREFIXES
+from ..formats.dtypes import dtype_name
 
 __all__ = ["MUTATION_KINDS", "CAUSES", "Mutation", "mutations"]
 
@@ -34,8 +35,7 @@ CAUSES: dict[str, tuple[str, ...]] = {
 UNDONE = ("prefix", "nest")
 
 #: prefixes wrappers add (DataParallel/DDP, torch.compile, both orders, FSDP1, checkpointing)
-PREFIXES = ("module.", "_orig_mod.", "_orig_mod.module.", "module._orig_mod.",
-            "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+PREFIXES = (*WRAPPER_PREFIXES, "_orig_mod.module.", "module._orig_mod.")
 
 #: where training scripts put the weights inside a saved training state
 NEST_PATHS = (("state_dict",), ("model",), ("model_state_dict",), ("module",),
@@ -265,7 +265,7 @@ def _recast(sd, ties):
             family = _INTS
         dtype = draw(st.sampled_from([d for d in family if d != t.dtype]))
         group = ties.get(name, (name,))
-        detail = f"{_dtype(t.dtype)} -> {_dtype(dtype)}"
+        detail = f"{dtype_name(t.dtype)} -> {dtype_name(dtype)}"
         return Mutation("recast", name, _replaced(sd, group, t.to(dtype)), group, detail)
 
     return build()
@@ -397,9 +397,9 @@ _BUILDERS = {"drop": _drop, "rename": _rename, "reshape": _reshape, "recast": _r
 
 def _tie_groups(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, ...]]:
     """name -> its tie group (names viewing one storage the same way), for tied names only."""
-    from ..formats import tie_groups
+    from ..checkpoint.ties import tie_groups
 
-    return {name: tuple(group) for group in tie_groups(sd) for name in group}
+    return {name: group for group in tie_groups(sd) for name in group}
 
 
 def _replaced(sd: Mapping[str, torch.Tensor], names: tuple[str, ...], new: torch.Tensor) -> dict:
@@ -409,10 +409,6 @@ def _replaced(sd: Mapping[str, torch.Tensor], names: tuple[str, ...], new: torch
 
 def _shape(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _first(diff) -> str:

@@ -5,7 +5,7 @@ import torch
 from pytest_ckpt.compare.compare import compare
 from pytest_ckpt.compare.diagnose import RULES, Context, diagnose
 from pytest_ckpt.checkpoint.notes import Note
-from pytest_ckpt.compare.diff import CheckpointDiff
+from pytest_ckpt.report.diff import CheckpointDiff
 
 from .helpers import ckpt, model, state
 

@@ -53,8 +53,8 @@ def test_sharded_reads_one_flat_dict(tmp_path, kind, same):
 
 def test_bin_shard_meta_keys_do_not_collide_across_files(tmp_path):
     d, _ = _shard(tmp_path, "bin")
-    tree = formats.read(d, meta=True).tree
-    keys = [formats.tensor_storage_key(t) for t in tree.values()]
+    c = formats.read(d, meta=True)
+    keys = [c.tie_key(t) for t in c.tree.values()]
     assert None not in keys and len(set(keys)) == len(keys)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pytest_ckpt import formats
+from pytest_ckpt.checkpoint.ties import storage_key, tie_groups
 from pytest_ckpt.checkpoint.schema import Schema
 from pytest_ckpt.errors import CheckpointError
 from pytest_ckpt.formats.stored import config_hash
@@ -26,7 +27,7 @@ def _stored(tensors, config=None):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_round_trip_with_ties_and_stored(tmp_path, state, suffix, same):
-    path = formats.write(state, tmp_path / f"out{suffix}", stored=_stored(state))
+    path = formats.write(state, tmp_path / f"out{suffix}", stored=_stored(state), ties=tie_groups(state))
     assert path == tmp_path / f"out{suffix}"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
     formats.verify(path)
@@ -35,7 +36,7 @@ def test_round_trip_with_ties_and_stored(tmp_path, state, suffix, same):
         assert c.stored["config"] == {"hidden": 4, "layers": 1}
         assert c.stored["ties"] == [["embed.weight", "lm_head.weight"]]
         assert c.ties_expressible
-        key = formats.tensor_storage_key
+        key = c.tie_key or storage_key
         assert key(c.tree["embed.weight"]) == key(c.tree["lm_head.weight"]) is not None
         if not meta:
             same(state, c.tree)
@@ -46,7 +47,7 @@ def test_round_trip_with_ties_and_stored(tmp_path, state, suffix, same):
 def test_safetensors_output_loads_with_the_safetensors_library(tmp_path, state):
     from safetensors import safe_open
 
-    path = formats.write(state, tmp_path / "m.safetensors", stored={"format_version": 1})
+    path = formats.write(state, tmp_path / "m.safetensors", stored={"format_version": 1}, ties=tie_groups(state))
     with safe_open(str(path), "pt") as f:
         assert "lm_head.weight" not in f.keys()  # written once, under the first name
         assert torch.equal(f.get_tensor("embed.weight"), state["embed.weight"])
@@ -54,7 +55,7 @@ def test_safetensors_output_loads_with_the_safetensors_library(tmp_path, state):
 
 
 def test_torch_output_loads_with_plain_torch_load(tmp_path, state):
-    path = formats.write(state, tmp_path / "m.pt", stored={"format_version": 1})
+    path = formats.write(state, tmp_path / "m.pt", stored={"format_version": 1}, ties=tie_groups(state))
     loaded = torch.load(path, weights_only=True)
     assert loaded["embed.weight"].data_ptr() == loaded["lm_head.weight"].data_ptr()
     with zipfile.ZipFile(path) as zf:
@@ -138,14 +139,14 @@ def test_config_hash_is_canonical():
     assert len(config_hash({})) == 64
 
 
-def test_tensor_storage_key_real_tensors():
+def test_storage_key_real_tensors():
     w = torch.randn(3, 3)
-    key = formats.tensor_storage_key
+    key = storage_key
     assert key(w) == key(w.view(3, 3))
     assert key(w) != key(w.t()) and key(w) != key(w[1:])
     assert key(torch.empty(0)) is None
     assert key(torch.empty(3, device="meta")) is None
-    assert formats.tie_groups({"a": w, "b": w, "c": w.clone()}) == [["a", "b"]]
+    assert tie_groups({"a": w, "b": w, "c": w.clone()}) == [("a", "b")]
 
 
 def test_atomic_write_uses_rename(tmp_path, state, monkeypatch):

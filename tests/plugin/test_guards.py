@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ckpt import options as o
+from pytest_ckpt.plugin import options as o
 
 pytest_plugins = ["pytester"]
 
@@ -137,7 +137,7 @@ def test_snapshot(ckpt_snapshot):
 @pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["serial", "xdist"])
 def test_json_report_validates_and_the_summary_names_causes(project, workers):
     jsonschema = pytest.importorskip("jsonschema")
-    from pytest_ckpt.runreport import SCHEMA_PATH
+    from pytest_ckpt.report.run import SCHEMA_PATH
 
     project.makepyfile(test_report=REPORT_TESTS)
     out = project.path / "ckpt-report.json"

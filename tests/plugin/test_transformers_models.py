@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pytest_ckpt as pc
-from pytest_ckpt.variations.layers import find_layers_field, get_field, with_layers
+from pytest_ckpt.plugin.variations.layers import find_layers_field, get_field, with_layers
 
 transformers = pytest.importorskip("transformers")
 

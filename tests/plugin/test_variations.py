@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_ckpt import distributed
-from pytest_ckpt.distributed import ProcessGroupScope
-from pytest_ckpt.roundtrip import changed_blocks, names_blocks
-from pytest_ckpt.variations import VARIATIONS, VariationUnavailable
-from pytest_ckpt.variations.base import SaveJob, perturb
-from pytest_ckpt.variations.layers import LayerCountUnknown, find_layers_field, with_layers
+from pytest_ckpt.plugin.variations import processes as distributed
+from pytest_ckpt.plugin.variations.processes import ProcessGroupScope
+from pytest_ckpt.plugin.variations.layers import changed_blocks, names_blocks
+from pytest_ckpt.plugin.variations import VARIATIONS, VariationUnavailable
+from pytest_ckpt.plugin.variations.base import SaveJob, perturb
+from pytest_ckpt.plugin.variations.layers import LayerCountUnknown, find_layers_field, with_layers
 from tests.plugin import workers
 
 
@@ -132,6 +132,42 @@ def test_layer_field_is_found_and_copied_without_touching_the_original(config, f
     fewer = with_layers(config, field, 2)
     get = (lambda c: c[field]) if isinstance(config, dict) else (lambda c: getattr(c, field))
     assert get(fewer) == 2 and get(config) == 3
+
+
+@dataclasses.dataclass
+class TextCfg:
+    n_layer: int = 2
+
+
+@dataclasses.dataclass
+class MultiCfg:
+    text_config: TextCfg = dataclasses.field(default_factory=TextCfg)
+    hidden: int = 4
+
+
+class MultiNet(nn.Module):
+    def __init__(self, cfg: MultiCfg):
+        super().__init__()
+        self.h = nn.ModuleList(nn.Linear(cfg.hidden, cfg.hidden) for _ in range(cfg.text_config.n_layer))
+
+
+@pytest.mark.parametrize("config", [MultiCfg(), {"text_config": {"n_layer": 2}, "hidden": 4}])
+def test_nested_layer_field_is_the_one_reports_name(config, tmp_path):
+    # the layer field the reports name (checkpoint.configs.layer_field) is the one layers±1 changes:
+    # before they shared one finder, text_config.n_layer was named in a report but refused here
+    from pytest_ckpt.checkpoint.configs import layer_field
+
+    assert find_layers_field(config) == layer_field(config) == "text_config.n_layer"
+    fewer = with_layers(config, "text_config.n_layer", 1)
+    assert (fewer.text_config.n_layer if dataclasses.is_dataclass(fewer)
+            else fewer["text_config"]["n_layer"]) == 1
+    assert (config.text_config.n_layer if dataclasses.is_dataclass(config)
+            else config["text_config"]["n_layer"]) == 2  # the original is untouched
+    if dataclasses.is_dataclass(config):
+        job = SaveJob(variation="layers-1", factory=MultiNet, config=config, directory=tmp_path)
+        saved = VARIATIONS["layers-1"].load().produce(job)
+        assert saved.layers == ("text_config.n_layer", 1, 2)
+        assert len(saved.reference.h) == 1
 
 
 def test_layer_field_unknown_names_the_fix():

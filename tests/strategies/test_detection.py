@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import pytest_ckpt as pc
 from pytest_ckpt import strategies as cks
 from pytest_ckpt.checkpoint.configs import config_fields_diff, config_to_dict
-from pytest_ckpt.formats import tie_groups as pc_tie_groups
+from pytest_ckpt.checkpoint.ties import tie_groups as pc_tie_groups
 from pytest_ckpt.strategies import ConfigPair, Mutation
 from tests.strategies import verdicts
 from tests.strategies.families import (FAMILY_NAMES, ROUTES, family, routes_for, with_fields,

@@ -1,14 +1,11 @@
-"""A diff as text for a person at a CI log, and as JSON for tools."""
+"""A diff as text for a person at a CI log: the verdict, one line per cause, what was normalized."""
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any
+from ..compare.diff import Diff
+from ..formats.dtypes import dtype_name
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare.diff import CheckpointDiff
-
-__all__ = ["render", "diff_to_dict", "counts"]
+__all__ = ["render", "counts"]
 
 #: problem notes shown before "N more causes" (each takes two lines)
 MAX_CAUSES = 14
@@ -16,7 +13,7 @@ MAX_CAUSES = 14
 MAX_INFO = 5
 
 
-def counts(diff: "CheckpointDiff") -> dict[str, int]:
+def counts(diff: Diff) -> dict[str, int]:
     """How many of each kind of difference (config only when it counts)."""
     out = {
         "missing": len(diff.missing), "unexpected": len(diff.unexpected),
@@ -26,14 +23,13 @@ def counts(diff: "CheckpointDiff") -> dict[str, int]:
     return out
 
 
-def render(diff: "CheckpointDiff", verbose: bool = False) -> str:
+def render(diff: Diff, verbose: bool = False) -> str:
     """The report: the verdict first, then one line per cause with its fix, then what
     was normalized (prefixes stripped, where the weights were found).
 
     Stays under ~40 lines unless ``verbose``, which appends every name.
 
-    >>> from pytest_ckpt.compare.diff import CheckpointDiff
-    >>> print(render(CheckpointDiff("model", "ckpt.pt", expected_info={"tensors": 3})))
+    >>> print(render(Diff("model", "ckpt.pt", expected_info={"tensors": 3})))
     ok: 3 tensors match in name, shape and dtype (values not compared)
     """
     problems = [n for n in diff.notes if not n.info]
@@ -55,11 +51,11 @@ def render(diff: "CheckpointDiff", verbose: bool = False) -> str:
     if len(shown_infos) < len(infos):
         lines.append(f"  ... and {len(infos) - len(shown_infos)} more notes")
     if verbose:
-        lines.extend(_listing(diff))
+        lines.extend(_every_name(diff))
     return "\n".join(lines)
 
 
-def _verdict(diff: "CheckpointDiff", problems) -> str:
+def _verdict(diff: Diff, problems) -> str:
     if diff.ok:
         n = diff.expected_info.get("tensors", diff.actual_info.get("tensors", 0))
         if diff.values_compared:
@@ -77,7 +73,7 @@ def _verdict(diff: "CheckpointDiff", problems) -> str:
             f"({causes} {'cause' if causes == 1 else 'causes'})")
 
 
-def _normalized(diff: "CheckpointDiff") -> str:
+def _normalized(diff: Diff) -> str:
     """What was undone to compare, from the side infos: stripped prefixes, location."""
     bits = []
     for info in (diff.actual_info, diff.expected_info):
@@ -99,7 +95,7 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_LINE else text[:MAX_LINE - 3] + "..."
 
 
-def _listing(diff: "CheckpointDiff") -> list[str]:
+def _every_name(diff: Diff) -> list[str]:
     out = []
     if diff.missing:
         out.append(f"missing ({len(diff.missing)}):")
@@ -112,7 +108,7 @@ def _listing(diff: "CheckpointDiff") -> list[str]:
         out += [f"  {n}: {list(e)} vs {list(a)}" for n, (e, a) in sorted(diff.shape.items())]
     if diff.dtype:
         out.append(f"dtype ({len(diff.dtype)}): model vs checkpoint")
-        out += [f"  {n}: {_dt(e)} vs {_dt(a)}" for n, (e, a) in sorted(diff.dtype.items())]
+        out += [f"  {n}: {dtype_name(e)} vs {dtype_name(a)}" for n, (e, a) in sorted(diff.dtype.items())]
     if diff.values:
         out.append(f"values ({len(diff.values)}): max abs difference")
         out += [f"  {n}: {v:.6g}" for n, v in sorted(diff.values.items())]
@@ -123,46 +119,3 @@ def _listing(diff: "CheckpointDiff") -> list[str]:
         out.append(f"config ({len(diff.config)}): model vs checkpoint")
         out += [f"  {k}: {e!r} vs {a!r}" for k, (e, a) in sorted(diff.config.items())]
     return out
-
-
-def _dt(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _json(value: Any) -> Any:
-    """JSON-ready: dtypes as names, tuples as lists, non-finite floats as strings."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if type(value).__name__ == "dtype":
-        return _dt(value)
-    return repr(value) if type(value).__name__ == "_Absent" else str(value)
-
-
-def diff_to_dict(diff: "CheckpointDiff") -> dict:
-    """Everything in the diff, JSON-ready (``json.dumps(..., allow_nan=False)`` works)."""
-    pair = lambda e, a: {"expected": _json(e), "actual": _json(a)}  # noqa: E731
-    return {
-        "ok": diff.ok,
-        "expected": diff.expected,
-        "actual": diff.actual,
-        "counts": counts(diff),
-        "missing": list(diff.missing),
-        "unexpected": list(diff.unexpected),
-        "shape": {n: pair(e, a) for n, (e, a) in diff.shape.items()},
-        "dtype": {n: pair(e, a) for n, (e, a) in diff.dtype.items()},
-        "values": {n: _json(v) for n, v in diff.values.items()},
-        "values_compared": diff.values_compared,
-        "ties": [list(g) for g in diff.ties],
-        "config": {k: pair(e, a) for k, (e, a) in diff.config.items()},
-        "config_strict": diff.config_strict,
-        "notes": [n.to_dict() for n in diff.notes],
-        "expected_info": _json(diff.expected_info),
-        "actual_info": _json(diff.actual_info),
-        "report": render(diff),
-    }

@@ -14,7 +14,7 @@ class Safetensors(SaveSide):
     default_save = "pc.save(model, 'model.safetensors')"
 
     def write(self, wrapped: nn.Module, path: Path, job: SaveJob) -> None:
-        from .. import api
+        from ... import api
 
         api.save(wrapped, path)
 

@@ -3,7 +3,7 @@
 Rendezvous always goes through a ``file://`` in the test's temporary directory,
 so parallel pytest-xdist workers never share a port or a store.
 
-The FSDP2 workers are this module run as ``python -m pytest_ckpt.distributed
+The FSDP2 workers are this module run as ``python -m pytest_ckpt.plugin.variations.processes
 JOB RANK``; the launcher kills them in ``finally`` and on timeout, so they never
 outlive the test.
 """
@@ -21,9 +21,10 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+from .registry import VariationUnavailable
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
 FSDP_TIMEOUT_S = DEFAULT_FSDP_TIMEOUT
@@ -46,8 +47,6 @@ class ProcessGroupScope:
         import torch.distributed as dist
 
         if not dist.is_available():
-            from .variations import VariationUnavailable
-
             raise VariationUnavailable("torch.distributed is not available in this torch build")
         if dist.is_initialized():
             return
@@ -71,8 +70,6 @@ class ProcessGroupScope:
 
 def importable(obj: Any, what: str) -> tuple[str, str]:
     """``(module, qualname)`` that another process can import, or raise ``VariationUnavailable``."""
-    from .variations import VariationUnavailable
-
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
@@ -83,7 +80,7 @@ def importable(obj: Any, what: str) -> tuple[str, str]:
     if module == "__main__":
         raise VariationUnavailable(f"the {what} {qualname} lives in __main__; workers cannot import it")
     try:
-        found = resolve(module, qualname)
+        found = import_object(module, qualname)
     except (ImportError, AttributeError) as exc:
         raise VariationUnavailable(f"the {what} {module}.{qualname} is not importable: {exc}") from None
     if found is not obj:
@@ -91,7 +88,8 @@ def importable(obj: Any, what: str) -> tuple[str, str]:
     return module, qualname
 
 
-def resolve(module: str, qualname: str) -> Any:
+def import_object(module: str, qualname: str) -> Any:
+    """The object ``module.qualname``, imported."""
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -116,15 +114,13 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
     Raises ``VariationUnavailable`` when a rank reports it cannot run here,
     ``RuntimeError`` with the ranks' output when one fails or time runs out.
     """
-    from .variations import VariationUnavailable
-
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
         pickle.dump(list(sys.path), f)
         pickle.dump(job, f)
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
@@ -136,7 +132,7 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
             with open(logs[rank], "wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "pytest_ckpt.distributed", str(job_path), str(rank)],
+                        [sys.executable, "-m", "pytest_ckpt.plugin.variations.processes", str(job_path), str(rank)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -217,9 +213,9 @@ def _rank_main(job_path: str, rank: int) -> int:
         workdir = Path(job_path).parent
         try:
             job: FsdpJob = pickle.load(f)
-            factory = resolve(*job.factory)
+            factory = import_object(*job.factory)
             config = pickle.loads(job.config_blob) if job.config_blob is not None else None
-            save = resolve(*job.save) if job.save is not None else default_fsdp_save
+            save = import_object(*job.save) if job.save is not None else default_fsdp_save
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
             (workdir / "skip.txt").write_text(
                 f"the factory, config or save function cannot be rebuilt in a worker process: "
@@ -232,8 +228,8 @@ def _rank_main(job_path: str, rank: int) -> int:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
 
-    from .atomic import atomic_path
-    from .variations.base import perturb
+    from ... import api
+    from .base import perturb
 
     dist.init_process_group(
         "gloo",
@@ -252,8 +248,7 @@ def _rank_main(job_path: str, rank: int) -> int:
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         if rank == 0:
-            with atomic_path(job.full_state_path) as tmp:
-                torch.save(full, tmp)
+            api.save(full, job.full_state_path)  # atomic: a crash never leaves half a reference
         dist.barrier()
     except BaseException:
         # no teardown: destroying the group would wait for the other rank, which waits for us

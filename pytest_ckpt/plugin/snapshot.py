@@ -1,11 +1,58 @@
-"""The ``ckpt_snapshot`` fixture object: one golden schema file per test (and name)."""
+"""The ``ckpt_snapshot`` fixture: one golden schema file per test (and name), compared with
+``pc.diff`` and written atomically by ``pc.save_schema`` under ``--ckpt-update``."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+UPDATE_HINT = "run pytest --ckpt-update if this change is intended"
+#: the fix of every cause found against a snapshot (the rules' own fixes speak of checkpoints)
+SNAPSHOT_FIX = f"{UPDATE_HINT}; if not, undo this change to the model"
+
+
+@dataclass
+class SnapshotResult:
+    """The outcome of one ``assert_match``: written, matched, or the diff that failed."""
+
+    path: Path
+    outcome: str  # "match" | "written" | "missing" | "differs"
+    diff: Any = None
+    message: str = ""
+
+
+def check(source: Any, path: Path, *, update: bool, config: Any = None) -> SnapshotResult:
+    """Compare ``source``'s schema with the golden file at ``path``; write it only when ``update``."""
+    from .. import api
+
+    if not path.exists():
+        if update:
+            api.save_schema(source, path, config=config)
+            return SnapshotResult(path, "written")
+        return SnapshotResult(path, "missing", message=(
+            f"no golden schema snapshot at {path}; {UPDATE_HINT} to create it"))
+    result = api.diff(source, path, values=False, configs=(config, None))
+    result.notes = [n if n.info else dataclasses.replace(n, fix=SNAPSHOT_FIX) for n in result.notes]
+    if result.ok:
+        if update and api.save_schema(source, path, config=config):
+            return SnapshotResult(path, "written")  # same schema, config changed: keep the file current
+        return SnapshotResult(path, "match", diff=result)
+    if update:
+        api.save_schema(source, path, config=config)
+        return SnapshotResult(path, "written", diff=result)
+    return SnapshotResult(path, "differs", diff=result, message=(
+        f"schema differs from golden snapshot {path}\n{result}"))
+
+
+def stale_snapshots(root: Path, used: set[Path]) -> list[Path]:
+    """Snapshot files under ``root`` that no test of this run used."""
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*.json") if p.resolve() not in used)
 
 
 class SnapshotMismatch(AssertionError):
@@ -51,15 +98,13 @@ class CkptSnapshot:
     def assert_match(self, source: Any, name: str | None = None, *, config: Any = None) -> None:
         """Fail with the report unless ``source``'s schema equals the golden file (``--ckpt-update`` writes it)."""
         __tracebackhide__ = True
-        from . import snapshot
-
         path = self.path(name)
         if path in self._seen:
             raise ValueError(f"{path.name} was already checked in this test: give each "
                              "assert_match call its own name=")
         self._seen.add(path)
         started = time.perf_counter()
-        result = snapshot.check(source, path, update=self.update, config=config)
+        result = check(source, path, update=self.update, config=config)
         diff = result.diff.to_dict() if result.diff is not None and not result.diff.ok else None
         self._record({"path": str(path.resolve()), "outcome": result.outcome, "diff": diff,
                       "message": result.message, "duration": time.perf_counter() - started})

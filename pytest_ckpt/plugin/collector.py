@@ -1,12 +1,12 @@
 """Collects every round trip and snapshot check from test reports; writes ``--ckpt-report`` and the summary.
 
 Records travel in ``report.user_properties``, so this works the same on the
-pytest-xdist controller as in a serial run.
+pytest-xdist controller as in a serial run. Causes are read as data: the notes each
+check recorded, else the failure's own first line (``reprcrash``), never scraped text.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,13 +45,14 @@ class CheckCollector:
             return
         if report.when != "call":
             if report.failed and variation is not None:  # setup/teardown failure of a round trip
-                self.failures[report.nodeid] = _first_line(report)
-                self._add(report, "roundtrip", variation, "failed", message=_first_line(report))
+                self.failures[report.nodeid] = _failure_line(report)
+                self._add(report, "roundtrip", variation, "failed", message=_failure_line(report))
             return
         if variation is not None:
             last = roundtrips[-1] if roundtrips else {}
             outcome = "failed" if report.failed else "passed"
-            message = _first_cause(last.get("diff")) or (_first_line(report) if report.failed else "")
+            message = (last.get("cause") or _first_cause(last.get("diff"))
+                       or (_failure_line(report) if report.failed else ""))
             self._add(report, "roundtrip", variation, outcome, diff=last.get("diff"), message=message,
                       path=last.get("path"))
             if report.failed:
@@ -70,7 +71,7 @@ class CheckCollector:
                 self.failures[report.nodeid] = f"[audit] {audit}"
 
     def _add(self, report, kind, variation, outcome, *, diff=None, message="", path=None, duration=None):
-        from .runreport import record
+        from ..report.run import record
 
         entry = record(kind, variation=variation, outcome=outcome,
                        duration=report.duration if duration is None else duration,
@@ -83,7 +84,7 @@ class CheckCollector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.report_path is None:
             return
-        from .runreport import document, write
+        from ..report.run import document, write
 
         write(self.report_path, document(self.entries, started=self.started, workers=self.workers))
 
@@ -124,15 +125,12 @@ def _skip_reason(report) -> str:
     return reason.removeprefix("Skipped: ")
 
 
-_CAUSE = re.compile(r"^\s*\[[a-z-]+\] ")
-
-
-def _first_line(report) -> str:
-    """The first cause line of a failure's report (``[layer-count] ...``), else its first error line."""
-    text = getattr(report, "longreprtext", "") or ""
-    lines = [l[1:].strip() for l in text.splitlines() if l.startswith("E ")]
-    causes = [l for l in lines if _CAUSE.match(l)]
-    return ((causes or lines or [text.strip().split("\n")[-1]])[0])[:300]
+def _failure_line(report) -> str:
+    """The first line of a failure's own message (pytest's ``reprcrash``), else of its text."""
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    text = getattr(crash, "message", None) or getattr(report, "longreprtext", "") or ""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:300]
 
 
 def _first_cause(diff: dict | None) -> str:

@@ -11,7 +11,7 @@ import pickle
 
 import torch
 
-from . import VariationUnavailable
+from .registry import VariationUnavailable
 from .base import SaveJob, Saved, SaveSide
 
 
@@ -20,11 +20,11 @@ class Fsdp(SaveSide):
     default_save = "dcp.save(fully_shard(model).state_dict()) on 2 ranks"
 
     def produce(self, job: SaveJob) -> Saved:
-        from .. import distributed
+        from . import processes
 
         _check_available()
-        factory = distributed.importable(job.factory, "factory")
-        save = distributed.importable(job.save, "save function") if job.save is not None else None
+        factory = processes.importable(job.factory, "factory")
+        save = processes.importable(job.save, "save function") if job.save is not None else None
         config_blob = None
         if job.has_config:
             try:
@@ -33,8 +33,8 @@ class Fsdp(SaveSide):
                 raise VariationUnavailable(f"the config cannot be pickled for the workers: {exc}")
         checkpoint_dir = job.directory / "dcp"
         full_state = job.directory / "full_state.pt"
-        distributed.run_fsdp_save(
-            distributed.FsdpJob(
+        processes.run_fsdp_save(
+            processes.FsdpJob(
                 factory=factory,
                 config_blob=config_blob,
                 save=save,
@@ -45,7 +45,9 @@ class Fsdp(SaveSide):
             job.directory / "workers",
             timeout=job.fsdp_timeout,
         )
-        state = torch.load(full_state, weights_only=True)
+        from ... import api
+
+        state = api.load_state_dict(full_state)
         reference = job.build()
         try:
             # a live module keeps tie groups and can run `inputs`; the state is what the ranks held

@@ -7,11 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from ..formats.atomic import atomic_write_text
 
 REPORT_FORMAT_VERSION = 1
-#: the key under which records travel in ``item.user_properties`` (survives pytest-xdist)
-PROPERTY = "pytest_ckpt"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 

@@ -1,35 +1,15 @@
 """The strict-load audit: ``load_state_dict(strict=False)`` calls that silently dropped keys.
 
-The library's own loads are marked (``internal_load``) so the audit never counts them.
+A call is known by its caller: the first frame outside torch. The library's own
+loads (``pc.load_into`` copies what it has already checked and reported) come from
+this package's files and are never counted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
-import threading
-
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def internal_load():
-    """Within this block, ``load_state_dict`` calls are the library's own."""
-    depth = getattr(_state, "depth", 0)
-    _state.depth = depth + 1
-    try:
-        yield
-    finally:
-        _state.depth = depth
-
-
-def in_internal_load() -> bool:
-    return getattr(_state, "depth", 0) > 0
-
-
-# -- the strict-load audit ----------------------------------------------------------------------
 
 @dataclasses.dataclass
 class DroppedLoad:
@@ -41,7 +21,7 @@ class DroppedLoad:
     where: str  # "file.py:123" of the caller
 
     def describe(self) -> str:
-        from .compare.ranges import collapse
+        from ..compare.ranges import collapse
 
         parts = []
         for label, names in (("missing", self.missing), ("unexpected", self.unexpected)):
@@ -52,19 +32,23 @@ class DroppedLoad:
                 f"{'; '.join(parts)}")
 
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+#: this package's files: a load called from here is the library's own
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-def _caller() -> str:
+def _caller() -> tuple[str, bool]:
+    """``("file.py:123", internal)`` of the code that called ``load_state_dict``: the first
+    frame outside torch; ``internal`` when that frame is this package's own."""
     import torch
 
-    skip = (_HERE, os.path.dirname(torch.__file__))
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
+    while frame is not None and frame.f_code.co_filename.startswith(torch_dir):
         frame = frame.f_back
     if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return "<unknown>", False
+    filename = frame.f_code.co_filename
+    return f"{filename}:{frame.f_lineno}", filename.startswith(_PACKAGE)
 
 
 class LoadAudit:
@@ -89,13 +73,15 @@ class LoadAudit:
 
         def load_state_dict(module, state_dict, strict=True, assign=False):
             result = original(module, state_dict, strict=strict, assign=assign)
-            if not strict and not in_internal_load() and (result.missing_keys or result.unexpected_keys):
-                audit.dropped.append(DroppedLoad(
-                    module=type(module).__name__,
-                    missing=list(result.missing_keys),
-                    unexpected=list(result.unexpected_keys),
-                    where=_caller(),
-                ))
+            if not strict and (result.missing_keys or result.unexpected_keys):
+                where, internal = _caller()
+                if not internal:
+                    audit.dropped.append(DroppedLoad(
+                        module=type(module).__name__,
+                        missing=list(result.missing_keys),
+                        unexpected=list(result.unexpected_keys),
+                        where=where,
+                    ))
             return result
 
         load_state_dict.__wrapped__ = original

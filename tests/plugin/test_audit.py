@@ -3,7 +3,7 @@
 import torch
 
 import pytest_ckpt as pc
-from pytest_ckpt.audit import LoadAudit
+from pytest_ckpt.plugin.audit import LoadAudit
 from tests.tinymodel import tiny
 
 

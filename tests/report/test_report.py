@@ -6,12 +6,18 @@ import torch
 
 from pytest_ckpt.checkpoint.schema import Schema, TensorSpec
 from pytest_ckpt.checkpoint.view import View
-from pytest_ckpt.compare.compare import compare
+from pytest_ckpt.compare.compare import compare as compare_views
 from pytest_ckpt.checkpoint.notes import Note
-from pytest_ckpt.compare.diff import CheckpointDiff
-from pytest_ckpt.report import diff_to_dict, render
+from pytest_ckpt.report.diff import CheckpointDiff
+from pytest_ckpt.report.json import diff_to_dict
+from pytest_ckpt.report.text import render
 
-from .compare.helpers import ckpt, model, state
+from ..compare.helpers import ckpt, model, state
+
+
+def compare(*args, **kw) -> CheckpointDiff:
+    """The comparison with its report, as pc.diff returns it."""
+    return CheckpointDiff.of(compare_views(*args, **kw))
 
 
 def test_layer_count_report_exact():

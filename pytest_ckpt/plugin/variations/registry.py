@@ -3,7 +3,7 @@
 Torch-free, so the plugin can validate marker arguments at collection time;
 each variation's code lives in its own module and is imported on first use.
 
->>> from pytest_ckpt.variations import VARIATIONS, DEFAULT
+>>> from pytest_ckpt.plugin.variations import VARIATIONS, DEFAULT
 >>> DEFAULT[:3]
 ('plain', 'dataparallel', 'ddp')
 >>> VARIATIONS["ddp+compile"].summary
@@ -34,13 +34,13 @@ class Variation:
     impl: str
 
     def load(self):
-        """The implementation object (see :class:`pytest_ckpt.variations.base.SaveSide`)."""
+        """The implementation object (see :class:`pytest_ckpt.plugin.variations.base.SaveSide`)."""
         module, _, attr = self.impl.partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
 def _v(name: str, summary: str, impl: str) -> Variation:
-    return Variation(name, summary, f"pytest_ckpt.variations.{impl}")
+    return Variation(name, summary, f"pytest_ckpt.plugin.variations.{impl}")
 
 
 _ALL = (
@@ -73,7 +73,7 @@ def validate(names: Iterable[object], where: str) -> tuple[str, ...]:
     ('plain',)
     >>> validate(["plian"], "marker")
     Traceback (most recent call last):
-    pytest_ckpt.variations.UnknownVariation: marker: unknown variation 'plian'; valid: plain, dataparallel, ddp, compile, ddp+compile, compile+ddp, fsdp, nested, safetensors, layers-1, layers+1
+    pytest_ckpt.plugin.variations.registry.UnknownVariation: marker: unknown variation 'plian'; valid: plain, dataparallel, ddp, compile, ddp+compile, compile+ddp, fsdp, nested, safetensors, layers-1, layers+1
     """
     out = []
     for name in names:

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from pytest_ckpt.atomic import atomic_path, atomic_write_text
+from pytest_ckpt.formats.atomic import atomic_path, atomic_write_text
 
 
 def test_written_file_gets_the_umask_mode_not_0600(tmp_path):

@@ -6,20 +6,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import torch
 from torch import nn
 
-from .errors import CheckpointMismatch
+from .. import api
+from ..errors import CheckpointMismatch
 from .options import DEFAULT_FSDP_TIMEOUT
+from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
-from .variations.base import NO_CONFIG, SaveJob, Saved, call, describe
-from .variations.layers import LayerCountUnknown
+from .variations.base import NO_CONFIG, SaveJob, Saved, describe
+from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks
 
 
 class Ckpt:
@@ -104,8 +102,6 @@ class Ckpt:
             return self._expect_refusal(job, saved, load, header)
 
         reloaded = self._load(job, saved.path, load, header)
-        from . import api
-
         diff = api.diff(saved.reference, reloaded, atol=atol, rtol=rtol)
         problems = []
         if inputs is not None and isinstance(saved.reference, nn.Module):
@@ -130,12 +126,11 @@ class Ckpt:
         load raises, add how pytest-ckpt reads the file to its error."""
         __tracebackhide__ = True
         if load is None:
-            from . import api
-
             model = job.build()
             try:
                 api.load_into(model, path)
             except CheckpointMismatch as exc:
+                self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
                 raise CheckpointMismatch(exc.diff, f"{header}: {exc}") from None
             return model
         try:
@@ -145,7 +140,9 @@ class Ckpt:
             if getattr(exc, "diff", None) is not None:  # the project loads through pc: keep its report
                 self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
             elif explain:  # torch's own error lists keys; say what the file holds, one line per cause
-                note += "\n" + explain_file(job, path)
+                text, cause = explain_file(job, path)
+                note += "\n" + text
+                self._log(outcome="failed", path=str(path), cause=cause)
             exc.add_note(note)
             raise
         if not isinstance(reloaded, nn.Module):
@@ -174,8 +171,6 @@ class Ckpt:
                 f"{type(exc).__name__}: {exc}",
                 pytrace=False,
             )
-        from . import api
-
         # expected = what the loader built, actual = what was saved: the report's
         # "checkpoint" is then the drifted checkpoint, its "model" the loader's model
         diff = api.diff(reloaded, saved.reference)
@@ -191,32 +186,33 @@ class Ckpt:
             self._record({"variation": self.variation, **entry})
 
 
-def explain_file(job: SaveJob, path: Path) -> str:
-    """Why a project's own load failed on ``path``, one line per cause, for a note.
+def explain_file(job: SaveJob, path: Path) -> tuple[str, str]:
+    """Why a project's own load failed on ``path``, one line per cause, for a note; and the
+    line that leads it (``[kind] text``, empty when pytest-ckpt cannot read the file either).
 
     The names, shapes and dtypes in the file are compared with the model the
     factory builds (values are not: the saved weights are nudged on purpose).
     When they match once read as pytest-ckpt reads them (found nested, wrapper
     prefixes stripped), the loader only has to read the file the same way.
     """
-    from . import api
-
     try:
         diff = api.diff(job.build(), path, values=False)
     except Exception as exc:  # noqa: BLE001 - a note must never replace the project's error
-        return f"pytest-ckpt could not read it either: {type(exc).__name__}: {exc}"
+        return f"pytest-ckpt could not read it either: {type(exc).__name__}: {exc}", ""
+    leading = next((n for n in diff.notes if not n.info), diff.notes[0] if diff.notes else None)
+    cause = f"[{leading.kind}] {leading.text}" if leading is not None else ""
     if not diff.ok:
-        return f"pytest-ckpt, against the model the factory builds: {diff}"
+        return f"pytest-ckpt, against the model the factory builds: {diff}", cause
     found = (f"pytest-ckpt finds all {diff.expected_info['tensors']} tensors of the model the factory "
              "builds in it, with their shapes and dtypes")
     how = [f"  [{n.kind}] {n.text}" for n in diff.notes if n.info]
     if not how:
-        return f"{found}, read as they are: the failure is in how your load builds or reads the model"
+        return f"{found}, read as they are: the failure is in how your load builds or reads the model", cause
     return "\n".join([
         f"{found}, when it reads the file like this:",
         *how,
         "  fix: read the file the same way in your load (pc.load_into(model, path) does)",
-    ])
+    ]), cause
 
 
 def _to_dict(diff: Any) -> dict | None:
@@ -224,101 +220,3 @@ def _to_dict(diff: Any) -> dict | None:
         return diff.to_dict()
     except Exception:  # noqa: BLE001 - the record is a courtesy; never fail a test over it
         return None
-
-
-# -- layer ranges ---------------------------------------------------------------------------
-
-def changed_blocks(saved: nn.Module | Mapping, expected: nn.Module) -> list[str]:
-    """Numbered blocks present on one side only, as ``container.index`` (e.g. ``transformer.h.2``)."""
-    from .compare.ranges import split_block
-
-    a = set(saved.state_dict() if isinstance(saved, nn.Module) else saved)
-    b = set(expected.state_dict())
-    out: list[str] = []
-    for key in sorted(a ^ b):
-        split = split_block(key)
-        if split is not None:
-            container, index, _ = split
-            block = f"{container}.{index}" if container else str(index)
-            if block not in out:
-                out.append(block)
-    return out
-
-
-def names_blocks(exc: BaseException, blocks: list[str]) -> bool:
-    """Does ``exc`` say which blocks differ? A library ``layer-count`` note, or the block in its text.
-
-    ``h.2``, ``transformer.h.2.attn.weight``, ``h.2-3.*`` all name block 2 of ``h``.
-    """
-    diff = getattr(exc, "diff", None)
-    if diff is not None and any(getattr(n, "kind", None) == "layer-count" for n in diff.notes):
-        return True
-    text = str(exc)
-    for block in blocks:
-        container, _, index = block.rpartition(".")
-        last = container.rpartition(".")[2]
-        pattern = (rf"(?<![\w]){re.escape(last)}\.(\d+)(?:\s*(?:-|\.\.|to)\s*(\d+))?(?!\d)"
-                   if last else rf"(?<![\w.])(\d+)(?:-(\d+))?\.")
-        for m in re.finditer(pattern, text):
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) else lo
-            if lo <= int(index) <= hi:
-                return True
-    return False
-
-
-# -- outputs --------------------------------------------------------------------------------
-
-def compare_outputs(reference: nn.Module, reloaded: nn.Module, inputs: Any, *,
-                    atol: float, rtol: float) -> list[str]:
-    """Eval-mode outputs of both models on ``inputs``; one line per output that differs."""
-    modes = (reference.training, reloaded.training)
-    reference.eval()
-    reloaded.eval()
-    try:
-        with torch.no_grad():
-            expected = flatten(call(reference, inputs))
-            actual = flatten(call(reloaded, inputs))
-    finally:
-        reference.train(modes[0])
-        reloaded.train(modes[1])
-    problems = []
-    for name in sorted(set(expected) | set(actual), key=str):
-        label = name or "output"
-        if name not in actual:
-            problems.append(f"{label}: missing from the reloaded model's output")
-        elif name not in expected:
-            problems.append(f"{label}: only in the reloaded model's output")
-        else:
-            a, b = expected[name], actual[name]
-            if a.shape != b.shape or a.dtype != b.dtype:
-                problems.append(f"{label}: {tuple(a.shape)} {a.dtype} -> {tuple(b.shape)} {b.dtype}")
-            elif not _close(a, b, atol, rtol):
-                delta = (a.double() - b.double()).abs().nan_to_num(math.inf).max().item() \
-                    if a.is_floating_point() or a.is_complex() else float("nan")
-                problems.append(f"{label} differs (max |Δ| {delta:.3g}, atol={atol}, rtol={rtol})")
-    return problems
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> bool:
-    a, b = a.detach().cpu(), b.detach().cpu()
-    if a.is_floating_point() or a.is_complex():
-        return bool(torch.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True))
-    return bool(torch.equal(a, b))
-
-
-def flatten(output: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Tensors inside an output (tensor, tuple, dict, ``ModelOutput``, dataclass) by path."""
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(output, torch.Tensor):
-        out[prefix] = output
-    elif isinstance(output, Mapping):
-        for key, value in output.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(output, (tuple, list)):
-        for i, value in enumerate(output):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
-        for f in dataclasses.fields(output):
-            out.update(flatten(getattr(output, f.name), f"{prefix}.{f.name}" if prefix else f.name))
-    return out

@@ -5,7 +5,8 @@ import json
 import pytest
 
 import pytest_ckpt as pc
-from pytest_ckpt import snapshot
+from pytest_ckpt.formats import golden
+from pytest_ckpt.plugin import snapshot
 from tests.tinymodel import TinyConfig, tiny
 
 
@@ -21,7 +22,7 @@ def test_update_writes_a_stable_reviewable_file(tmp_path):
     assert snapshot.check(tiny(2), path, update=True).outcome == "written"
     text = path.read_text()
     data = json.loads(text)
-    assert data["format_version"] == snapshot.SNAPSHOT_FORMAT_VERSION
+    assert data["format_version"] == golden.FORMAT_VERSION
     assert data["config"]["num_hidden_layers"] == 2
     lines = [l for l in text.splitlines() if '"shape"' in l]
     assert len(lines) == len(data["tensors"])  # one tensor per line

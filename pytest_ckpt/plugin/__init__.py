@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from . import options as o
-from .runreport_plugin import CheckCollector
+from .collector import CheckCollector
 from .variations import DEFAULT, VARIATIONS, UnknownVariation, validate
 
 #: the session's resolved options
@@ -178,8 +178,8 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
     ... def test_checkpoint(ckpt):
     ...     ckpt.roundtrip(build_model, config=Config(), load=load_for_inference)
     """
-    from .distributed import ProcessGroupScope
     from .roundtrip import Ckpt
+    from .variations.processes import ProcessGroupScope
 
     settings = request.config.stash[SETTINGS_KEY]
     directory = tmp_path / ".ckpt"
@@ -205,7 +205,7 @@ def ckpt_snapshot(request: pytest.FixtureRequest):
     >>> def test_architecture(ckpt_snapshot):                 # doctest: +SKIP
     ...     ckpt_snapshot.assert_match(build_model(Config()))
     """
-    from .snapshot_fixture import CkptSnapshot
+    from .snapshot import CkptSnapshot
 
     settings = request.config.stash[SETTINGS_KEY]
     node = request.node

@@ -1,0 +1,31 @@
+"""The diagnosis rules, one module per family of causes, registered in one list.
+
+A rule is ``rule(diff, expected, actual, ctx) -> list[Note]``; adding a cause is adding a
+function to a family module and to :data:`RULES`. Rules run in order and mark the names and
+config fields they explain in ``ctx``, so later, more generic rules (missing, unexpected,
+config) only speak about what is left.
+
+Wording: *expected* is the model, *actual* the checkpoint (``ctx.noun``: "snapshot" when the
+actual side is a golden schema snapshot); a change is written ``checkpoint value -> model value``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ...checkpoint.notes import Note
+from ...checkpoint.view import View
+from ..diff import Diff
+from .blocks import incomplete, layer_count
+from .context import Context
+from .names import missing, renamed, unexpected
+from .shapes import config, shape
+from .tensors import dtype, tied, values
+
+__all__ = ["Context", "Rule", "RULES"]
+
+Rule = Callable[[Diff, View, View, Context], "list[Note]"]
+
+#: the rules, in the order they claim names: specific causes before generic ones
+RULES: list[Rule] = [layer_count, incomplete, renamed, missing, unexpected, shape, config,
+                     dtype, values, tied]

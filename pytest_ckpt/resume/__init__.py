@@ -1,0 +1,1 @@
+"""Resume equivalence: training that stops and resumes is the training that never stopped."""
