@@ -212,3 +212,25 @@ def _put(node: Any, key: Any, value: Any) -> None:
 
 FORMAT = register(Format("dcp", read=read, verify=verify,
                          find=lambda directory, names: directory if METADATA in names else None))
+
+
+def _storage_names(names: list[str]) -> list[str]:
+    return [n for n in names if n.endswith(".distcp")]
+
+
+def without_metadata(directory: Path, **_) -> Contents:
+    """Refuse (``incomplete``) DCP storage files without ``.metadata``: the coordinator writes it
+    last, once every rank's files are written, so a save that did not finish leaves none."""
+    files = _storage_names(sorted(p.name for p in directory.iterdir()))
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+    raise CheckpointError(
+        directory / METADATA, "incomplete",
+        f"DCP storage files ({shown}) but no {METADATA}: an interrupted dcp.save (the "
+        f"coordinator writes {METADATA} after every rank's files); re-run the save",
+    )
+
+
+UNFINISHED = register(Format(
+    "dcp-unfinished", read=without_metadata, verify=lambda path: without_metadata(path),
+    find=lambda directory, names: directory if METADATA not in names and _storage_names(names) else None,
+))

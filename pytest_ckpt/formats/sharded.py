@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
@@ -124,4 +125,75 @@ def _find(directory: Path, names: list[str]) -> Path | None:
 FORMAT = register(Format(
     "hf-sharded", read=read, verify=verify, find=_find,
     sniff=lambda path, head: path.name.endswith(INDEX_SUFFIXES),  # the index file itself
+))
+
+
+# -- numbered shards without their index: an interrupted save ---------------------------------
+
+#: ``model-00001-of-00007.safetensors``: the names save_pretrained gives shards
+SHARD_NAME = re.compile(r"(?P<stem>.+)-(?P<k>\d+)-of-(?P<n>\d+)\.(?P<ext>safetensors|bin)")
+
+
+def _numbered_shards(names: list[str]) -> dict[tuple[str, int, str], dict[int, str]]:
+    """``{(stem, total, ext): {k: file name}}`` for the names that are numbered shards."""
+    found: dict[tuple[str, int, str], dict[int, str]] = {}
+    for name in names:
+        m = SHARD_NAME.fullmatch(name)
+        if m and int(m["n"]) > 1:
+            found.setdefault((m["stem"], int(m["n"]), m["ext"]), {})[int(m["k"])] = name
+    return found
+
+
+def _find_unindexed(directory: Path, names: list[str]) -> Path | None:
+    # claimed only where no index and no DCP metadata is: those formats read the directory
+    if any(n.endswith(INDEX_SUFFIXES) for n in names) or ".metadata" in names:
+        return None
+    return directory if _numbered_shards(names) else None
+
+
+def unindexed(directory: Path, **_) -> Contents:
+    """Refuse (``incomplete``) shards without their index, naming the shards that are absent.
+
+    ``save_pretrained`` writes every shard, then the index: shards without it are a save
+    that did not finish, and ``-0000k-of-0000n`` in their names says which are absent.
+    """
+    groups = _numbered_shards(sorted(p.name for p in directory.iterdir()))
+    (stem, total, ext), have = max(groups.items(), key=lambda kv: len(kv[1]))
+    absent = [k for k in range(1, total + 1) if k not in have]
+    index = f"{stem}.{ext}.index.json"
+    width = len(SHARD_NAME.fullmatch(next(iter(have.values())))["k"])
+    name = f"{stem}-{{:0{width}d}}-of-{total:0{width}d}.{ext}".format
+    if absent:
+        shown = ", ".join(name(k) for k in absent[:3])
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        present = ", ".join(have[k] for k in sorted(have)[:2]) + (" ..." if len(have) > 2 else "")
+        raise CheckpointError(
+            directory, "incomplete",
+            f"{plural(len(have), 'shard')} of {total} present ({present}); absent: "
+            f"{_shard_word(absent)} ({shown}{more}) and the index {index}: an interrupted save "
+            "(save_pretrained writes the index last); re-run the save",
+        )
+    raise CheckpointError(
+        directory / index, "incomplete",
+        f"all {total} shards are present but the index {index} is absent: an interrupted save "
+        "(save_pretrained writes it after the shards); re-run the save",
+    )
+
+
+def _shard_word(absent: list[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``shards 2-4, 7``; ``[3]`` -> ``shard 3``."""
+    spans, start = [], absent[0]
+    for prev, k in zip(absent, absent[1:] + [None]):
+        if k is None or k != prev + 1:
+            spans.append(str(start) if start == prev else f"{start}-{prev}")
+            start = k
+    return ("shard " if len(absent) == 1 else "shards ") + ", ".join(spans)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+UNINDEXED = register(Format(
+    "hf-sharded-unindexed", read=unindexed, verify=lambda path: unindexed(path), find=_find_unindexed,
 ))

@@ -104,3 +104,56 @@ def test_transformers_save_pretrained_sharded(tmp_path, same):
     assert "transformer.wte.weight" in c.tree
     same(expected, {k: c.tree[k] for k in expected})
     formats.verify(tmp_path / "gpt2")
+
+
+def test_an_interrupted_save_pretrained_is_incomplete_naming_the_absent_shards(tmp_path):
+    # killed after its first shard: the other shards and the index (written last) never
+    # reached disk. The -0000k-of-0000n names prove what is absent: never "1 block"
+    import pytest_ckpt as pc
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    model = transformers.GPT2LMHeadModel(config)
+    d = tmp_path / "gpt2"
+    model.save_pretrained(d, max_shard_size="20KB")
+    shards = sorted(d.glob("model-*-of-*.safetensors"))
+    total = len(shards)
+    assert total > 2
+    for shard in shards[1:]:
+        shard.unlink()
+    (d / "model.safetensors.index.json").unlink()
+    calls = {"verify": pc.verify, "schema": pc.schema, "inspect": pc.inspect,
+             "diff": lambda p: pc.diff(model, p), "load_into": lambda p: pc.load_into(model, p)}
+    for what, call in calls.items():
+        with pytest.raises(pc.CheckpointError) as info:
+            call(d)
+        err = info.value
+        assert err.kind == "incomplete", what
+        assert err.cause.startswith(f"1 shard of {total} present ({shards[0].name}); absent: "
+                                    f"shards 2-{total} ({shards[1].name}, "), what
+        assert "and the index model.safetensors.index.json: an interrupted save" in err.cause
+
+
+def test_every_shard_without_the_index_is_incomplete_naming_the_index(tmp_path):
+    d, _ = _shard(tmp_path)
+    (d / "model.safetensors.index.json").unlink()
+    with pytest.raises(CheckpointError) as info:
+        formats.verify(d)
+    assert info.value.kind == "incomplete" and info.value.path.endswith("model.safetensors.index.json")
+    assert info.value.cause.startswith("all 3 shards are present but the index")
+
+
+def test_a_dcp_directory_without_its_metadata_is_incomplete(tmp_path):
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save(_tensors(), checkpoint_id=str(tmp_path / "dcp"))
+    (tmp_path / "dcp" / ".metadata").unlink()  # the coordinator writes it last
+    for call in (lambda: formats.read(tmp_path / "dcp", meta=True), lambda: formats.verify(tmp_path / "dcp")):
+        with pytest.raises(CheckpointError) as info:
+            call()
+        assert info.value.kind == "incomplete"
+        assert info.value.cause.startswith("DCP storage files (__0_0.distcp) but no .metadata")
