@@ -67,15 +67,46 @@ def test_ties_survive_save_and_load_into_restores_them(tmp_path, suffix):
     assert sd["embed.weight"].untyped_storage().data_ptr() == sd["lm_head.weight"].untyped_storage().data_ptr()
 
 
-def test_a_broken_tie_is_reported(tmp_path):
+def test_identical_untied_copies_are_fine_a_load_re_ties_them(tmp_path):
+    # {k: v.clone() ...} before saving: every tensor stored apart, tied ones too. torch
+    # loads it correctly (the model's one tensor takes either copy): not a broken tie
     saved = tiny(2)
-    sd = saved.state_dict()
-    sd["lm_head.weight"] = sd["lm_head.weight"].clone()  # same values, no longer shared
+    path = tmp_path / "cloned.pt"
+    torch.save({k: v.clone() for k, v in saved.state_dict().items()}, path)
+    d = pc.diff(saved, path)
+    assert d.ok and d.ties == []
+    assert [n.text for n in d.notes if n.kind == "tied"] == [
+        f"embed.weight = lm_head.weight: one tensor in the model, stored in {path} as identical "
+        "copies: loading re-ties them, nothing is lost"]
+    model = tiny(2, seed=7)
+    assert pc.load_into(model, path).ok
+    assert model.lm_head.weight is model.embed.weight and pc.diff(saved, model).ok
+    # schema only: the copies are not read, so nothing is claimed about them
+    assert pc.diff(saved, path, values=False).ok
+
+
+def test_untied_copies_that_differ_say_which_copy_a_load_keeps(tmp_path):
+    saved = tiny(2)
+    sd = {k: v.clone() for k, v in saved.state_dict().items()}
+    sd["lm_head.weight"] += 1  # e.g. a save that cast or trained one copy only
     path = tmp_path / "untied.pt"
     torch.save(sd, path)
     d = pc.diff(saved, path)
     assert d.ties == [("embed.weight", "lm_head.weight")]
-    assert any(n.kind == "tied" for n in d.notes)
+    tied = [n for n in d.notes if n.kind == "tied"]
+    assert len(tied) == 1 and not tied[0].info
+    assert ("copies that differ (largest max-abs difference 1): load_state_dict keeps "
+            "lm_head.weight (loaded last) and drops embed.weight") in tied[0].text
+    with pytest.raises(pc.CheckpointMismatch, match="keeps lm_head.weight"):
+        pc.load_into(tiny(2), path)
+
+
+def test_a_live_model_whose_tie_is_gone_is_still_broken():
+    # a reloaded module holds two tensors: nothing will re-tie them, equal values or not
+    saved, reloaded = tiny(2), tiny(2)
+    reloaded.lm_head.weight = torch.nn.Parameter(reloaded.embed.weight.detach().clone())
+    d = pc.diff(saved, reloaded)
+    assert d.ties == [("embed.weight", "lm_head.weight")] and not d.ok
 
 
 def test_config_drift_fails_strict_load_naming_each_field(tmp_path):

@@ -13,7 +13,7 @@ from ..checkpoint.view import View
 from .diagnose import Context, diagnose
 from ..checkpoint.notes import Note
 from .diff import Diff
-from .values import Batch, batch_max_abs_diffs
+from .values import Batch, batch_max_abs_diffs, max_abs_diff
 
 __all__ = ["compare", "broken_ties"]
 
@@ -62,8 +62,12 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
         found = batch_max_abs_diffs(_batches(common, especs, expected.tensors, actual.tensors),
                                     atol=atol, rtol=rtol)
         diff.values = {n: found[n] for n in sorted(found)}
+    copy_notes: list[Note] = []
     if expected.ties is not None and actual.ties is not None:
         diff.ties = broken_ties(expected.ties, actual.ties, as_)
+        if diff.ties and actual.module is None:
+            diff.ties, diff.tie_copies, copy_notes = _stored_as_copies(
+                diff.ties, expected, actual, atol=atol, rtol=rtol)
     # a side configs= leaves as None falls back to that view's own config
     exp_cfg, act_cfg = configs if configs is not None else (None, None)
     exp_cfg = expected.config if exp_cfg is None else config_to_dict(exp_cfg)
@@ -74,9 +78,12 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     diff.actual_info = {**actual.info(), "config": act_cfg}
     ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol,
                   noun=actual.noun)
-    diff.notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
+    notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
     if stored_once:
-        diff.notes.append(_tie_note(stored_once, actual.label))
+        notes.append(_tie_note(stored_once, actual.label))
+    notes += copy_notes
+    # both sides may say the same thing (pytest-ckpt diff a.pt a.pt): once is enough
+    diff.notes = list(dict.fromkeys(notes))
     return diff
 
 
@@ -120,6 +127,49 @@ def _tie_note(stored_once: dict[str, str], label: str) -> Note:
     return Note("tied", f"{pairs}{more} not stored separately in {label}: "
                 "the stored tie partner fills the shared tensor on load",
                 names=tuple(stored_once), info=True)
+
+
+def _stored_as_copies(groups, expected: View, actual: View, *, atol: float, rtol: float):
+    """Broken tie groups of a file or state dict, split by whether its copies agree.
+
+    A load into the model re-ties them (the model holds one tensor under every name of
+    the group), so copies with equal values lose nothing: an info note. Copies that
+    differ are still broken, with the copy a load keeps; a live module on the actual side
+    never gets here (its tie is really gone). Returns ``(broken, tie_copies, notes)``.
+    """
+    broken, copies, same, unread = [], {}, [], []
+    for group in groups:
+        present = [n for n in group if n in actual.tensors]
+        tensors = [actual.tensors[n] for n in present]
+        if len({(tuple(t.shape), t.dtype) for t in tensors}) > 1:
+            broken.append(group)  # copies of other shapes or dtypes: no load re-ties those
+        elif not actual.has_values:
+            unread.append(group)
+        else:
+            found = [max_abs_diff(tensors[0], t, atol=atol, rtol=rtol) for t in tensors[1:]]
+            worst = max((d for d in found if d is not None), default=None)
+            if worst is None:
+                same.append(group)
+            else:
+                broken.append(group)
+                copies[group] = (worst, _loaded_last(present, expected))
+    notes = []
+    for groups_, how in ((same, "identical copies: loading re-ties them, nothing is lost"),
+                         (unread, "separate copies (values not read: not checked that they agree)")):
+        if groups_:
+            shown = "; ".join(" = ".join(g) for g in groups_[:2])
+            more = f" and {len(groups_) - 2} more groups" if len(groups_) > 2 else ""
+            notes.append(Note("tied", f"{shown}{more}: one tensor in the model, stored in "
+                                      f"{actual.label} as {how}",
+                              names=tuple(n for g in groups_ for n in g), info=True))
+    return broken, copies, notes
+
+
+def _loaded_last(names: list[str], expected: View) -> str:
+    # load_state_dict copies module by module in state-dict order: the last copy is what stays
+    wanted = set(names)
+    order = [n for n in expected.schema if n in wanted]
+    return order[-1] if order else names[-1]
 
 
 def broken_ties(expected: list[tuple[str, ...]], actual: list[tuple[str, ...]],

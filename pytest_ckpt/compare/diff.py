@@ -30,6 +30,9 @@ class Diff:
     dtype: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
     ties: list[tuple[str, ...]] = field(default_factory=list)
+    #: tie groups (of ``ties``) the actual side stores as copies whose values differ:
+    #: group -> (largest max-abs difference between the copies, the name whose copy a load keeps)
+    tie_copies: dict[tuple[str, ...], tuple[float, str]] = field(default_factory=dict)
     #: config field -> (expected, actual); a difference only when the comparison is config-strict
     config: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     config_strict: bool = False

@@ -148,8 +148,18 @@ def test_values_one_line():
 def test_tied_broken():
     w = torch.zeros(3)
     d = compare(model({"a": w, "b": w}, ties=[("a", "b")]),
-                ckpt({"a": torch.zeros(3), "b": torch.zeros(3)}, ties=[]))
+                ckpt({"a": torch.zeros(3), "b": torch.zeros(3)}, ties=[], module=torch.nn.Module()))
     assert kinds(d) == ["tied"] and d.notes[0].text.startswith("1 tie group broken: a = b")
+
+
+def test_tied_copies_that_differ_name_the_copy_kept():
+    w = torch.zeros(3)
+    d = compare(model({"a": w, "b": w}, ties=[("a", "b")]),
+                ckpt({"a": torch.zeros(3), "b": torch.full((3,), 0.5)}, ties=[]))
+    assert d.tie_copies == {("a", "b"): (0.5, "b")}
+    assert [n.text for n in d.notes if n.kind == "tied"] == [
+        "a = b: one tensor in the model, but the checkpoint stores copies that differ (largest "
+        "max-abs difference 0.5): load_state_dict keeps b (loaded last) and drops a"]
 
 
 def test_renamed_prefix_and_leaf():

@@ -71,7 +71,7 @@ def test_to_dict_is_json_ready():
     w = torch.zeros(3)
     e = model({"a": w, "b": w, "s": torch.zeros(2), "t": torch.zeros(2), "n": torch.zeros(1)},
               ties=[("a", "b")], config={"h": 1})
-    a = ckpt({"a": torch.zeros(3), "b": torch.zeros(3), "s": torch.zeros(3),
+    a = ckpt({"a": torch.zeros(3), "b": torch.ones(3), "s": torch.zeros(3),
               "t": torch.zeros(2, dtype=torch.bfloat16), "n": torch.tensor([float("nan")]),
               "x": torch.zeros(1)}, ties=[], config={"h": 2, "new": 1})
     out = diff_to_dict(compare(e, a))
@@ -80,7 +80,7 @@ def test_to_dict_is_json_ready():
     assert back["ok"] is False
     assert back["shape"] == {"s": {"expected": [2], "actual": [3]}}
     assert back["dtype"] == {"t": {"expected": "float32", "actual": "bfloat16"}}
-    assert back["values"] == {"n": "inf"}
+    assert back["values"] == {"b": 1.0, "n": "inf"}
     assert back["ties"] == [["a", "b"]] and back["unexpected"] == ["x"]
     assert back["config"]["new"] == {"expected": "<absent>", "actual": 1}
     assert back["counts"]["shape"] == 1 and back["expected_info"]["tensors"] == 5

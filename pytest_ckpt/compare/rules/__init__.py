@@ -20,7 +20,7 @@ from .blocks import incomplete, layer_count
 from .context import Context
 from .names import missing, renamed, unexpected
 from .shapes import config, shape
-from .tensors import dtype, tied, values
+from .tensors import dtype, tied, tied_copies, values
 
 __all__ = ["Context", "Rule", "RULES"]
 
@@ -28,4 +28,4 @@ Rule = Callable[[Diff, View, View, Context], "list[Note]"]
 
 #: the rules, in the order they claim names: specific causes before generic ones
 RULES: list[Rule] = [layer_count, incomplete, renamed, missing, unexpected, shape, config,
-                     dtype, values, tied]
+                     dtype, values, tied, tied_copies]

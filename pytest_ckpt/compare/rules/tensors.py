@@ -49,13 +49,30 @@ def values(diff, expected, actual, ctx) -> list[Note]:
 
 def tied(diff, expected, actual, ctx) -> list[Note]:
     """Tie groups of the model that the checkpoint stores as separate tensors."""
-    if not diff.ties:
+    broken = [g for g in diff.ties if g not in diff.tie_copies]  # those speak for themselves
+    if not broken:
         return []
-    groups = [" = ".join(g) for g in diff.ties]
+    groups = [" = ".join(g) for g in broken]
     return [Note(
         "tied",
         f"{plural(len(groups), 'tie group')} broken: {listing(groups, 2)} share one tensor "
         f"in the model but are separate in the {ctx.noun}",
         fix="save with torch.save or pc.save (both keep sharing), or re-tie after loading "
             "(e.g. model.tie_weights())",
-        names=tuple(n for g in diff.ties for n in g))]
+        names=tuple(n for g in broken for n in g))]
+
+
+def tied_copies(diff, expected, actual, ctx) -> list[Note]:
+    """Tie groups the checkpoint stores as copies whose values differ: a load keeps one of them."""
+    notes = []
+    for group, (worst, kept) in diff.tie_copies.items():
+        dropped = [n for n in group if n != kept]
+        notes.append(Note(
+            "tied",
+            f"{' = '.join(group)}: one tensor in the model, but the {ctx.noun} stores copies "
+            f"that differ (largest max-abs difference {worst:.3g}): load_state_dict keeps "
+            f"{kept} (loaded last) and drops {listing(dropped, 2)}",
+            fix="save tied weights as one tensor (torch.save(model.state_dict()) and pc.save keep "
+                "the sharing), or find which copy training updated",
+            names=group))
+    return notes
