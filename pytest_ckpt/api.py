@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 
 from .checkpoint.configs import config_to_dict
-from .checkpoint.resolve import module_view, resolve
+from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .compare.compare import compare
 from .errors import CheckpointMismatch
@@ -88,15 +88,22 @@ def diff(
     rtol: float = 0.0,
     configs: tuple[Any, Any] | None = None,
     weights_only: bool = True,
+    like: Any = None,
 ) -> CheckpointDiff:
     """Compare two sources: *expected* is what the code builds, *actual* what is on disk.
+
+    The actual side is located like the expected one. ``like``: when *expected* is a
+    file holding several models (a training state), the source whose schema says
+    which one (a model, a checkpoint, a schema snapshot).
 
     >>> d = pc.diff(model, "ckpt.pt")                    # doctest: +SKIP
     >>> d.ok, d.unexpected[:2]                           # doctest: +SKIP
     (False, ['layers.8.attn.weight', 'layers.8.mlp.weight'])
     """
-    exp = resolve(expected, values=values, weights_only=weights_only, label=_label(expected, "expected"))
+    exp = resolve(expected, values=values, like=_like(like), weights_only=weights_only,
+                  label=_label(expected, "expected"))
     act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"))
+    exp, act = align(exp, act)
     cfgs = None
     if configs is not None:
         cfgs = tuple(None if c is None else config_to_dict(c) for c in configs)
@@ -152,6 +159,7 @@ def load_into(
     __tracebackhide__ = True
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
+    target, source_view = align(target, source_view)
     configs, config_strict = None, False
     if config is not None:
         configs = (config_to_dict(config), source_view.config)
@@ -243,17 +251,18 @@ def inspect(source: Any, *, like: Any = None, weights_only: bool = True) -> Insp
 
 
 @gc_paused
-def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None) -> bool:
+def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None, like: Any = None) -> bool:
     """Write ``source``'s schema (names, shapes, dtypes; no values) and config to a golden JSON
     file, atomically; ``pc.diff(model, path)`` compares against it later. Returns False when the
-    file already held exactly this (nothing written).
+    file already held exactly this (nothing written). ``like``: which model of a file holding
+    several (as in :func:`load_state_dict`).
 
     >>> pc.save_schema(model, "arch.json", config=cfg)  # doctest: +SKIP
     True
     """
     from .formats import golden
 
-    view = resolve(source, values=False)
+    view = resolve(source, values=False, like=_like(like))
     cfg = config_to_dict(config) if config is not None else view.config
     return golden.write(view.schema.to_dict(), cfg, Path(path))
 

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--all", action="store_true", help="list every tensor")
+    inspect.add_argument("--like", metavar="SOURCE",
+                         help="when the file holds several models (a training state), read the one "
+                              "shaped like SOURCE (a checkpoint or a schema snapshot)")
     inspect.set_defaults(run=_inspect)
 
     diff = sub.add_parser("diff", help="compare EXPECTED with ACTUAL (exit 1 when they differ)")
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--atol", type=float, default=0.0)
     diff.add_argument("--rtol", type=float, default=0.0)
     diff.add_argument("--verbose", "-v", action="store_true", help="list every differing name")
+    diff.add_argument("--like", metavar="SOURCE",
+                      help="when EXPECTED holds several models, compare the one shaped like SOURCE")
     diff.set_defaults(run=_diff)
 
     verify = sub.add_parser("verify", help="integrity: truncated, corrupted, incomplete or unsafe (exit 2)")
@@ -58,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 def _inspect(args) -> int:
     from .api import inspect
 
-    found = inspect(args.path)
+    found = inspect(args.path, like=args.like)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2, default=str))
     else:
@@ -69,7 +74,8 @@ def _inspect(args) -> int:
 def _diff(args) -> int:
     from .api import diff
 
-    result = diff(args.expected, args.actual, values=not args.no_values, atol=args.atol, rtol=args.rtol)
+    result = diff(args.expected, args.actual, values=not args.no_values, atol=args.atol, rtol=args.rtol,
+                  like=args.like)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

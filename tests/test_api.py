@@ -223,3 +223,62 @@ def test_inspect_describes_a_file_and_save_schema_writes_a_golden_file(tmp_path)
     assert pc.diff(model, golden).ok
     fewer = pc.diff(torch.nn.Sequential(torch.nn.Linear(2, 2)), golden)
     assert not fewer.ok and "the snapshot has 2 blocks" in str(fewer)
+
+
+# -- a module that holds the model as an attribute (a LightningModule) -----------------------
+
+class Net(torch.nn.Module):
+    def __init__(self, hidden=4):
+        super().__init__()
+        self.l1 = torch.nn.Linear(3, hidden)
+        self.l2 = torch.nn.Linear(hidden, 2)
+
+
+class LitNet(torch.nn.Module):  # pl.LightningModule's shape: self.model = Net()
+    def __init__(self, hidden=4):
+        super().__init__()
+        self.model = Net(hidden)
+
+
+def _load_stripping_model_prefix(path):
+    # the project's inference load: a bare Net from the Lightning checkpoint
+    net = Net()
+    net.load_state_dict({k.removeprefix("model."): v for k, v in torch.load(path)["state_dict"].items()})
+    return net
+
+
+def test_lightning_round_trip_into_a_bare_model_is_ok_with_an_info_note(tmp_path):
+    saved = LitNet()
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    torch.save({"epoch": 0, "state_dict": saved.state_dict()}, path)
+    reloaded = _load_stripping_model_prefix(path)
+    note = ("attribute prefix model. removed from every name in model (LitNet): the other side "
+            "is the module it holds as .model (e.g. a LightningModule's self.model)")
+    d = pc.diff(saved, reloaded)  # module vs module: the saved one carries the prefix
+    assert d.ok, str(d)
+    assert [n.text for n in d.notes if n.kind == "prefix"] == [note] and d.notes[0].info
+    assert "[renamed]" not in str(d)
+    back = pc.diff(reloaded, saved)  # and the other way round
+    assert back.ok and [n.kind for n in back.notes] == ["prefix"]
+    # loading, either way round
+    net = Net()
+    assert pc.load_into(net, path).stripped == ("model.",) and pc.diff(saved, net).ok
+    pc.save(net, tmp_path / "net.pt")
+    lit = LitNet()
+    assert pc.load_into(lit, tmp_path / "net.pt").ok and pc.diff(saved, lit).ok
+
+
+def test_an_attribute_prefix_is_never_guessed_without_a_target(tmp_path):
+    path = tmp_path / "lit.pt"
+    torch.save(LitNet().state_dict(), path)
+    assert set(pc.schema(path)) == {f"model.{n}" for n in Net().state_dict()}
+    assert set(pc.load_state_dict(path)) == {f"model.{n}" for n in Net().state_dict()}
+    # a target whose own names carry the prefix keeps it
+    d = pc.diff(LitNet(), path, values=False)
+    assert d.ok and not [n for n in d.notes if n.kind == "prefix"]
+
+
+def test_attribute_prefix_with_a_real_drift_names_the_drift_not_a_rename():
+    d = pc.diff(LitNet(hidden=5), Net(hidden=4), values=False)
+    assert not d.ok and "[renamed]" not in str(d)
+    assert {n.kind for n in d.notes} == {"prefix", "shape"}

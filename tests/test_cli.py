@@ -61,3 +61,23 @@ def test_bad_usage_exits_2():
     assert proc.returncode == 2
     proc = subprocess.run([sys.executable, "-m", "pytest_ckpt.cli", "diff", "only-one"], capture_output=True, text=True)
     assert proc.returncode == 2
+
+
+def test_inspect_like_chooses_among_several_models(tmp_path, capsys):
+    from tests import varstate
+
+    state = varstate.save(tmp_path / "ar-ckpt-last.pth")
+    assert main(["inspect", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "located at: trainer.vae_local" in out
+    assert f"[candidates] 2 models in {state}: read trainer.vae_local" in out
+    pc.save_schema(varstate.VAR(2), tmp_path / "var.json")
+    assert main(["inspect", str(state), "--like", str(tmp_path / "var.json")]) == 0
+    out = capsys.readouterr().out
+    assert "located at: trainer.var_wo_ddp" in out and "blocks:     blocks: 2" in out
+    assert "[candidates]" not in out
+    deeper = varstate.save(tmp_path / "deeper.pth", depth=3)
+    assert main(["diff", str(deeper), str(state), "--no-values"]) == 0  # both read as the VAE
+    capsys.readouterr()
+    assert main(["diff", str(deeper), str(state), "--no-values", "--like", str(tmp_path / "var.json")]) == 1
+    assert "[layer-count] blocks.2.*" in capsys.readouterr().out

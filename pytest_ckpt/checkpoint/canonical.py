@@ -158,13 +158,32 @@ def best_naming(
 
 
 def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:
-    """``naming`` with a common first component removed, if the target lacks it and that
-    matches more names; else ``None``. The cheap checks come first: this runs on every read."""
-    # one first component with more name after it in every name: as in _universal_prefix,
-    # the smallest and the largest name decide
+    """``naming`` with an attribute prefix removed (:func:`attribute_prefix`); else ``None``."""
     if not naming.rename:
         return None
-    lo, hi = min(naming.rename.values()), max(naming.rename.values())
+    prefix = attribute_prefix(naming._names, target)
+    if prefix is None:
+        return None
+    rename = {src: cur[len(prefix):] for src, cur in naming.rename.items()}
+    return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,))
+
+
+def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:
+    """The first component every name carries (``model.`` of a LightningModule holding the
+    model as ``self.model``), when ``target`` has no name starting with it and removing it
+    makes more names match ``target``; else ``None``. Never guessed without a target.
+
+    >>> attribute_prefix({"model.l1.weight", "model.l1.bias"}, {"l1.weight", "l1.bias"})
+    'model.'
+    >>> attribute_prefix({"model.l1.weight"}, {"model.l1.weight", "l1.weight"}) is None
+    True
+    """
+    # one first component with more name after it in every name: as in _universal_prefix,
+    # the smallest and the largest name decide. The cheap checks come first: this runs on
+    # every read.
+    if not names or not target:
+        return None
+    lo, hi = min(names), max(names)
     if "." not in lo:
         return None
     prefix = lo.split(".", 1)[0] + "."
@@ -172,10 +191,9 @@ def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:
         return None
     if any(t.startswith(prefix) for t in target):
         return None
-    rename = {src: cur[len(prefix):] for src, cur in naming.rename.items()}
-    if len(set(rename.values()) & target) <= len(naming._names & target):
-        return None
-    return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,))
+    n = len(prefix)
+    matched = sum(1 for name in names if name[n:] in target)
+    return prefix if matched > len(names & target) else None
 
 
 # -- live modules ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ NOTE_KINDS = (
     "missing",
     "unexpected",
     "renamed",
+    "candidates",
 )
 
 

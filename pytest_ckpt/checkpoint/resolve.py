@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -47,6 +48,40 @@ def resolve(
     raise TypeError(
         f"cannot read a checkpoint from {type(source).__name__}: expected an nn.Module, "
         "a mapping of names to tensors, or a path"
+    )
+
+
+def align(expected: View, actual: View) -> tuple[View, View]:
+    """The two sides of a comparison with an attribute prefix undone, when one side is a
+    module that holds the other as an attribute (a LightningModule's ``self.model``).
+
+    Files and state dicts are stripped as they are read (:func:`resolve` with ``like=``);
+    this covers what that cannot: a live module on either side, and a prefix on the
+    expected side. Only a prefix that makes the names match is removed, never a guess.
+    """
+    enames, anames = expected.schema.specs.keys(), actual.schema.specs.keys()
+    if enames == anames:
+        return expected, actual  # the usual case
+    prefix = canonical.attribute_prefix(anames, enames)
+    if prefix is not None:
+        return expected, _without_prefix(actual, prefix)
+    prefix = canonical.attribute_prefix(enames, anames)
+    if prefix is not None:
+        return _without_prefix(expected, prefix), actual
+    return expected, actual
+
+
+def _without_prefix(view: View, prefix: str) -> View:
+    n = len(prefix)
+    tensors = {name[n:]: t for name, t in view.tensors.items()}
+    return dataclasses.replace(
+        view,
+        schema=Schema.of(tensors, located_at=view.schema.located_at,
+                         stripped=view.schema.stripped + (prefix,)),
+        tensors=tensors,
+        ties=None if view.ties is None else [tuple(sorted(x[n:] for x in g)) for g in view.ties],
+        notes=[*view.notes, attribute_prefix_note(prefix, view.label)],
+        source_names={name[n:]: view.source_names.get(name, name) for name in view.tensors},
     )
 
 
@@ -165,7 +200,7 @@ def tree_view(
     else:
         tensors = {naming.rename[name]: t for name, t in chosen.tensors.items()}
         source_names = {c: s for s, c in naming.rename.items()}
-    notes = _location_notes(chosen, found, naming, label)
+    notes = _location_notes(chosen, found, naming, label, chosen_by_target=target is not None)
     if stored_ties is not None:
         ties = [tuple(g) for g in stored_ties]
     elif ties_expressible:
@@ -185,24 +220,31 @@ def tree_view(
     )
 
 
-def _location_notes(chosen, found, naming: canonical.Naming, label: str) -> list[Note]:
+def _location_notes(chosen, found, naming: canonical.Naming, label: str, *,
+                    chosen_by_target: bool) -> list[Note]:
     notes = []
+    others = [c for c in found if c is not chosen]
+    # without a target, a mapping that could be another model is a real alternative: say so
+    rivals = [] if chosen_by_target else [c for c in others if _could_be_a_model(c)]
     if chosen.path:
-        passed = _passed_over([c for c in found if c is not chosen])
+        passed = _passed_over([c for c in others if not any(c is r for r in rivals)])
         notes.append(Note(
             "nested",
             f"weights found nested at {locate.format_path(chosen.path)} "
-            f"({chosen.count} tensors) in {label}{passed}",
+            f"({_tensors(chosen.count)}) in {label}{passed}",
             info=True,
         ))
-    removed = naming.stripped + naming.foreign
-    if removed:
+    if rivals:
+        notes.append(_candidates_note(chosen, rivals, label))
+    if naming.stripped:
         notes.append(Note(
             "prefix",
-            f"wrapper prefix {''.join(removed)} removed from every name in {label} "
-            f"({canonical.added_by(removed)})",
+            f"wrapper prefix {''.join(naming.stripped)} removed from every name in {label} "
+            f"({canonical.added_by(naming.stripped)})",
             info=True,
         ))
+    if naming.foreign:
+        notes.append(attribute_prefix_note(naming.foreign[0], label))
     if naming.inner:
         notes.append(Note(
             "prefix",
@@ -212,17 +254,57 @@ def _location_notes(chosen, found, naming: canonical.Naming, label: str) -> list
     return notes
 
 
+def _could_be_a_model(c: locate.Candidate) -> bool:
+    # module paths ("blocks.0.attn.weight"), more than one tensor: not an RNG state or a counter
+    return not c.per_parameter_state and c.count > 1 and any("." in name for name in c.tensors)
+
+
+def _candidates_note(chosen: locate.Candidate, rivals: list[locate.Candidate], label: str) -> Note:
+    """Several mappings could be the model and nothing said which: name them and how to choose."""
+    ranked = sorted(rivals, key=lambda c: (-c.count, -c.nbytes))
+    if all(c.count < chosen.count for c in rivals):
+        why = "the most tensors"
+    elif all((c.count, c.nbytes) < (chosen.count, chosen.nbytes) for c in rivals):
+        why = "as many tensors as another, the most bytes"
+    else:
+        why = "the first of equal size"
+    shown = ", ".join(f"{locate.format_path(c.path)} ({_tensors(c.count)})" for c in ranked[:4])
+    more = f" and {len(ranked) - 4} more" if len(ranked) > 4 else ""
+    return Note(
+        "candidates",
+        f"{len(rivals) + 1} models in {label}: read {locate.format_path(chosen.path)} "
+        f"({_tensors(chosen.count)}, {why}), not {shown}{more}; to read another, pass like= a "
+        "model, checkpoint or schema snapshot shaped like it (pytest-ckpt inspect --like SOURCE)",
+        names=tuple(locate.format_path(c.path) for c in [chosen, *ranked]),
+        info=True,
+    )
+
+
+def attribute_prefix_note(prefix: str, label: str) -> Note:
+    """A parent module's attribute name (``model.`` of a Lightning module) removed to match the other side."""
+    return Note(
+        "prefix",
+        f"attribute prefix {prefix} removed from every name in {label}: the other side is the "
+        f"module it holds as .{prefix.rstrip('.')} (e.g. a LightningModule's self.{prefix.rstrip('.')})",
+        info=True,
+    )
+
+
 def _passed_over(others: list[locate.Candidate]) -> str:
     # Optimizer per-parameter states are many and never the model: one summary for them.
     shown = [c for c in others if not c.per_parameter_state]
     optim = [c for c in others if c.per_parameter_state]
-    parts = [f"{locate.format_path(c.path)} ({c.count} tensors)" for c in shown[:4]]
+    parts = [f"{locate.format_path(c.path)} ({_tensors(c.count)})" for c in shown[:4]]
     if len(shown) > 4:
         parts.append(f"{len(shown) - 4} more mappings")
     if optim:
         parent = locate.format_path(_common_parent([c.path for c in optim]))
         parts.append(f"{len(optim)} optimizer per-parameter states under {parent}")
     return "; passed over: " + ", ".join(parts) if parts else ""
+
+
+def _tensors(n: int) -> str:
+    return "1 tensor" if n == 1 else f"{n} tensors"
 
 
 def _common_parent(paths: list[tuple]) -> tuple:

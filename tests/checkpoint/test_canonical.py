@@ -88,3 +88,12 @@ def test_a_plain_module_with_a_child_named_module_is_not_unwrapped():
 
     holder = Holder()
     assert canonical.unwrap(holder) == (holder, ())
+
+
+def test_attribute_prefix_only_when_it_makes_names_match():
+    names = {"model.l1.weight", "model.l1.bias"}
+    assert canonical.attribute_prefix(names, {"l1.weight", "l1.bias"}) == "model."
+    assert canonical.attribute_prefix(names, {"l1.weight", "model.x"}) is None  # target has it
+    assert canonical.attribute_prefix(names, {"other.weight"}) is None  # matches nothing more
+    assert canonical.attribute_prefix({"model.a", "net.b"}, {"a", "b"}) is None  # not one prefix
+    assert canonical.attribute_prefix(names, set()) is None

@@ -80,3 +80,31 @@ def test_a_snapshot_is_called_a_snapshot_and_has_one_fix(tmp_path):
     assert "checkpoint" not in result.message
     assert [l.strip() for l in lines if "fix:" in l] == [
         "fix: run pytest --ckpt-update if this change is intended; if not, undo this change to the model"]
+
+
+def test_a_training_state_with_several_models_pins_the_one_like_names(tmp_path):
+    # VAR's trainer state: the trained model (16 tensors) beside the frozen VAE (41). A
+    # snapshot of the path alone pins the VAE, and a depth change of the model passes
+    from tests import varstate
+
+    state = varstate.save(tmp_path / "ar-ckpt-last.pth", depth=2)
+    deeper = varstate.save(tmp_path / "deeper.pth", depth=3)
+    pinned_vae = tmp_path / "vae.json"
+    with pytest.warns(snapshot.SnapshotWarning, match=r"2 models in .*not trainer\.var_wo_ddp"):
+        snapshot.check(state, pinned_vae, update=True)
+    with pytest.warns(snapshot.SnapshotWarning):
+        assert snapshot.check(deeper, pinned_vae, update=False).outcome == "match"
+    # like= pins the trained model: its depth change fails, naming the block
+    records = []
+    snap = snapshot.CkptSnapshot(test_file=tmp_path / "test_var.py", test_name="test_arch",
+                                 snapshot_dir="__ckpt_snapshots__", update=True,
+                                 record=records.append)
+    snap.assert_match(state, like=varstate.VAR(2))
+    written = json.loads(snap.path().read_text())
+    assert set(written["tensors"]) == set(varstate.VAR(2).state_dict())
+    snap = snapshot.CkptSnapshot(test_file=tmp_path / "test_var.py", test_name="test_arch",
+                                 snapshot_dir="__ckpt_snapshots__", update=False,
+                                 record=records.append)
+    with pytest.raises(snapshot.SnapshotMismatch, match=r"\[layer-count\] blocks\.2\.\*"):
+        snap.assert_match(deeper, like=varstate.VAR(3))
+    assert [r["outcome"] for r in records] == ["written", "differs"]
