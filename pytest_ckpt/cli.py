@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="pytest-ckpt",
         description="Inspect, compare and verify PyTorch checkpoints.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     inspect = sub.add_parser("inspect", help="where the weights are, wrappers stripped, blocks, dtypes, stored config")

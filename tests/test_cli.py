@@ -81,3 +81,26 @@ def test_inspect_like_chooses_among_several_models(tmp_path, capsys):
     capsys.readouterr()
     assert main(["diff", str(deeper), str(state), "--no-values", "--like", str(tmp_path / "var.json")]) == 1
     assert "[layer-count] blocks.2.*" in capsys.readouterr().out
+
+
+def test_version_top_level_blocks_and_a_note_said_once(tmp_path, capsys):
+    import pytest_ckpt
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pytest-ckpt {pytest_ckpt.__version__}"
+    a = tmp_path / "a.pt"
+    torch.save({"epoch": 1, "model": torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).state_dict()}, a)
+    assert main(["inspect", str(a)]) == 0
+    assert "  blocks:     2 at top level" in capsys.readouterr().out.splitlines()
+    assert main(["diff", str(a), str(a)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[nested] weights found nested at model") == 1, out
+
+
+def test_inspect_shows_the_config_pc_save_stored(tmp_path, capsys):
+    path = pc.save(tiny(2), tmp_path / "cfg.safetensors", config=tiny(2).config)
+    assert main(["inspect", str(path)]) == 0
+    assert '  config:     {"dropout": 0.0, "hidden_size": 16, "intermediate_size": 32, ' \
+           '"num_hidden_layers": 2, "vocab_size": 32}' in capsys.readouterr().out.splitlines()

@@ -65,7 +65,7 @@ class Inspection:
                  f"  stripped:   {' '.join(s.stripped) or '-'}",
                  f"  dtypes:     {', '.join(f'{k} x{v}' for k, v in self.dtypes.most_common())}"]
         if self.blocks:
-            lines.append(f"  blocks:     {', '.join(f'{k}: {v}' for k, v in self.blocks.items())}")
+            lines.append(f"  blocks:     {_blocks_text(self.blocks)}")
         if self.ties:
             lines.append(f"  tied:       {'; '.join(' = '.join(g) for g in self.ties)}")
         if self.config:
@@ -74,6 +74,11 @@ class Inspection:
         if every_tensor:
             lines += [f"    {name}  {list(spec.shape)}  {dtype_name(spec.dtype)}" for name, spec in s.items()]
         return "\n".join(lines)
+
+
+def _blocks_text(blocks: dict[str, int]) -> str:
+    """``layers: 4``; numbered blocks without a container (an ``nn.Sequential``): ``2 at top level``."""
+    return ", ".join(f"{name}: {n}" if name else f"{n} at top level" for name, n in blocks.items())
 
 
 def _human_bytes(n: float) -> str:
