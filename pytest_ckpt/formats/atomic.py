@@ -4,28 +4,59 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
+import secrets
+import stat
+import time
 from pathlib import Path
 from typing import Iterator
+
+try:  # POSIX: a live save holds a lock on its temporary file, so a cleaner can tell it from debris
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: age alone decides
+    fcntl = None  # type: ignore[assignment]
+
+#: the characters of a temporary file's random part (tempfile.mkstemp's, which older versions used)
+_RANDOM = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def temporary_name(path: Path) -> str:
+    """``.model.pt.k3x9q2ab.tmp``: hidden, beside ``path``, ours by its shape."""
+    return f".{path.name}.{''.join(secrets.choice(_RANDOM) for _ in range(8))}.tmp"
+
+
+def _ours(path: Path) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(path.name)}\.[{_RANDOM}]{{8}}\.tmp")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On error the temporary file is removed and ``path`` is untouched.
+    On error the temporary file is removed and ``path`` is untouched. A file being
+    replaced keeps its mode (a 0600 checkpoint stays 0600); a new file gets the mode any
+    new file gets here (the umask, applied by the system: the process umask is never
+    changed). Temporary files an earlier, killed save to the same path left behind are
+    removed: only names of this shape, older than this save, and (on POSIX) not locked
+    by a save still running.
 
     >>> with atomic_path("out.json") as tmp:           # doctest: +SKIP
     ...     tmp.write_text("{}")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes the file 0600; a checkpoint must get the mode any new file would (umask).
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp = Path(tmp_name)
+    started = time.time()
+    fd, tmp = _create(path)
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the process dying
+        mode = _mode_of(path)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        if fcntl is None:  # Windows cannot rename over a file that is open
+            os.close(fd)
+            fd = -1
+        remove_stale(path, before=started, keep=tmp)
         yield tmp
         with open(tmp, "rb+") as f:
             f.flush()
@@ -36,6 +67,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -44,10 +78,66 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def remove_stale(path: Path, *, before: float, keep: Path | None = None) -> list[Path]:
+    """Remove the temporary files of earlier saves to ``path`` that never finished.
+
+    Only files named as :func:`temporary_name` names them for this ``path``, last
+    modified before ``before`` (the start of the save that cleans up), and not locked by
+    a save still writing. Returns what was removed.
+    """
+    ours = _ours(path)
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        candidate = path.parent / name
+        if not ours.fullmatch(name) or candidate == keep:
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            st = candidate.lstat()
+            if st.st_mtime < before and stat.S_ISREG(st.st_mode) and _remove_if_abandoned(candidate):
+                removed.append(candidate)
+    return removed
+
+
+def _create(path: Path) -> tuple[int, Path]:
+    # 0o666 through os.open: the system applies the umask (and any default ACL), exactly as
+    # for any new file, with no need to read the umask (os.umask can only read it by setting it)
+    for _ in range(100):
+        tmp = path.parent / temporary_name(path)
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
+
+
+def _mode_of(path: Path) -> int | None:
+    """The permission bits of the file being replaced, or None for a new file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def _remove_if_abandoned(candidate: Path) -> bool:
+    """Remove ``candidate`` unless a running save holds its lock (POSIX; elsewhere age decides)."""
+    if fcntl is None:
+        candidate.unlink()
+        return True
+    fd = os.open(candidate, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a save is writing it
+        candidate.unlink()  # under our lock: no save can take it up meanwhile
+        return True
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

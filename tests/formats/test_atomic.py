@@ -24,3 +24,87 @@ def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("interrupted")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["golden.json"]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_a_replaced_file_keeps_its_mode(tmp_path, mode):
+    import pytest_ckpt as pc
+    import torch
+
+    path = pc.save(torch.nn.Linear(2, 2), tmp_path / "secret.pt")
+    os.chmod(path, mode)
+    pc.save(torch.nn.Linear(2, 2), path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    atomic_write_text(path.with_suffix(".json"), "{}")
+    os.chmod(path.with_suffix(".json"), mode)
+    atomic_write_text(path.with_suffix(".json"), "{}")
+    assert stat.S_IMODE(path.with_suffix(".json").stat().st_mode) == mode
+
+
+def test_the_process_umask_is_never_changed(tmp_path, monkeypatch):
+    # os.umask can only read the mask by setting it: another thread creating a file
+    # meanwhile would get mode 0666. A new file must get the umask without that
+    def refuse(_):
+        raise AssertionError("os.umask called")
+
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", refuse)
+        path = atomic_write_text(tmp_path / "new.json", "{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+import pytest_ckpt as pc
+
+real = torch.save
+def save_then_die(obj, f, *a, **kw):
+    real(obj, f, *a, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed before the rename: its temporary file stays
+torch.save = save_then_die
+pc.save(torch.nn.Linear(2, 2), sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX: SIGKILL and flock")
+def test_a_later_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pytest_ckpt as pc
+    import torch
+
+    path = tmp_path / "model.pt"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], env=env, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    (left,) = tmp_path.iterdir()  # the killed save's temporary file, and no model.pt
+    assert left.name.startswith(".model.pt.") and left.name.endswith(".tmp")
+    keep = {
+        ".model.pt.k3x9q2ab.tmp.bak": "not our shape",
+        ".other.pt.k3x9q2ab.tmp": "another checkpoint's",
+        "model.pt.k3x9q2ab.tmp": "not hidden: not ours",
+        ".model.pt.later123.tmp": "newer than the save",
+        ".model.pt.running1.tmp": "a save still writing it",
+    }
+    for name in keep:
+        (tmp_path / name).write_bytes(b"x")
+    future = time.time() + 3600
+    os.utime(tmp_path / ".model.pt.later123.tmp", (future, future))
+    running = os.open(tmp_path / ".model.pt.running1.tmp", os.O_RDONLY)
+    fcntl.flock(running, fcntl.LOCK_EX)
+    try:
+        pc.save(torch.nn.Linear(2, 2), path)
+    finally:
+        os.close(running)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, "model.pt"])
+    pc.verify(path)
