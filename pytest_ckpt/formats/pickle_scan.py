@@ -93,8 +93,9 @@ def check_globals(path, names: Iterable[str], allowed: Callable[[str], bool], wh
         )
 
 
-def scan(path, data: bytes | io.IOBase, what: str = "the pickle") -> list[str]:
-    """Refuse (``unsafe``) a pickle asking for globals outside torch's weights-only allowlist.
+def scan(path, data: bytes | io.IOBase, what: str = "the pickle", *, allowlist: bool = True) -> list[str]:
+    """Refuse a pickle of DTensors (:func:`refuse_dtensors`), and (``unsafe``, when
+    ``allowlist``) one asking for globals outside torch's weights-only allowlist.
 
     Returns the globals found. A stream too damaged to scan raises ``corrupted``.
     """
@@ -102,8 +103,38 @@ def scan(path, data: bytes | io.IOBase, what: str = "the pickle") -> list[str]:
         names = requested_globals(data)
     except Exception as e:  # any decoding failure of a damaged stream
         raise CheckpointError(path, "corrupted", f"{what} is damaged ({_short(e)})") from None
-    check_globals(path, names, torch_allowed(), what)
+    refuse_dtensors(path, names)
+    if allowlist:
+        check_globals(path, names, torch_allowed(), what)
     return names
+
+
+#: how a sharded DTensor's placement pickles (``_StridedShard``: FSDP2 over tensor parallelism)
+_SHARD_PLACEMENTS = (".placement_types.Shard", ".placement_types._StridedShard")
+
+
+def refuse_dtensors(path, names: Iterable[str]) -> None:
+    """A ``torch.save`` of ``model.state_dict()`` under FSDP2 (or tensor parallelism) pickles
+    DTensors: each rank's file holds its own slice of every tensor, and reading it needs the
+    saving job's device mesh. Said the same way in every process, whatever it imported (torch
+    allows DTensor globals only once ``torch.distributed.tensor`` is imported)."""
+    names = list(names)
+    if not any(n.startswith("torch.distributed") and n.endswith(".DTensor") for n in names):
+        return
+    fix = ("save with torch.distributed.checkpoint from every rank (dcp.save(model.state_dict(), "
+           "checkpoint_id=DIR)), or gather the whole model first: get_model_state_dict(model, "
+           "options=StateDictOptions(full_state_dict=True, cpu_offload=True)), then torch.save "
+           "on rank 0")
+    if any(n.endswith(_SHARD_PLACEMENTS) for n in names):
+        raise CheckpointError(
+            path, "incomplete",
+            "a state dict of DTensors written with torch.save: one rank's shards of a sharded "
+            "model (under FSDP2, model.state_dict() holds only this rank's slice of each tensor; "
+            f"the other ranks' slices are not in this file); {fix}")
+    raise CheckpointError(
+        path, "unreadable",
+        "a state dict of DTensors written with torch.save: one rank's view of a distributed "
+        f"model, which only that job's device mesh can read back; {fix}")
 
 
 def _short(e: BaseException) -> str:

@@ -27,8 +27,8 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     """A torch zip file; ``meta=True`` reads no tensor data."""
     reader = _open_reader(path)
     records = _records(path, reader)
-    if weights_only:
-        pickle_scan.scan(path, _record(path, reader, "data.pkl"), "data.pkl")
+    # DTensors are refused with or without weights_only; unsafe globals only with it
+    pickle_scan.scan(path, _record(path, reader, "data.pkl"), "data.pkl", allowlist=weights_only)
     stored = None
     if stored_mod.RECORD in records:
         stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
@@ -53,8 +53,7 @@ def _zip_tie_key(t: torch.Tensor) -> Hashable | None:
 def read_legacy(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     """A legacy (non-zip) torch file. It cannot be read without its data: it is loaded
     in full, then turned into meta tensors when ``meta=True``."""
-    if weights_only:
-        scan_legacy(path)
+    scan_legacy(path, allowlist=weights_only)
     tree = _torch_load(path, meta=False, weights_only=weights_only, zip_format=False)
     tie_key = None
     if meta:
@@ -63,13 +62,13 @@ def read_legacy(path: Path, *, meta: bool, weights_only: bool = True) -> Content
                     tie_key=tie_key)
 
 
-def scan_legacy(path: Path) -> None:
-    """Refuse (``unsafe``) a legacy file whose pickles ask for disallowed globals."""
+def scan_legacy(path: Path, *, allowlist: bool = True) -> None:
+    """Refuse a legacy file of DTensors, or (``unsafe``) whose pickles ask for disallowed globals."""
     try:
         with open(path, "rb") as f:
             for _ in range(_LEGACY_PICKLES):
                 try:
-                    pickle_scan.scan(path, f, "the pickle")
+                    pickle_scan.scan(path, f, "the pickle", allowlist=allowlist)
                 except CheckpointError as e:
                     # The scan ran out of bytes at the end of the file: cut short, not damaged.
                     if e.kind == "corrupted" and f.tell() >= os.fstat(f.fileno()).st_size:
