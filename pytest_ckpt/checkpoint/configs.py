@@ -9,15 +9,26 @@ import torch  # noqa: F401  (the doctests' namespace)
 
 from ..formats.jsonable import jsonable
 
-__all__ = ["ABSENT", "LAYER_FIELDS", "VOLATILE_FIELDS", "config_to_dict", "flatten",
+__all__ = ["ABSENT", "LAYER_FIELDS", "VOLATILE_FIELDS", "DEFAULTED_FIELDS", "config_to_dict", "flatten",
            "config_fields_diff", "layer_field", "int_fields_equal"]
 
 #: names of the layer-count field, in the order they are looked for
 LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "depth")
 
-#: fields that change with the environment, not the model: never a difference
-VOLATILE_FIELDS = frozenset({"transformers_version", "_name_or_path", "_commit_hash",
-                             "_attn_implementation_autoset"})
+#: fields that change with the environment, not the model: never a difference. Besides
+#: provenance, transformers' ``architectures`` (set by save_pretrained/from_pretrained; the
+#: heads' own tensors show a real change) and its runtime switches, which change neither
+#: the weights nor what the model computes
+VOLATILE_FIELDS = frozenset({
+    "transformers_version", "_name_or_path", "_commit_hash",
+    "_attn_implementation_autoset", "_attn_implementation", "_attn_implementation_internal",
+    "architectures", "use_cache", "output_attentions", "output_hidden_states", "return_dict",
+})
+
+#: fields whose unset value (None, or absent) means "the default": a difference only
+#: when both sides set them. transformers fills ``dtype`` in from the weights on
+#: from_pretrained; a fresh config leaves it None (the tensors' dtypes are compared anyway)
+DEFAULTED_FIELDS = frozenset({"dtype", "torch_dtype"})
 
 
 class _Absent:
@@ -82,7 +93,8 @@ def config_fields_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
     """``{field: (a value, b value)}`` for each field that differs, nested fields dotted.
 
     A field only one side has shows :data:`ABSENT` on the other. Volatile
-    fields (:data:`VOLATILE_FIELDS`) are ignored.
+    fields (:data:`VOLATILE_FIELDS`) are ignored, and so are :data:`DEFAULTED_FIELDS`
+    that one side leaves unset.
 
     >>> config_fields_diff({"h": 64, "rope": {"theta": 1e4}}, {"h": 32, "rope": {"theta": 1e4}})
     {'h': (64, 32)}
@@ -90,9 +102,12 @@ def config_fields_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
     fa, fb = flatten(a), flatten(b)
     out: dict[str, tuple[Any, Any]] = {}
     for key in sorted(fa.keys() | fb.keys()):
-        if key.rsplit(".", 1)[-1] in VOLATILE_FIELDS:
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in VOLATILE_FIELDS:
             continue
         va, vb = fa.get(key, ABSENT), fb.get(key, ABSENT)
+        if leaf in DEFAULTED_FIELDS and (va is ABSENT or vb is ABSENT or va is None or vb is None):
+            continue
         if va is ABSENT or vb is ABSENT or not _same(va, vb):
             out[key] = (va, vb)
     return out

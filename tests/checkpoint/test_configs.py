@@ -70,3 +70,14 @@ def test_layer_field_nested_and_absent():
 def test_int_fields_equal():
     assert int_fields_equal({"heads": 8, "depth": 8, "h": 64, "flag": True}, 8) == ["depth",
                                                                                     "heads"]
+
+
+def test_provenance_runtime_switches_and_unset_dtype_are_no_difference():
+    fresh = {"n_layer": 2, "architectures": None, "dtype": None, "use_cache": True,
+             "sub": {"dtype": None, "return_dict": True}}
+    pretrained = {"n_layer": 2, "architectures": ["GPT2LMHeadModel"], "dtype": "float32",
+                  "use_cache": False, "sub": {"dtype": "bfloat16", "return_dict": False}}
+    assert config_fields_diff(fresh, pretrained) == {}
+    # a dtype both sides set is still compared; so is everything else
+    assert config_fields_diff({"dtype": "float32", "n_layer": 2}, {"dtype": "bfloat16", "n_layer": 3}) == {
+        "dtype": ("float32", "bfloat16"), "n_layer": (2, 3)}
