@@ -7,7 +7,7 @@ import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import torch
 
@@ -144,17 +144,23 @@ def load_into(
     strict: bool = True,
     config: Any = None,
     weights_only: bool = True,
+    expect_missing: Iterable[str] = (),
 ) -> LoadReport:
     """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
 
     ``strict=True`` raises :class:`CheckpointMismatch` before copying anything
     if anything differs; ``strict=False`` copies what matches and returns the
     difference in ``report.diff``. ``config``: the config ``model`` was built
-    from, compared with the config stored by :func:`save`.
+    from, compared with the config stored by :func:`save`. ``expect_missing``:
+    glob patterns of names the model has and the checkpoint is meant to lack (a
+    projection trained from scratch, the base weights under LoRA adapters); they keep
+    the values the model was built with, and an info note lists them. A pattern also
+    covers the names under a module it names. Anything else missing still fails.
 
     >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
     >>> report.diff.missing                                     # doctest: +SKIP
     ['lm_head.bias']
+    >>> pc.load_into(clip, "towers.pt", expect_missing=["text_projection"])  # doctest: +SKIP
     """
     __tracebackhide__ = True
     target = module_view(model)
@@ -165,7 +171,7 @@ def load_into(
         configs = (config_to_dict(config), source_view.config)
         config_strict = source_view.config is not None
     result = CheckpointDiff.of(compare(target, source_view, values=False, configs=configs,
-                                       config_strict=config_strict))
+                                       config_strict=config_strict, expect_missing=expect_missing))
     if strict and not result.ok:
         raise CheckpointMismatch(result)
     loadable = {

@@ -282,3 +282,68 @@ def test_attribute_prefix_with_a_real_drift_names_the_drift_not_a_rename():
     d = pc.diff(LitNet(hidden=5), Net(hidden=4), values=False)
     assert not d.ok and "[renamed]" not in str(d)
     assert {n.kind for n in d.notes} == {"prefix", "shape"}
+
+
+# -- intended partial loads: expect_missing= ---------------------------------------------------
+
+def _chinese_clip():
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    config = transformers.ChineseCLIPConfig(
+        text_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, vocab_size=64, max_position_embeddings=32),
+        vision_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, image_size=8, patch_size=4),
+        projection_dim=8)
+    return lambda: transformers.ChineseCLIPModel(config)
+
+
+def test_expect_missing_declares_a_projection_trained_from_scratch(tmp_path):
+    # Chinese-CLIP's fine-tuning: the towers come from a checkpoint, the projections stay fresh
+    build = _chinese_clip()
+    towers = {k: v for k, v in build().state_dict().items()
+              if not k.startswith(("text_projection", "visual_projection"))}
+    path = tmp_path / "towers.pt"
+    torch.save({"state_dict": towers}, path)
+    with pytest.raises(pc.CheckpointMismatch, match=r"\[missing\] 2 tensors missing"):
+        pc.load_into(build(), path)
+    model = build()
+    fresh = model.text_projection.weight.detach().clone()
+    report = pc.load_into(model, path, expect_missing=["text_projection", "visual_projection"])
+    assert report.ok and report.diff.missing == []
+    assert report.diff.expected_missing == ["text_projection.weight", "visual_projection.weight"]
+    assert str(report.diff).splitlines() == [
+        f"ok: {len(towers)} tensors match in name, shape and dtype (values not compared) "
+        "(found at state_dict)",
+        f"  [nested] weights found nested at state_dict ({len(towers)} tensors) in {path}",
+        f"  [missing] 2 tensors not in {path}, left as the model built them, as expect_missing= "
+        "allows: text_projection.weight, visual_projection.weight"]
+    assert torch.equal(model.text_projection.weight, fresh)
+    assert pc.diff(towers, {k: v for k, v in model.state_dict().items() if k in towers}).ok
+    # anything else missing still fails strict, and only it is named
+    del towers["logit_scale"]
+    torch.save({"state_dict": towers}, path)
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(build(), path, expect_missing=["text_projection", "visual_projection"])
+    assert info.value.diff.missing == ["logit_scale"]
+
+
+class LoraLinear(torch.nn.Module):  # peft's naming: base_layer, lora_A, lora_B
+    def __init__(self, n=4, r=2):
+        super().__init__()
+        self.base_layer = torch.nn.Linear(n, n)
+        self.lora_A = torch.nn.Linear(n, r, bias=False)
+        self.lora_B = torch.nn.Linear(r, n, bias=False)
+
+
+def test_expect_missing_keeps_lora_bases_fresh():
+    model = torch.nn.ModuleDict({"q": LoraLinear(), "v": LoraLinear()})
+    adapters = {k: v.clone() for k, v in model.state_dict().items() if ".lora_" in k}
+    other = torch.nn.ModuleDict({"q": LoraLinear(), "v": LoraLinear()})
+    base = other.q.base_layer.weight.detach().clone()
+    report = pc.load_into(other, adapters, expect_missing=["*.base_layer"])
+    assert report.ok and len(report.diff.expected_missing) == 4
+    assert torch.equal(other.q.base_layer.weight, base)
+    assert torch.equal(other.q.lora_A.weight, model.q.lora_A.weight)
+    # strict=False reports, and a pattern that matches nothing changes nothing
+    assert pc.load_into(other, adapters, strict=False, expect_missing=["nothing.*"]).diff.missing

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from fnmatch import fnmatchcase
 from itertools import compress
 from operator import ne
-from typing import Any
+from typing import Any, Iterable
 
 from ..checkpoint.configs import config_fields_diff, config_to_dict
 from ..checkpoint.schema import TensorSpec
@@ -13,21 +14,25 @@ from ..checkpoint.view import View
 from .diagnose import Context, diagnose
 from ..checkpoint.notes import Note
 from .diff import Diff
+from .rules.context import plural, runs
 from .values import Batch, batch_max_abs_diffs, max_abs_diff
 
-__all__ = ["compare", "broken_ties"]
+__all__ = ["compare", "broken_ties", "expected_missing"]
 
 
 def compare(expected: View, actual: View, *, values: bool = True, atol: float = 0.0,
             rtol: float = 0.0, configs: tuple[Any, Any] | None = None,
-            config_strict: bool = False) -> Diff:
+            config_strict: bool = False, expect_missing: Iterable[str] = ()) -> Diff:
     """Every difference between ``expected`` (what the code builds) and ``actual`` (on disk).
 
     Values are compared only when both sides have them and ``values`` is
     true, and only for names of equal shape and dtype. Ties are compared only
     when ``actual.ties`` is not ``None``. ``configs=(expected_cfg, actual_cfg)``
     overrides the views' own configs; config differences count only when
-    ``config_strict``. The notes explain the differences, one per cause.
+    ``config_strict``. ``expect_missing``: patterns (see :func:`expected_missing`) of
+    names the model may have and the checkpoint lack, by design: those are no
+    difference, and an info note lists them. The notes explain the differences, one per
+    cause.
 
     >>> import torch
     >>> e = View.of_tensors("model", {"w": torch.zeros(2)})
@@ -43,6 +48,9 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     missing = sorted(es.keys() - as_.keys())
     stored_once = _stored_through_tie(missing, expected.ties, as_)
     diff.missing = [n for n in missing if n not in stored_once]
+    if expect_missing and diff.missing:
+        diff.missing, diff.expected_missing = expected_missing(diff.missing, expect_missing)
+    left_fresh = diff.expected_missing
     diff.unexpected = sorted(as_.keys() - es.keys())
     # in the expected side's order, not a set's: tensors made one after another sit close
     # in memory, and visiting them in hash order costs a cache miss each (2-3x slower)
@@ -82,9 +90,35 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     if stored_once:
         notes.append(_tie_note(stored_once, actual.label))
     notes += copy_notes
+    if left_fresh:
+        notes.append(Note(
+            "missing", f"{plural(len(left_fresh), 'tensor')} not in {actual.label}, left as the "
+                       f"model built them, as expect_missing= allows: "
+                       f"{runs(left_fresh, ctx.expected_blocks or None)}",
+            names=tuple(left_fresh), info=True))
     # both sides may say the same thing (pytest-ckpt diff a.pt a.pt): once is enough
     diff.notes = list(dict.fromkeys(notes))
     return diff
+
+
+def expected_missing(names: list[str], patterns: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(still missing, expected missing)``: ``names`` split by the patterns.
+
+    A pattern is a glob (``fnmatch``, case-sensitive, ``*`` crosses dots) matched against
+    the canonical name; it also covers everything under a module it names, so
+    ``"text_projection"`` covers ``text_projection.weight``.
+
+    >>> expected_missing(["proj.weight", "layers.0.lora_A.weight", "head.bias"], ["proj", "*.lora_*"])
+    (['head.bias'], ['proj.weight', 'layers.0.lora_A.weight'])
+    """
+    if isinstance(patterns, str):  # expect_missing="proj": one pattern, not five letters
+        patterns = [patterns]
+    globs = [p for pattern in patterns for p in (pattern, f"{pattern}.*")]
+    expected = [n for n in names if any(fnmatchcase(n, g) for g in globs)]
+    if not expected:
+        return names, []
+    chosen = set(expected)
+    return [n for n in names if n not in chosen], expected
 
 
 def _batches(names: list[str], specs: list[TensorSpec], et, at) -> list[Batch]:

@@ -26,6 +26,8 @@ class Diff:
     actual: str = "actual"
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    #: names in expected only that the caller declared may be absent (``expect_missing=``)
+    expected_missing: list[str] = field(default_factory=list)
     shape: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     dtype: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)

@@ -21,6 +21,7 @@ def diff_to_dict(diff: Diff) -> dict:
         "counts": counts(diff),
         "missing": list(diff.missing),
         "unexpected": list(diff.unexpected),
+        "expected_missing": list(diff.expected_missing),
         "shape": {n: pair(e, a) for n, (e, a) in diff.shape.items()},
         "dtype": {n: pair(e, a) for n, (e, a) in diff.dtype.items()},
         "values": {n: jsonable(v) for n, v in diff.values.items()},

@@ -58,6 +58,7 @@ def render(diff: Diff, verbose: bool = False) -> str:
 def _verdict(diff: Diff, problems) -> str:
     if diff.ok:
         n = diff.expected_info.get("tensors", diff.actual_info.get("tensors", 0))
+        n -= len(diff.expected_missing)  # absent by design: they matched nothing
         if diff.values_compared:
             how = (f"match within atol={diff.atol:g}, rtol={diff.rtol:g}"
                    if diff.atol or diff.rtol else "match exactly")
