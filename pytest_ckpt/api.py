@@ -252,8 +252,11 @@ def inspect(source: Any, *, like: Any = None, weights_only: bool = True) -> Insp
     """
     view = resolve(source, values=False, like=_like(like), weights_only=weights_only)
     label = str(source) if isinstance(source, (str, os.PathLike)) else view.label
+    config, config_at = view.config, None
+    if config is None and view.found_config is not None:
+        config_at, config = view.found_config
     return Inspection(path=label, format=view.format, schema=view.schema, ties=view.ties,
-                      config=view.config, notes=list(view.notes))
+                      config=config, config_at=config_at, notes=list(view.notes))
 
 
 @gc_paused

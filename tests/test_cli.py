@@ -104,3 +104,18 @@ def test_inspect_shows_the_config_pc_save_stored(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     assert '  config:     {"dropout": 0.0, "hidden_size": 16, "intermediate_size": 32, ' \
            '"num_hidden_layers": 2, "vocab_size": 32}' in capsys.readouterr().out.splitlines()
+
+
+def test_inspect_shows_a_config_kept_beside_the_weights(tmp_path, capsys):
+    # nanoGPT's checkpoint: model_args (the model's config) beside the weights and the optimizer
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "optimizer": torch.optim.AdamW(model.parameters()).state_dict(),
+                "model_args": {"n_layer": 2, "n_embd": 4, "bias": True}, "iter_num": 5,
+                "config": {"batch_size": 12}}, path)
+    assert main(["inspect", str(path)]) == 0
+    assert '  config:     (at model_args) {"bias": true, "n_embd": 4, "n_layer": 2}' in \
+        capsys.readouterr().out.splitlines()
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config_at"] == "model_args" and info["config"]["n_layer"] == 2

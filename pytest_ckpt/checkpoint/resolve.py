@@ -217,7 +217,41 @@ def tree_view(
         ties=ties,
         notes=notes,
         source_names=source_names,
+        found_config=_config_beside(tree, chosen.path),
     )
+
+
+#: keys under which training scripts keep the model's config beside its weights
+CONFIG_KEYS = ("model_args", "model_config", "config", "hyper_parameters", "hparams", "cfg", "args")
+
+
+def _config_beside(tree: Any, path: tuple) -> tuple[str, dict] | None:
+    """The config a training state keeps next to the weights, nearest level first."""
+    node, parents = tree, []
+    for part in path:
+        if not isinstance(node, Mapping):
+            break
+        parents.append(node)
+        node = node.get(part)
+    for depth in range(len(parents) - 1, -1, -1):
+        for key in CONFIG_KEYS:
+            value = parents[depth].get(key)
+            if isinstance(value, Mapping) and value and not _has_tensors(value):
+                try:
+                    return locate.format_path(path[:depth] + (key,)), config_to_dict(value)
+                except (TypeError, ValueError):
+                    continue
+    return None
+
+
+def _has_tensors(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensors(v) for v in value)
+    return False
 
 
 def _location_notes(chosen, found, naming: canonical.Naming, label: str, *,

@@ -47,6 +47,9 @@ class View:
     source_names: dict[str, str] = field(default_factory=dict)
     #: what explanations call this side when it is the one compared against the model
     noun: str = "checkpoint"
+    #: a config the training state keeps beside the weights (nanoGPT's ``model_args``),
+    #: ``(where, config)``: shown by inspect, never compared (only ``pc.save``'s is)
+    found_config: tuple[str, dict[str, Any]] | None = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -26,6 +26,8 @@ class Inspection:
     schema: Schema
     ties: list[tuple[str, ...]] | None = None
     config: dict | None = None
+    #: where in the file ``config`` was found (nanoGPT's ``model_args``); None: stored by pc.save
+    config_at: str | None = None
     notes: list[Note] = field(default_factory=list)
 
     @property
@@ -45,6 +47,7 @@ class Inspection:
             "located_at": list(self.schema.located_at),
             "stripped": list(self.schema.stripped),
             "config": jsonable(self.config),
+            "config_at": self.config_at,
             "bytes": self.schema.nbytes,
             "dtypes": dict(self.dtypes),
             "blocks": self.blocks,
@@ -69,7 +72,8 @@ class Inspection:
         if self.ties:
             lines.append(f"  tied:       {'; '.join(' = '.join(g) for g in self.ties)}")
         if self.config:
-            lines.append(f"  config:     {json.dumps(self.config, sort_keys=True, default=str)[:300]}")
+            where = f"(at {self.config_at}) " if self.config_at else ""
+            lines.append(f"  config:     {where}{json.dumps(self.config, sort_keys=True, default=str)[:300]}")
         lines += [f"  [{n.kind}] {n.text}" for n in self.notes]
         if every_tensor:
             lines += [f"    {name}  {list(spec.shape)}  {dtype_name(spec.dtype)}" for name, spec in s.items()]
