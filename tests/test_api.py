@@ -67,18 +67,20 @@ def test_ties_survive_save_and_load_into_restores_them(tmp_path, suffix):
     assert sd["embed.weight"].untyped_storage().data_ptr() == sd["lm_head.weight"].untyped_storage().data_ptr()
 
 
-def test_identical_untied_copies_are_fine_a_load_re_ties_them(tmp_path):
-    # {k: v.clone() ...} before saving: every tensor stored apart, tied ones too. torch
-    # loads it correctly (the model's one tensor takes either copy): not a broken tie
-    saved = tiny(2)
+@pytest.mark.parametrize("copy", ["clone", "half"])
+def test_identical_untied_copies_are_fine_a_load_re_ties_them(tmp_path, copy):
+    # {k: v.clone() ...} or minimind's {k: v.half() ...} before saving: every tensor stored
+    # apart, tied ones too. torch loads it correctly (the model's one tensor takes either
+    # copy): not a broken tie
+    saved = tiny(2) if copy == "clone" else tiny(2).half()
     path = tmp_path / "cloned.pt"
-    torch.save({k: v.clone() for k, v in saved.state_dict().items()}, path)
+    torch.save({k: getattr(v, copy)() for k, v in tiny(2).state_dict().items()}, path)
     d = pc.diff(saved, path)
     assert d.ok and d.ties == []
     assert [n.text for n in d.notes if n.kind == "tied"] == [
         f"embed.weight = lm_head.weight: one tensor in the model, stored in {path} as identical "
         "copies: loading re-ties them, nothing is lost"]
-    model = tiny(2, seed=7)
+    model = tiny(2, seed=7).to(saved.embed.weight.dtype)
     assert pc.load_into(model, path).ok
     assert model.lm_head.weight is model.embed.weight and pc.diff(saved, model).ok
     # schema only: the copies are not read, so nothing is claimed about them
