@@ -265,9 +265,18 @@ def _draw_values(draw, plan: list[_Field], start: Values) -> Values:
 # -- configs as values and back ----------------------------------------------------------------
 
 def _values(cfg: Any) -> Values:
-    """The config's top-level fields with their Python values (not JSON-converted)."""
+    """The config's top-level fields with their Python values (not JSON-converted).
+
+    The values are the config's own objects, the same on every call (``_rebuild`` tells
+    what changed by identity). A project's ``PretrainedConfig`` subclass (minimind's) is a
+    dataclass under transformers 5 whose declared fields are only the base class's; its
+    own (``num_hidden_layers``), set in ``__init__``, are found through ``to_dict()``.
+    """
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        if callable(getattr(cfg, "to_dict", None)):
+            out.update({k: getattr(cfg, k) for k in cfg.to_dict() if k not in out and hasattr(cfg, k)})
+        return out
     if isinstance(cfg, Mapping):
         return dict(cfg)
     if callable(getattr(cfg, "to_dict", None)):

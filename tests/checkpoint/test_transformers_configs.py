@@ -94,3 +94,23 @@ def test_nested_sub_configs_are_compared_field_by_field(tmp_path):
     with pytest.raises(pc.CheckpointMismatch, match=r"text_config\.rope_parameters\.rope_theta"):
         pc.load_into(model, path, config=changed)
     assert pc.load_into(model, path, config=transformers.LlavaConfig(text_config=text.to_dict())).ok
+
+
+def test_a_projects_own_pretrained_config_is_read_in_full(tmp_path):
+    # minimind's MiniMindConfig(PretrainedConfig): fields set in __init__, not declared
+    import dataclasses
+
+    from tests.minimind_config import MiniMind, MiniMindConfig
+
+    config = MiniMindConfig()
+    assert dataclasses.is_dataclass(config)
+    assert "num_hidden_layers" not in {f.name for f in dataclasses.fields(config)}
+    d = config_to_dict(config)
+    assert (d["num_hidden_layers"], d["rope_theta"]) == (2, 1e6) and layer_field(d) == "num_hidden_layers"
+    path = pc.save(MiniMind(config), tmp_path / "minimind.pt", config=config)
+    with pytest.raises(pc.CheckpointMismatch, match=r"rope_theta: 1000000\.0 -> 10000\.0"):
+        pc.load_into(MiniMind(MiniMindConfig(rope_theta=1e4)), path, config=MiniMindConfig(rope_theta=1e4))
+    deeper = MiniMindConfig(num_hidden_layers=3)
+    d = pc.diff(MiniMind(deeper), path, values=False)  # the model's own .config explains it
+    assert "num_hidden_layers: 2 -> 3" in str(d)
+    assert pc.load_into(MiniMind(MiniMindConfig()), path, config=MiniMindConfig()).ok

@@ -168,3 +168,22 @@ def test_hypothesis_is_imported_only_by_the_strategies():
             "from pytest_ckpt import strategies;"
             "assert settings.default is before, 'settings changed'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_configs_of_a_projects_own_pretrained_config_vary_its_layers():
+    # minimind's config: a dataclass under transformers 5 whose own fields are not declared
+    pytest.importorskip("transformers")
+    from tests.minimind_config import MiniMind, MiniMindConfig
+
+    seen = set()
+
+    @settings(max_examples=20, deadline=None, database=None)
+    @given(cks.configs(MiniMindConfig()))
+    def draw(cfg):
+        assert isinstance(cfg, MiniMindConfig)
+        seen.add(cfg.num_hidden_layers)
+
+    draw()
+    assert len(seen) > 1
+    pair = find(cks.mismatched_configs(MiniMindConfig(), MiniMind), lambda p: True)
+    assert set(pair.changed) <= {"num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"}
