@@ -27,6 +27,8 @@ def diff_to_dict(diff: Diff) -> dict:
         "values": {n: jsonable(v) for n, v in diff.values.items()},
         "values_compared": diff.values_compared,
         "ties": [list(g) for g in diff.ties],
+        "tie_copies": [{"names": list(g), "max_abs_diff": jsonable(d), "kept": kept}
+                       for g, (d, kept) in diff.tie_copies.items()],
         "config": {k: pair(e, a) for k, (e, a) in diff.config.items()},
         "config_strict": diff.config_strict,
         "notes": [n.to_dict() for n in diff.notes],

@@ -82,6 +82,7 @@ def test_to_dict_is_json_ready():
     assert back["dtype"] == {"t": {"expected": "float32", "actual": "bfloat16"}}
     assert back["values"] == {"b": 1.0, "n": "inf"}
     assert back["ties"] == [["a", "b"]] and back["unexpected"] == ["x"]
+    assert back["tie_copies"] == [{"names": ["a", "b"], "max_abs_diff": 1.0, "kept": "b"}]
     assert back["config"]["new"] == {"expected": "<absent>", "actual": 1}
     assert back["counts"]["shape"] == 1 and back["expected_info"]["tensors"] == 5
     assert {n["kind"] for n in back["notes"]} >= {"shape", "dtype", "values", "tied"}
