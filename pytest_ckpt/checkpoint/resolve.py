@@ -62,6 +62,10 @@ def align(expected: View, actual: View) -> tuple[View, View]:
     enames, anames = expected.schema.specs.keys(), actual.schema.specs.keys()
     if enames == anames:
         return expected, actual  # the usual case
+    if "snapshot" in (expected.noun, actual.noun):
+        # a snapshot pins the names: a model moved under self.model is a change to review,
+        # since old checkpoints no longer load into it with a plain load_state_dict
+        return expected, actual
     prefix = canonical.attribute_prefix(anames, enames)
     if prefix is not None:
         return expected, _without_prefix(actual, prefix)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import pytest_ckpt as pc
 from pytest_ckpt.formats import golden
@@ -108,3 +109,18 @@ def test_a_training_state_with_several_models_pins_the_one_like_names(tmp_path):
     with pytest.raises(snapshot.SnapshotMismatch, match=r"\[layer-count\] blocks\.2\.\*"):
         snap.assert_match(deeper, like=varstate.VAR(3))
     assert [r["outcome"] for r in records] == ["written", "differs"]
+
+
+def test_a_model_moved_under_an_attribute_is_a_change_to_the_snapshot(tmp_path):
+    # pc.diff undoes an attribute prefix between a model and a checkpoint (a LightningModule's
+    # self.model); a snapshot pins names, so the same move must show
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = tiny(2)
+
+    path = tmp_path / "snap.json"
+    snapshot.check(tiny(2), path, update=True)
+    result = snapshot.check(Holder(), path, update=False)
+    assert result.outcome == "differs"
+    assert pc.diff(Holder(), tiny(2)).ok  # between models the prefix is undone
