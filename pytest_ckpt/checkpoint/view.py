@@ -50,6 +50,13 @@ class View:
     #: a config the training state keeps beside the weights (nanoGPT's ``model_args``),
     #: ``(where, config)``: shown by inspect, never compared (only ``pc.save``'s is)
     found_config: tuple[str, dict[str, Any]] | None = None
+    #: what explanations call this side when it is the expected one ("the model")
+    expected_noun: str = "model"
+    #: how this side's block count is said when it is the expected one and code built it
+    #: ("your load built"); None: "the <expected_noun> has"
+    built: str | None = None
+    #: whose code made this side, when a fix must point at that code: "load" or "save"
+    made_by: str | None = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -207,3 +207,45 @@ def test_renamed_found_past_crowded_neighbours():
     note = next(n for n in d.notes if n.kind == "renamed")
     assert note.text.startswith("10 tensors have other names in the checkpoint")
     assert "`.ffn` -> `.mlp` (10)" in note.text
+
+
+# -- round trips: the sides have their own nouns, the fix names the code at fault ---------------
+
+def test_one_block_is_said_in_the_singular():
+    d = compare(model(state(2)), ckpt(state(1)))
+    assert d.notes[0].text == ("model.layers.1.*: block 1 missing: the model has 2 blocks, the "
+                               "checkpoint 1")
+    assert d.notes[0].fix == ("build the model with 1 block, or load a checkpoint saved from the "
+                              "2-block model")
+
+
+def test_a_load_that_built_another_depth_gets_the_fix_in_the_load():
+    built = model(state(3), expected_noun="model your load built", built="your load built",
+                  made_by="load")
+    d = compare(built, ckpt(state(4)), configs=(None, {"n_layer": 4}))
+    assert d.notes[0].text == ("model.layers.3.*: 1 block unexpected: the checkpoint has 4 blocks, "
+                               "your load built 3; n_layer: 4 -> 3")
+    assert d.notes[0].fix == "build the model in your load with n_layer=4, as training does"
+
+
+def test_a_reloaded_model_that_differs_is_the_loads_doing():
+    saved = model(state(2), expected_noun="saved model")
+    reloaded = ckpt(state(2, dtype=torch.float16), noun="reloaded model", made_by="load")
+    d = compare(saved, reloaded)
+    assert d.notes[0].text.startswith("9 tensors are float16 in the reloaded model, float32 in "
+                                      "the saved model")
+    assert d.notes[0].fix.startswith("your load casts them to float16 (.half(), .to(), a "
+                                     "torch_dtype=): keep float32, or declare the cast once with "
+                                     "ckpt.roundtrip(..., dtype=torch.float16)")
+    d = compare(saved, ckpt(state(1), noun="reloaded model", made_by="load"))
+    assert "the saved model has 2 blocks, the reloaded model 1" in d.notes[0].text
+    assert d.notes[0].fix == "build the model in your load with 2 blocks, as training does"
+
+
+def test_a_file_that_lacks_tensors_is_the_saves_doing():
+    full = state(1)
+    written = {k: v for k, v in full.items() if not k.endswith("norm.weight")}
+    d = compare(model(full, expected_noun="saved model"), ckpt(written, made_by="save"))
+    assert [n.kind for n in d.notes] == ["missing"]
+    assert d.notes[0].text.startswith("2 tensors missing from the checkpoint: ")
+    assert d.notes[0].fix.startswith("your save must write them")

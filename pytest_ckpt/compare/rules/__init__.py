@@ -5,8 +5,11 @@ function to a family module and to :data:`RULES`. Rules run in order and mark th
 config fields they explain in ``ctx``, so later, more generic rules (missing, unexpected,
 config) only speak about what is left.
 
-Wording: *expected* is the model, *actual* the checkpoint (``ctx.noun``: "snapshot" when the
-actual side is a golden schema snapshot); a change is written ``checkpoint value -> model value``.
+Wording: *expected* is the model (``ctx.model``: "saved model" in a round trip), *actual* the
+checkpoint (``ctx.noun``: "snapshot" when the actual side is a golden schema snapshot, "reloaded
+model" in a round trip); a change is written ``checkpoint value -> model value``. A fix names
+what to change; in a round trip (``ctx.fix_side``) only in the code at fault, your load or your
+save (:func:`~.context.by_side`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,21 @@ def _layer_change(ctx: Context, n_ckpt: int, n_model: int) -> str | None:
     return name if name and cfg_get(known, name) == count else None
 
 
+def _layer_fix(ctx: Context, field_name: str | None, n_ckpt: int, n_model: int) -> str:
+    """Build with the other depth; in a round trip, in the code that must change."""
+    if ctx.fix_side == "load":
+        right = ctx.right(n_model, n_ckpt)
+        how = f"{field_name}={right}" if field_name else plural(right, "block")
+        return f"build the model in your load with {how}, as training does"
+    if ctx.fix_side == "save":
+        return "your save must write every block of the model it is given"
+    if field_name:
+        return (f"build the model with {field_name}={n_ckpt}, or load a checkpoint "
+                f"saved from the {n_model}-block config")
+    return (f"build the model with {plural(n_ckpt, 'block')}, or load a checkpoint "
+            f"saved from the {n_model}-block model")
+
+
 def incomplete(diff, expected, actual, ctx) -> list[Note]:
     """The checkpoint lacks a tail of blocks its own stored config says it has."""
     cfg = actual.config
@@ -91,12 +106,7 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
         if field_name:
             ctx.explained_config.add(field_name)
             change = f"; {field_name}: {n_ckpt} -> {n_model}"
-        if field_name:
-            fix = (f"build the model with {field_name}={n_ckpt}, or load a checkpoint "
-                   f"saved from the {n_model}-block config")
-        else:
-            fix = (f"build the model with {n_ckpt} blocks, or load a checkpoint "
-                   f"saved from the {n_model}-block model")
+        fix = _layer_fix(ctx, field_name, n_ckpt, n_model)
         extra = sorted(set(a_blocks) - set(e_blocks))
         names = [n for i in extra for n in a_blocks[i] if n in unexpected]
         if names:
@@ -104,7 +114,8 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             notes.append(Note(
                 "layer-count",
                 f"{block_run(container, extra)}: {plural(len(extra), 'block')} "
-                f"unexpected: the {ctx.noun} has {n_ckpt} blocks, the model {n_model}{change}",
+                f"unexpected: the {ctx.noun} has {plural(n_ckpt, 'block')}, "
+                f"{ctx.model_count(n_model)}{change}",
                 fix=fix, names=tuple(sorted(names))))
         lacking = sorted(set(e_blocks) - set(a_blocks))
         names = [n for i in lacking for n in e_blocks[i]
@@ -114,6 +125,6 @@ def layer_count(diff, expected, actual, ctx) -> list[Note]:
             notes.append(Note(
                 "layer-count",
                 f"{block_run(container, lacking)}: {block_word(lacking)} missing: "
-                f"the model has {n_model} blocks, the {ctx.noun} {n_ckpt}{change}",
+                f"{ctx.model_has(n_model)}, the {ctx.noun} {n_ckpt}{change}",
                 fix=fix, names=tuple(sorted(names))))
     return notes

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from typing import Iterator
 
 from ...checkpoint.notes import Note
-from .context import listing, plural, runs, verb
+from .context import by_side, listing, plural, runs, verb
 
 
 
@@ -78,9 +78,12 @@ def renamed(diff, expected, actual, ctx) -> list[Note]:
     return [Note(
         "renamed",
         f"{plural(total, 'tensor')} {verb(total, 'has', 'have')} other names in the {ctx.noun} "
-        f"(model -> {ctx.noun}): "
+        f"({ctx.model} -> {ctx.noun}): "
         f"{mapping}; e.g. {example[0]} -> {example[1]}",
-        fix="rename the keys when loading, or save from a model that uses the same names",
+        fix=by_side(ctx, "rename the keys when loading, or save from a model that uses the same names",
+                     load="your load must read the names as training saves them (rename the keys "
+                          "when loading)",
+                     save="your save must keep the model's own names"),
         names=tuple(sorted(names)))]
 
 
@@ -137,8 +140,13 @@ def missing(diff, expected, actual, ctx) -> list[Note]:
         "missing",
         f"{plural(len(names), 'tensor')} missing from the {ctx.noun}: "
         f"{runs(names, ctx.expected_blocks)}",
-        fix="save the checkpoint from a model that has these modules, or build the model "
-            "without them",
+        fix=by_side(ctx, "save the checkpoint from a model that has these modules, or build the "
+                          "model without them",
+                     load=("your load builds modules training does not save: build the model as "
+                           "training does") if ctx.at_fault == "expected" else
+                          "your load must build these modules and load them, as training does",
+                     save="your save must write them: save the whole model.state_dict() (buffers "
+                          "such as BatchNorm's running stats are part of it)"),
         names=tuple(names))]
 
 
@@ -150,7 +158,13 @@ def unexpected(diff, expected, actual, ctx) -> list[Note]:
     return [Note(
         "unexpected",
         f"{plural(len(names), 'tensor')} in the {ctx.noun} {verb(len(names), 'has', 'have')} "
-        f"no place in the model: "
+        f"no place in the {ctx.model}: "
         f"{runs(names, ctx.actual_blocks)}",
-        fix="build the model with these modules, or drop the keys before loading",
+        fix=by_side(ctx, "build the model with these modules, or drop the keys before loading",
+                     load="your load must build these modules, as training does"
+                          if ctx.at_fault == "expected" else
+                          "your load builds modules the saved model does not have: build the "
+                          "model as training does",
+                     save="your save writes tensors the model does not have: save its "
+                          "state_dict() only"),
         names=tuple(names))]

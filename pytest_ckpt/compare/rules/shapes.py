@@ -6,8 +6,11 @@ from collections import defaultdict
 from typing import Any
 
 from ...checkpoint.notes import Note
-from .context import listing, plural, runs, shape_text, value_text, verb
+from .context import by_side, listing, plural, runs, shape_text, value_text, verb
 
+
+
+_SAVE_AS_IS = "your save must write the model's tensors as they are: save model.state_dict()"
 
 
 def config(diff, expected, actual, ctx) -> list[Note]:
@@ -19,9 +22,11 @@ def config(diff, expected, actual, ctx) -> list[Note]:
                for f in fields]
     return [Note(
         "config",
-        f"config differs ({ctx.noun} -> model): {listing(changes, 6)}",
-        fix="build the model from the checkpoint's config, or save a new checkpoint "
-            "from this config",
+        f"config differs ({ctx.noun} -> {ctx.model}): {listing(changes, 6)}",
+        fix=by_side(ctx, "build the model from the checkpoint's config, or save a new checkpoint "
+                         "from this config",
+                    load="build the model in your load from the config training saved",
+                    save="your save must store the config the model was built from"),
         names=tuple(fields), info=not diff.config_strict)]
 
 
@@ -47,18 +52,25 @@ def shape(diff, expected, actual, ctx) -> list[Note]:
         notes.append(Note(
             "shape",
             f"{plural(len(names), 'tensor')} {verb(len(names), 'differs', 'differ')} in shape because {f}: {va} -> {ve} "
-            f"(e.g. {names[0]}: {shape_text(as_)} in the {ctx.noun}, {shape_text(es)} in the model)",
-            fix=f"build the model with {f}={va}, or load a checkpoint saved from the "
-                f"{f}={ve} config",
+            f"(e.g. {names[0]}: {shape_text(as_)} in the {ctx.noun}, {shape_text(es)} in the "
+            f"{ctx.model})",
+            fix=by_side(ctx, f"build the model with {f}={va}, or load a checkpoint saved from the "
+                             f"{f}={ve} config",
+                        load=f"build the model in your load with {f}={ctx.right(ve, va)}, as "
+                             "training does",
+                        save=_SAVE_AS_IS),
             names=tuple(names)))
     patterns = sorted(by_pattern.items(), key=lambda kv: -len(kv[1]))
     for (es, as_), names in patterns[:6]:
         notes.append(Note(
             "shape",
             f"{runs(names, ctx.expected_blocks)}: {shape_text(as_)} in the {ctx.noun}, "
-            f"{shape_text(es)} in the model ({plural(len(names), 'tensor')})",
-            fix="the checkpoint comes from a model of another size: build the model from "
-                "the checkpoint's config, or re-save from this model",
+            f"{shape_text(es)} in the {ctx.model} ({plural(len(names), 'tensor')})",
+            fix=by_side(ctx, "the checkpoint comes from a model of another size: build the model "
+                             "from the checkpoint's config, or re-save from this model",
+                        load="build the model in your load with the sizes training uses (from "
+                             "the config it saved)",
+                        save=_SAVE_AS_IS),
             names=tuple(names)))
     rest = [n for _, names in patterns[6:] for n in names]
     if rest:

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from ...checkpoint.notes import Note
 from ...formats.dtypes import dtype_name
-from .context import SHOW, listing, plural, runs, verb
+from .context import SHOW, by_side, listing, plural, runs, verb
 
 
 
@@ -22,11 +22,21 @@ def dtype(diff, expected, actual, ctx) -> list[Note]:
         notes.append(Note(
             "dtype",
             f"{plural(len(names), 'tensor')} {verb(len(names), 'is', 'are')} {an} in "
-            f"the {ctx.noun}, {en} in the model{where}",
-            fix=f"save from the model in {en} (model.to(torch.{en}) before saving), or build "
-                f"the model in {an}",
+            f"the {ctx.noun}, {en} in the {ctx.model}{where}",
+            fix=by_side(ctx, f"save from the model in {en} (model.to(torch.{en}) before saving), "
+                             f"or build the model in {an}",
+                        load=f"your load casts them to {ctx.wrong(en, an)} (.half(), .to(), a "
+                             f"torch_dtype=): keep {ctx.right(en, an)}, or declare the cast once "
+                             f"with ckpt.roundtrip(..., dtype=torch.{ctx.wrong(en, an)})",
+                        save=f"your save casts them to {an}: save the model's {en} tensors, or "
+                             f"declare the cast once with ckpt.roundtrip(..., dtype=torch.{an})"),
             names=tuple(names)))
     return notes
+
+
+_LOAD_VALUES_FIX = ("the checkpoint holds the saved values: your load does not load them as saved "
+                    "(a strict=False load that matched no names, a model built after loading, "
+                    "or a change after loading)")
 
 
 def values(diff, expected, actual, ctx) -> list[Note]:
@@ -42,8 +52,11 @@ def values(diff, expected, actual, ctx) -> list[Note]:
     return [Note(
         "values",
         f"{plural(n, 'tensor')} {verb(n, 'differs', 'differ')} in value ({how}): {size} at {worst}",
-        fix="the checkpoint holds other weights than the model: re-save from this model, or "
-            "pass atol=/rtol= if small numeric drift is expected",
+        fix=by_side(ctx, "the checkpoint holds other weights than the model: re-save from this "
+                         "model, or pass atol=/rtol= if small numeric drift is expected",
+                    load=_LOAD_VALUES_FIX,
+                    save="your save writes other values than the model it is given holds (a copy "
+                         "taken earlier, or a lossy cast): save model.state_dict() as it is"),
         names=tuple(sorted(diff.values)))]
 
 
@@ -56,9 +69,12 @@ def tied(diff, expected, actual, ctx) -> list[Note]:
     return [Note(
         "tied",
         f"{plural(len(groups), 'tie group')} broken: {listing(groups, 2)} share one tensor "
-        f"in the model but are separate in the {ctx.noun}",
-        fix="save with torch.save or pc.save (both keep sharing), or re-tie after loading "
-            "(e.g. model.tie_weights())",
+        f"in the {ctx.model} but are separate in the {ctx.noun}",
+        fix=by_side(ctx, "save with torch.save or pc.save (both keep sharing), or re-tie after "
+                         "loading (e.g. model.tie_weights())",
+                    load="your load must re-tie them after loading (e.g. model.tie_weights())",
+                    save="your save must keep the sharing: torch.save(model.state_dict()) or "
+                         "pc.save keep it, a copy per name ({k: v.clone()}) does not"),
         names=tuple(n for g in broken for n in g))]
 
 
@@ -69,10 +85,12 @@ def tied_copies(diff, expected, actual, ctx) -> list[Note]:
         dropped = [n for n in group if n != kept]
         notes.append(Note(
             "tied",
-            f"{' = '.join(group)}: one tensor in the model, but the {ctx.noun} stores copies "
+            f"{' = '.join(group)}: one tensor in the {ctx.model}, but the {ctx.noun} stores copies "
             f"that differ (largest max-abs difference {worst:.3g}): load_state_dict keeps "
             f"{kept} (loaded last) and drops {listing(dropped, 2)}",
-            fix="save tied weights as one tensor (torch.save(model.state_dict()) and pc.save keep "
-                "the sharing), or find which copy training updated",
+            fix=by_side(ctx, "save tied weights as one tensor (torch.save(model.state_dict()) and "
+                             "pc.save keep the sharing), or find which copy training updated",
+                        save="your save must keep the sharing: torch.save(model.state_dict()) or "
+                             "pc.save keep it, a copy per name does not"),
             names=group))
     return notes
