@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from . import options as o
-from .collector import CheckCollector
+from .collector import DEFINED_KEY, CheckCollector, defined_tests
 from .variations import DEFAULT, VARIATIONS, UnknownVariation, validate
 
 #: the session's resolved options
@@ -53,6 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(o.INI_COMPILE_BACKEND, "ckpt: torch.compile backend of the compile variations",
                   type="string", default=o.DEFAULT_COMPILE_BACKEND)
     parser.addini(o.INI_AUDIT_LOADS, "ckpt: like --ckpt-audit-loads", type="bool", default=False)
+    parser.addini(o.INI_AUDIT_ALLOW, "ckpt: name patterns (fnmatch) a load_state_dict(strict=False) "
+                  "may drop on purpose: --ckpt-audit-loads ignores them", type="linelist", default=[])
     parser.addini(o.INI_FSDP_TIMEOUT, f"ckpt: seconds the fsdp variation's 2 ranks may take "
                   f"(default {o.DEFAULT_FSDP_TIMEOUT:.0f}; env {o.ENV_FSDP_TIMEOUT} overrides)",
                   type="string", default="")
@@ -68,6 +70,10 @@ def read_settings(config: pytest.Config) -> o.Settings:
     elif ini:
         variations, source = validate(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
     audit = config.getoption(o.DEST_AUDIT_LOADS)
+    report = config.getoption(o.DEST_REPORT)
+    problem = o.report_path_problem(report, is_dir=report is not None and os.path.isdir(report))
+    if problem:
+        raise pytest.UsageError(f"pytest-ckpt: {problem}")
     try:
         fsdp_timeout = o.fsdp_timeout(os.environ.get(o.ENV_FSDP_TIMEOUT), config.getini(o.INI_FSDP_TIMEOUT))
     except ValueError as exc:
@@ -76,8 +82,9 @@ def read_settings(config: pytest.Config) -> o.Settings:
         variations=variations,
         variations_source=source,
         update=bool(config.getoption(o.DEST_UPDATE)),
-        report=config.getoption(o.DEST_REPORT),
+        report=report,
         audit_loads=bool(config.getini(o.INI_AUDIT_LOADS) if audit is None else audit),
+        audit_allow=tuple(p for p in config.getini(o.INI_AUDIT_ALLOW) if p.strip()),
         snapshot_dir=config.getini(o.INI_SNAPSHOT_DIR) or o.DEFAULT_SNAPSHOT_DIR,
         compile_backend=config.getini(o.INI_COMPILE_BACKEND) or o.DEFAULT_COMPILE_BACKEND,
         fsdp_timeout=fsdp_timeout,
@@ -90,6 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{o.MARKER}(*variations): run the test once per checkpoint save-side variation "
         f"(ids [ckpt-<variation>]) with the `ckpt` fixture's roundtrip(); no arguments: "
         f"{', '.join(DEFAULT)}. Also: layers-1, layers+1.",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{o.MARKER_AUDIT_ALLOW}(*patterns): names (fnmatch patterns) this test's "
+        f"load_state_dict(strict=False) calls may drop on purpose; {o.OPT_AUDIT_LOADS} ignores them",
     )
     try:
         config.stash[SETTINGS_KEY] = read_settings(config)
@@ -137,7 +149,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         own = marker_variations(marker)
     except UnknownVariation as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    else:
+        message = None
+    if message is not None:  # outside the except: the error is shown once, not with its context
+        pytest.fail(message, pytrace=False)
     if settings.variations is None:
         names = own
     elif marker.args:  # the marker chose: the option narrows that choice
@@ -153,6 +169,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                   f"{settings.variations_source}={','.join(settings.variations or ())}")
         params = [pytest.param(None, id=f"{o.ID_PREFIX}none", marks=pytest.mark.skip(reason=reason))]
     metafunc.parametrize(VARIATION_FIXTURE, params, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    """Under --ckpt-update: which tests each module defines, before -k deselects any, so that
+    the snapshots of tests not run are not called unused (workers send theirs to the controller)."""
+    if not config.stash[SETTINGS_KEY].update:
+        return
+    defined = defined_tests(items)
+    if _is_xdist_worker(config):
+        config.workeroutput[DEFINED_KEY] = defined
+    elif SUMMARY_KEY in config.stash:
+        for path, names in defined.items():
+            config.stash[SUMMARY_KEY].defined[path].update(names)
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -226,7 +256,10 @@ def pytest_runtest_call(item: pytest.Item):
         return (yield)
     from .audit import LoadAudit
 
-    with LoadAudit() as audit:
+    marker = item.get_closest_marker(o.MARKER_AUDIT_ALLOW)
+    allow = item.config.stash[SETTINGS_KEY].audit_allow + tuple(
+        str(p) for p in (marker.args if marker is not None else ()))
+    with LoadAudit(allow=allow) as audit:
         try:
             result = yield
         except BaseException as exc:
@@ -244,10 +277,83 @@ def pytest_runtest_call(item: pytest.Item):
             f"{o.OPT_AUDIT_LOADS}: {len(lines)} load_state_dict(strict=False) call(s) silently "
             "dropped keys:\n" + "\n".join(f"  {line}" for line in lines)
             + "\n  fix: load strictly, or use pytest_ckpt.load_into(model, path, strict=False) and "
-            "check its report",
+            f"check its report; a drop that is intended: @pytest.mark.{o.MARKER_AUDIT_ALLOW}"
+            f"(\"<name pattern>\") on the test, or ini {o.INI_AUDIT_ALLOW}",
             pytrace=False,
         )
     return result
+
+
+# -- short failures ------------------------------------------------------------------------------
+
+#: packages whose frames a round trip's failure never shows: their code is not where the bug is
+HIDDEN_PACKAGES = ("torch", "transformers", "safetensors")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failure in a test that uses pytest-ckpt shows the test's line and the project's own
+    frames: torch's internal frames (140 lines of ``load_state_dict`` source) are hidden, as
+    pytest-ckpt's are (``__tracebackhide__``), unless ``--fulltrace``."""
+    excinfo = call.excinfo
+    if (excinfo is not None and not item.config.getoption("fulltrace", False)
+            and _uses_ckpt(item, excinfo.value)):
+        try:
+            if _cut_library_tail(excinfo.tb):
+                # pytest cuts tracebacks from the raw frames: rebuild its view of them
+                excinfo.traceback = type(excinfo.traceback)(excinfo.tb)
+            if item.config.get_verbosity() < 2:
+                _shorten_load_error(excinfo.value)
+        except Exception:  # noqa: BLE001 - a full traceback is better than none
+            pass
+    return (yield)
+
+
+def _shorten_load_error(exc: BaseException) -> None:
+    """torch's ``load_state_dict`` error lists every key and one line per size mismatch:
+    cut the lists (with their count and block runs) and the runs of lines; -vv keeps all."""
+    text = str(exc)
+    if not (isinstance(exc, RuntimeError) and "Error(s) in loading state_dict" in text
+            and len(exc.args) == 1):
+        return
+    from ..compare.load_error import shorten
+
+    short = shorten(text)
+    if short != text.expandtabs(2):
+        exc.args = (short + "\n(shortened by pytest-ckpt; -vv shows every key)",)
+
+
+def _cut_library_tail(tb) -> bool:
+    """End the traceback at its last frame of the project's own code: the frames after it
+    are torch's (or transformers', or pytest-ckpt's hidden ones). True when it cut any."""
+    hidden = _hidden_dirs()
+    last_own = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if not (frame.f_code.co_filename.startswith(hidden) or frame.f_locals.get("__tracebackhide__")):
+            last_own = tb
+        tb = tb.tb_next
+    if last_own is None or last_own.tb_next is None:
+        return False
+    last_own.tb_next = None
+    return True
+
+
+def _uses_ckpt(item: pytest.Item, exc: BaseException) -> bool:
+    from_roundtrip = getattr(exc, o.ATTR_TRIM, False)
+    return bool(from_roundtrip) or bool({"ckpt", "ckpt_snapshot"} & set(getattr(item, "fixturenames", ())))
+
+
+def _hidden_dirs() -> tuple[str, ...]:
+    import sys
+
+    dirs = []
+    for name in HIDDEN_PACKAGES:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return tuple(dirs)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -8,6 +8,7 @@ this package's files and are never counted.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import sys
 
@@ -60,9 +61,14 @@ class LoadAudit:
     [DroppedLoad(module='TinyLM', missing=['layers.3.attn.weight'], ...)]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, allow: tuple[str, ...] = ()) -> None:
         self.dropped: list[DroppedLoad] = []
+        #: name patterns (fnmatch) whose drop is intended: a LoRA base, a projection kept fresh
+        self.allow = tuple(allow)
         self._original = None
+
+    def intended(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow)
 
     def __enter__(self) -> "LoadAudit":
         import torch
@@ -72,14 +78,17 @@ class LoadAudit:
         audit = self
 
         def load_state_dict(module, state_dict, strict=True, assign=False):
+            __tracebackhide__ = True
             result = original(module, state_dict, strict=strict, assign=assign)
             if not strict and (result.missing_keys or result.unexpected_keys):
+                missing = [n for n in result.missing_keys if not audit.intended(n)]
+                unexpected = [n for n in result.unexpected_keys if not audit.intended(n)]
                 where, internal = _caller()
-                if not internal:
+                if (missing or unexpected) and not internal:
                     audit.dropped.append(DroppedLoad(
                         module=type(module).__name__,
-                        missing=list(result.missing_keys),
-                        unexpected=list(result.unexpected_keys),
+                        missing=missing,
+                        unexpected=unexpected,
                         where=where,
                     ))
             return result

@@ -7,8 +7,10 @@ check recorded, else the failure's own first line (``reprcrash``), never scraped
 
 from __future__ import annotations
 
+import os
+import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -27,13 +29,24 @@ class CheckCollector:
         self.started = time.time()
         self.entries: list[dict] = []
         self.used_snapshots: set[Path] = set()
+        #: snapshot files --ckpt-update wrote, in order
+        self.written: list[Path] = []
         #: nodeid -> first cause, for the summary
         self.failures: dict[str, str] = {}
         self.skips: Counter = Counter()
+        #: (variation, note) of round trips that passed with something to say
+        self.notes: Counter = Counter()
+        #: test module file -> names of the tests that ran (for snapshots no test used)
+        self.ran: dict[str, set[str]] = defaultdict(set)
+        #: test module file -> names of the test functions it defines (collected, run or not)
+        self.defined: dict[str, set[str]] = defaultdict(set)
 
     # -- collecting --------------------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and report.skipped):
+            path, _, name = report.nodeid.partition("::")
+            self.ran[path].add(name.rpartition("::")[2])
         props = report.user_properties
         variation = next((v for k, v in props if k == o.PROP_VARIATION), None)
         roundtrips = [v for k, v in props if k == o.PROP_ROUNDTRIP]
@@ -57,9 +70,13 @@ class CheckCollector:
                       path=last.get("path"))
             if report.failed:
                 self.failures[report.nodeid] = f"[{variation}] {message}"
+            elif last.get("note"):
+                self.notes[(variation, last["note"])] += 1
         for snap in snapshots:
             self.used_snapshots.add(Path(snap["path"]))
             outcome = {"match": "passed", "written": "written"}.get(snap["outcome"], "failed")
+            if outcome == "written":
+                self.written.append(Path(snap["path"]))
             message = _first_cause(snap.get("diff")) or snap.get("message", "").split("\n")[0]
             self._add(report, "snapshot", None, outcome, diff=snap.get("diff"), message=message,
                       path=snap["path"], duration=snap.get("duration"))
@@ -88,28 +105,58 @@ class CheckCollector:
 
         write(self.report_path, document(self.entries, started=self.started, workers=self.workers))
 
-    def stale_snapshots(self) -> list[Path]:
-        from .snapshot import stale_snapshots
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """pytest-xdist: the test functions a worker's modules define (the workers collect)."""
+        output = getattr(node, "workeroutput", None) or {}
+        for path, names in output.get(DEFINED_KEY, {}).items():
+            self.defined[path].update(names)
 
+    def stale_snapshots(self, rootpath: Path, snapshot_dir: str) -> list[Path]:
+        """Snapshot files beside the modules of this run that no test used: the files of a
+        test that ran and did not ask for them, or of a test that is gone. A test that was
+        deselected (``-k``) or not selected keeps its files."""
+        from .snapshot import snapshot_path, stale_snapshots
+
+        used = {p.resolve() for p in self.used_snapshots}
+        by_dir: dict[Path, tuple[set[str], set[str]]] = {}
+        for module in set(self.ran) | set(self.defined):
+            directory = snapshot_path(rootpath / module, snapshot_dir, "x", None).parent
+            ran, defined = by_dir.setdefault(directory.resolve(), (set(), set()))
+            ran.update(snapshot_path(Path("m.py"), "d", n, None).stem for n in self.ran.get(module, ()))
+            defined.update(self.defined.get(module, ()))
         stale: list[Path] = []
         for directory in sorted({p.parent for p in self.used_snapshots}):
-            stale.extend(stale_snapshots(directory, {p.resolve() for p in self.used_snapshots}))
+            ran, defined = by_dir.get(directory.resolve(), (set(), set()))
+            for path in stale_snapshots(directory, used):
+                stem = path.name.removesuffix(".json")
+                if any(stem == n or stem.startswith(n + ".") for n in ran):
+                    stale.append(path)  # its test ran without asking for it
+                elif _BASE.match(stem).group(0) not in defined:
+                    stale.append(path)  # no test of that name any more
         return stale
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter
-        stale = self.stale_snapshots() if self.update else []
-        if not (self.failures or self.skips or stale):
+        stale = self.stale_snapshots(tr.config.rootpath, self.snapshot_dir) if self.update else []
+        if not (self.failures or self.skips or stale or self.written or self.notes):
             return
         tr.section("pytest-ckpt")
         outcomes = Counter(e["outcome"] for e in self.entries if e["kind"] == "roundtrip")
         if outcomes:
-            tr.line(f"{sum(outcomes.values())} round trips: {outcomes['passed']} passed, "
+            n = sum(outcomes.values())
+            tr.line(f"{n} round trip{'' if n == 1 else 's'}: {outcomes['passed']} passed, "
                     f"{outcomes['failed']} failed, {outcomes['skipped']} skipped")
         for nodeid, cause in sorted(self.failures.items()):
             tr.line(f"FAILED {nodeid}: {cause}")
         for (variation, reason), n in sorted(self.skips.items()):
             tr.line(f"skipped {n} x {variation}: {reason}")
+        for (variation, note), n in sorted(self.notes.items()):
+            tr.line(f"passed {n} x {variation}: {note}")
+        if self.written:
+            tr.line(f"wrote {len(self.written)} snapshot file{'' if len(self.written) == 1 else 's'}:")
+            for path in self.written:
+                tr.line(f"  {_relative(path)}")
         if stale:
             tr.line(f"{len(stale)} snapshot file(s) no test of this run used "
                     "(delete them if their tests are gone):")
@@ -117,6 +164,37 @@ class CheckCollector:
                 tr.line(f"  {path}")
         if self.report_path is not None:
             tr.line(f"report written to {self.report_path}")
+
+
+#: a worker's ``workeroutput`` key: {test module: names of the test functions it defines}
+DEFINED_KEY = "ckpt_defined_tests"
+_BASE = re.compile(r"^[^.\[]*")
+
+
+def defined_tests(items) -> dict[str, list[str]]:
+    """Per test module (as a node id spells its path), the names of the test functions and
+    methods it defines, whether or not they were selected."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        path = item.nodeid.partition("::")[0]
+        if path in out:
+            continue
+        for name, obj in vars(module).items():
+            out[path].add(name)
+            if isinstance(obj, type):
+                out[path].update(vars(obj))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _relative(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _skip_reason(report) -> str:

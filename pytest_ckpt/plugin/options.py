@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 MARKER = "ckpt_roundtrip"
+#: name patterns whose drop by a load_state_dict(strict=False) is intended (the audit ignores them)
+MARKER_AUDIT_ALLOW = "ckpt_audit_allow"
 GROUP = "ckpt"
 
 #: command-line options, as pytest spells them and as ``config.getoption`` names them
@@ -29,6 +31,7 @@ INI_VARIATIONS = "ckpt_variations"
 INI_SNAPSHOT_DIR = "ckpt_snapshot_dir"
 INI_COMPILE_BACKEND = "ckpt_compile_backend"
 INI_AUDIT_LOADS = "ckpt_audit_loads"
+INI_AUDIT_ALLOW = "ckpt_audit_allow"
 INI_FSDP_TIMEOUT = "ckpt_fsdp_timeout"
 #: environment variable that overrides the ini key (a CI job can raise it without editing files)
 ENV_FSDP_TIMEOUT = "PYTEST_CKPT_FSDP_TIMEOUT"
@@ -45,6 +48,8 @@ PROP_VARIATION = "ckpt_variation"
 PROP_ROUNDTRIP = "ckpt_roundtrip"
 PROP_SNAPSHOT = "ckpt_snapshot"
 PROP_AUDIT = "ckpt_audit"
+#: set on an exception a round trip re-raises: its torch frames are hidden in the report
+ATTR_TRIM = "_pytest_ckpt_trim"
 
 
 def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -59,6 +64,20 @@ def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
         text = ",".join(text)
     names = tuple(n for n in re.split(r"[\s,]+", text) if n)
     return names or None
+
+
+def report_path_problem(path: str | None, *, is_dir: bool) -> str | None:
+    """Why ``--ckpt-report=PATH`` cannot be written, said before the run; ``None`` if it can.
+
+    >>> print(report_path_problem(".", is_dir=True))
+    --ckpt-report=.: is a directory; give a file path, e.g. --ckpt-report=ckpt-report.json
+    """
+    if path is None:
+        return None
+    if is_dir or path.endswith(("/", "\\")):
+        return (f"{OPT_REPORT}={path}: is a directory; give a file path, "
+                f"e.g. {OPT_REPORT}=ckpt-report.json")
+    return None
 
 
 def fsdp_timeout(env: str | None, ini: str | None) -> float:
@@ -92,6 +111,8 @@ class Settings:
     update: bool = False
     report: str | None = None
     audit_loads: bool = False
+    #: name patterns (fnmatch) a strict=False load may drop on purpose, for every test
+    audit_allow: tuple[str, ...] = ()
     snapshot_dir: str = DEFAULT_SNAPSHOT_DIR
     compile_backend: str = DEFAULT_COMPILE_BACKEND
     fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT

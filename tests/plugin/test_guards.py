@@ -174,3 +174,59 @@ def test_ok(ckpt):
     result = run(project)
     result.assert_outcomes(passed=1)
     assert "pytest-ckpt" not in result.stdout.str()
+
+
+def test_audit_ignores_drops_declared_intended(project):
+    # a projection kept fresh on purpose (Chinese-CLIP), LoRA bases: the audit can stay on
+    project.makepyfile(test_audit="""
+import pytest
+from project import Config, build
+
+def without(prefix):
+    return {k: v for k, v in build(Config()).state_dict().items() if not k.startswith(prefix)}
+
+@pytest.mark.ckpt_audit_allow("blocks.2.*")
+def test_marked():
+    build(Config()).load_state_dict(without("blocks.2."), strict=False)
+
+def test_by_ini():
+    build(Config()).load_state_dict(without("blocks.1.norm."), strict=False)
+
+@pytest.mark.ckpt_audit_allow("blocks.2.*")
+def test_more_than_allowed():
+    build(Config()).load_state_dict(without("blocks."), strict=False)
+""")
+    project.makeini("[pytest]\nckpt_audit_allow =\n    blocks.1.norm.*\n")
+    result = run(project, o.OPT_AUDIT_LOADS)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*test_audit.py:16: Model.load_state_dict(strict=False) silently dropped 6 missing "
+        "(blocks.0.*, blocks.1.fc.bias, blocks.1.fc.weight)",
+        "*a drop that is intended: @pytest.mark.ckpt_audit_allow(\"<name pattern>\") on the test, "
+        "or ini ckpt_audit_allow",
+    ])
+
+
+def test_update_lists_what_it_wrote_and_keeps_the_snapshots_of_tests_not_run(project):
+    project.makepyfile(test_snap="""
+from project import Config, build
+
+def test_a(ckpt_snapshot):
+    ckpt_snapshot.assert_match(build(Config()))
+
+def test_b(ckpt_snapshot):
+    ckpt_snapshot.assert_match(build(Config()))
+""")
+    result = run(project, o.OPT_UPDATE)
+    result.stdout.fnmatch_lines(["wrote 2 snapshot files:",
+                                 f"  {o.DEFAULT_SNAPSHOT_DIR}/test_snap/test_a.json",
+                                 f"  {o.DEFAULT_SNAPSHOT_DIR}/test_snap/test_b.json"])
+    gone = project.path / o.DEFAULT_SNAPSHOT_DIR / "test_snap" / "test_gone.json"
+    gone.write_text("{}")
+    for selection in (["-k", "test_a"], ["test_snap.py::test_a"]):
+        result = run(project, o.OPT_UPDATE, *selection)
+        result.assert_outcomes(passed=1)
+        out = result.stdout.str()
+        assert "test_b.json" not in out  # deselected, not unused
+        assert "snapshot file:" not in out and "snapshot files:" not in out  # unchanged: none written
+        result.stdout.fnmatch_lines(["1 snapshot file(s) no test of this run used*", "*test_gone.json"])
