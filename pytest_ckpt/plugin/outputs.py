@@ -19,8 +19,15 @@ def compare_outputs(reference: nn.Module, reloaded: nn.Module, inputs: Any, *,
     reloaded.eval()
     try:
         with torch.no_grad():
-            expected = output_tensors(call(reference, inputs))
-            actual = output_tensors(call(reloaded, inputs))
+            try:
+                expected = output_tensors(call(reference, inputs))
+            except Exception as exc:  # noqa: BLE001 - the inputs do not fit the model
+                return [f"outputs not compared: the saved model raised on inputs= "
+                        f"({type(exc).__name__}: {_first_line(exc)})"]
+            try:
+                actual = output_tensors(call(reloaded, inputs))
+            except Exception as exc:  # noqa: BLE001 - said below, with the likely reason
+                return [_raised(reference, reloaded, exc)]
     finally:
         reference.train(modes[0])
         reloaded.train(modes[1])
@@ -39,8 +46,29 @@ def compare_outputs(reference: nn.Module, reloaded: nn.Module, inputs: Any, *,
                 # the same comparer as the weights': exact by default, NaN equal to NaN
                 delta = max_abs_diff(a.detach(), b.detach(), atol=atol, rtol=rtol)
                 if delta is not None:
-                    problems.append(f"{label} differs (max |Δ| {delta:.3g}, atol={atol}, rtol={rtol})")
+                    problems.append(f"{label} differs (max |Δ| {delta:.3g}, atol={atol:g}, rtol={rtol:g})")
     return problems
+
+
+def _raised(reference: nn.Module, reloaded: nn.Module, exc: Exception) -> str:
+    """The reloaded model fails on inputs the saved one ran: most often a cast in the load."""
+    saved, loaded = _float_dtype(reference), _float_dtype(reloaded)
+    what = f"{type(exc).__name__}: {_first_line(exc)}"
+    if saved != loaded and loaded is not None:
+        name = str(loaded).removeprefix("torch.")
+        return (f"outputs not compared: the reloaded model is {name}, the saved model "
+                f"{str(saved).removeprefix('torch.')}, and it raised on inputs= ({what}); if your "
+                f"load casts on purpose, declare it with ckpt.roundtrip(..., dtype=torch.{name}) "
+                "(floating inputs are cast with it)")
+    return f"the reloaded model raised on inputs= the saved model ran: {what}"
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def output_tensors(output: Any, prefix: str = "") -> dict[str, torch.Tensor]:

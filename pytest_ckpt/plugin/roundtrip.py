@@ -2,23 +2,35 @@
 
 >>> def test_roundtrip(ckpt):                                   # doctest: +SKIP
 ...     ckpt.roundtrip(build_model, config=Config(), load=my_inference_load)
+
+A failure's first line names its cause; the report under it speaks of the saved model, the
+reloaded model and the checkpoint, and aims its fix at the code that must change: when the
+file itself differs from the saved model, your save; otherwise your load
+(:mod:`pytest_ckpt.plugin.explain`).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from .. import api
+from ..checkpoint.configs import config_to_dict
+from ..checkpoint.resolve import module_view
+from ..compare import load_error
+from ..compare.rules.context import plural
 from ..errors import CheckpointMismatch
-from .options import DEFAULT_FSDP_TIMEOUT
+from . import explain
+from .options import ATTR_TRIM, DEFAULT_FSDP_TIMEOUT
 from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
-from .variations.base import NO_CONFIG, SaveJob, Saved, describe
-from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks
-
+from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
+                              named_parameters)
+from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
 
 class Ckpt:
     """One variation's round trips within one test.
@@ -52,22 +64,30 @@ class Ckpt:
         factory: Callable[..., nn.Module],
         *,
         config: Any = None,
-        save: Callable[[nn.Module, Path], Any] | None = None,
+        save: Callable[..., Any] | None = None,
         load: Callable[[Path], nn.Module] | None = None,
         inputs: Any = None,
         atol: float = 0.0,
         rtol: float = 0.0,
         layers_field: str | None = None,
+        dtype: torch.dtype | None = None,
+        outputs_atol: float | None = None,
+        outputs_rtol: float | None = None,
     ) -> Any:
         """Save ``factory(config)`` as this variation does, load it back, compare.
 
-        Returns the reloaded model; for ``layers-1``/``layers+1`` the exception
-        the load raised. Raises one :class:`CheckpointMismatch` naming the
-        variation and the save/load functions, followed by the report.
+        ``save(model, path)`` may also take ``config=`` and ``optimizer=`` (passed when its
+        signature names them: the config the model was built from, a real AdamW after one
+        step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
+        compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
+        own tolerance (default: the weights'). Returns the reloaded model; for
+        ``layers-1``/``layers+1`` the exception the load raised. Raises one
+        :class:`CheckpointMismatch` whose first line names the cause.
         """
         __tracebackhide__ = True
         import pytest
 
+        check_arguments(factory, config=config, save=save, load=load)
         self._count += 1
         suffix = "" if self._count == 1 else f"-{self._count}"
         directory = self._directory / f"ckpt-{self.variation}{suffix}"
@@ -92,64 +112,109 @@ class Ckpt:
             pytest.skip(f"ckpt-{self.variation}: {exc}")
         except LayerCountUnknown as exc:
             pytest.fail(f"ckpt-{self.variation}: {exc}", pytrace=False)
+        except FactoryError as exc:
+            _trim(exc)
+            raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
         loaded_with = (
             describe(load) if load is not None
             else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
         )
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
+        compare = _Compare(atol=atol, rtol=rtol, config=_config(config), dtype=dtype)
         if saved.layer_delta:
-            return self._expect_refusal(job, saved, load, header)
+            return self._expect_refusal(job, saved, load, header, compare)
 
-        reloaded = self._load(job, saved.path, load, header)
-        diff = api.diff(saved.reference, reloaded, atol=atol, rtol=rtol)
-        problems = []
-        if inputs is not None and isinstance(saved.reference, nn.Module):
-            problems = compare_outputs(saved.reference, reloaded, inputs, atol=atol, rtol=rtol)
-        self._log(outcome="passed" if diff.ok and not problems else "failed",
-                  saved_with=saved.saved_with, loaded_with=loaded_with, path=str(saved.path),
-                  diff=_to_dict(diff), outputs=problems)
-        if not diff.ok or problems:
-            report = str(diff)
-            if problems:
-                report += "\n" + "\n".join(f"  outputs: {p}" for p in problems)
-                report += "\n  fix: the outputs depend on state the checkpoint does not carry" \
-                          " (a non-persistent buffer or a plain attribute) or on how it is loaded"
-            raise CheckpointMismatch(diff, f"{header}: {report}")
-        return reloaded
+        reference = explain.cast(saved.reference, dtype)
+        reloaded = self._load(job, saved, load, header, compare)
+        expected, actual = explain.saved_side(reference), explain.reloaded_side(reloaded)
+        diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None))
+        problems: list[str] = []
+        if inputs is not None and isinstance(reference, nn.Module):
+            problems = compare_outputs(
+                reference, reloaded, _cast_inputs(inputs, dtype),
+                atol=atol if outputs_atol is None else outputs_atol,
+                rtol=rtol if outputs_rtol is None else outputs_rtol)
+        if diff.ok and not problems:
+            self._log(outcome="passed", saved_with=saved.saved_with, loaded_with=loaded_with,
+                      path=str(saved.path), diff=_to_dict(diff))
+            return reloaded
+
+        body: list[str] = []
+        shown = diff
+        cause = explain.lead(diff)
+        if not diff.ok:
+            wrong = compare.file_differs(saved)
+            if wrong is not None:  # the file itself is not the saved model: the save is at fault
+                shown, cause = wrong, explain.lead(wrong)
+                body += [str(wrong), f"and so {diff}"]
+            else:
+                body.append(str(diff))
+        if problems:
+            if diff.ok:
+                cause = f"[outputs] {problems[0]}"
+                body.append(f"the weights match ({diff}); the outputs do not:")
+            body += [f"  outputs: {p}" for p in problems]
+            if any(" differs (max " in p for p in problems):
+                body.append("      fix: " + _outputs_fix(expected, actual, diff, atol, rtol))
+        self._log(outcome="failed", saved_with=saved.saved_with, loaded_with=loaded_with,
+                  path=str(saved.path), diff=_to_dict(shown), outputs=problems, cause=cause)
+        raise CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body))
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _load(self, job: SaveJob, path: Path, load: Callable | None, header: str, *,
-              explain: bool = True) -> nn.Module:
-        """``load(path)``, or ``pc.load_into`` of a fresh model; ``explain``: when the project's
-        load raises, add how pytest-ckpt reads the file to its error."""
+    def _load(self, job: SaveJob, saved: Saved, load: Callable | None, header: str,
+              compare: "_Compare") -> nn.Module:
+        """``load(path)``, or ``pc.load_into`` of a fresh model. When it raises, the failure
+        is explained: the file is checked against the saved model first (a wrong file is
+        the save's doing), then the load's own error is read as evidence."""
         __tracebackhide__ = True
         if load is None:
             model = job.build()
             try:
-                api.load_into(model, path)
+                api.load_into(model, saved.path)
             except CheckpointMismatch as exc:
-                self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
-                raise CheckpointMismatch(exc.diff, f"{header}: {exc}") from None
+                self._load_failed(exc, None, saved, header, compare)
             return model
-        try:
-            reloaded = load(path)
-        except Exception as exc:
-            note = f"{header}: your load raised on {path}"
-            if getattr(exc, "diff", None) is not None:  # the project loads through pc: keep its report
-                self._log(outcome="failed", path=str(path), diff=_to_dict(exc.diff))
-            elif explain:  # torch's own error lists keys; say what the file holds, one line per cause
-                text, cause = explain_file(job, path)
-                note += "\n" + text
-                self._log(outcome="failed", path=str(path), cause=cause)
-            exc.add_note(note)
-            raise
+        with explain.TransformersLog() as log:
+            try:
+                reloaded = load(saved.path)
+            except Exception as exc:
+                self._load_failed(exc, explain.raised(exc, log.text), saved, header, compare)
         if not isinstance(reloaded, nn.Module):
             raise TypeError(f"{header}: load(path) must return an nn.Module, got {type(reloaded).__name__}")
         return reloaded
 
-    def _expect_refusal(self, job: SaveJob, saved: Saved, load: Callable | None, header: str):
+    def _load_failed(self, exc: Exception, failure: "explain.Raised | None", saved: Saved,
+                     header: str, compare: "_Compare") -> None:
+        """Raise the explained failure of a load that raised."""
+        __tracebackhide__ = True
+        said = (failure.text() if failure is not None
+                else f"pc.load_into refused it: {explain.lead(getattr(exc, 'diff', None)) or exc}")
+        wrong = compare.file_differs(saved)
+        if wrong is not None:
+            cause = explain.lead(wrong)
+            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(wrong), cause=cause)
+            raise CheckpointMismatch(wrong, f"{header}: {cause}\n{wrong}\nand so {said}") from None
+        diff = getattr(exc, "diff", None)
+        if diff is not None:  # pc.load_into (ours or the project's): its report is the evidence
+            cause = explain.lead(diff)
+            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(diff), cause=cause)
+            raise CheckpointMismatch(diff, f"{header}: {cause}\n{said}") from None
+        found = explain.explain_raised(failure, saved.path, saved.reference, config=compare.config,
+                                       wrapped_by=saved.wrapped_by)
+        if found is not None:
+            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(found.diff), cause=found.cause)
+            raise CheckpointMismatch(found.diff, f"{header}: {found.cause}\n{said}\n{found.body}") from None
+        # an error that names no keys: the project's own, with what pytest-ckpt reads in the file
+        text, cause = explain_file(saved, saved.path)
+        exc.add_note(f"{header}: your load raised on {saved.path.name}\n{text}")
+        self._log(outcome="failed", path=str(saved.path), cause=cause)
+        _trim(exc)
+        raise exc
+
+    def _expect_refusal(self, job: SaveJob, saved: Saved, load: Callable | None, header: str,
+                        compare: "_Compare"):
         __tracebackhide__ = True
         import pytest
 
@@ -157,54 +222,236 @@ class Ckpt:
         fewer_more = "fewer" if saved.layer_delta < 0 else "more"
         blocks = changed_blocks(saved.reference, job.build())
         what = f"{field}={saved_count} saved, config says {expected_count}"
-        try:
-            # a refusal is what this variation wants: no explanation to compute
-            reloaded = self._load(job, saved.path, load, header, explain=False)
-        except Exception as exc:  # noqa: BLE001 - any refusal counts, if it says why
-            if names_blocks(exc, blocks):
+        reloaded, exc, log = _call_load(job, load, saved.path)
+        if exc is not None:  # any refusal counts, if it says why
+            if refuses(exc, log, blocks):
                 self._log(outcome="passed", refused=f"{type(exc).__name__}", layers=what)
                 return exc
-            self._log(outcome="failed", layers=what)
+            self._log(outcome="failed", layers=what,
+                      cause=f"[layer-count] your load refused a checkpoint with one block "
+                            f"{fewer_more} without naming the blocks that differ")
             pytest.fail(
-                f"{header}: your loader refused a checkpoint with one block {fewer_more} ({what}), "
+                f"{header}: your load refused a checkpoint with one block {fewer_more} ({what}), "
                 f"but its error does not name the blocks that differ ({', '.join(blocks) or '?'}):\n"
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {load_error.shorten(str(exc))}",
                 pytrace=False,
             )
-        # expected = what the loader built, actual = what was saved: the report's
-        # "checkpoint" is then the drifted checkpoint, its "model" the loader's model
-        diff = api.diff(reloaded, saved.reference)
-        self._log(outcome="failed", layers=what, diff=_to_dict(diff))
-        raise CheckpointMismatch(
-            diff,
-            f"{header}: your loader accepted a checkpoint with one block {fewer_more} ({what}); "
-            f"it should raise\n{diff}",
-        )
+        saved_view = explain.saved_side(saved.reference)
+        same = api.diff(saved_view, explain.reloaded_side(reloaded), atol=compare.atol, rtol=compare.rtol)
+        if same.ok:
+            # it built what the checkpoint holds: right if it reads the depth from the checkpoint
+            # (nanoGPT's model_args, from_pretrained), wrong if it always builds this depth
+            why = self._configured_depth_fails(job, load, compare)
+            if why is None:
+                note = (f"your load built the {plural(saved_count, 'block')} the checkpoint holds "
+                        f"({what}): it builds from the checkpoint's own config, and loads the "
+                        f"{expected_count}-block checkpoint too")
+                self._log(outcome="passed", layers=what, note=note)
+                return reloaded
+            cause = (f"[layer-count] your load builds {plural(saved_count, 'block')} whatever the "
+                     f"checkpoint holds: it accepted one with one block {fewer_more} ({what})")
+            self._log(outcome="failed", layers=what, diff=_to_dict(same), cause=cause)
+            raise CheckpointMismatch(same, f"{header}: {cause}, and {why}")
+        # expected = what the load built, actual = the drifted checkpoint it accepted
+        built = module_view(reloaded, label=f"the {explain.BUILT} ({type(reloaded).__name__})")
+        built.expected_noun, built.built = explain.BUILT, "your load built"
+        try:
+            accepted = explain.file_side(saved.path, like=built, values=True)
+        except Exception:  # noqa: BLE001 - a format only the project reads: the saved model says it
+            accepted = saved_view
+            accepted.noun = explain.SAVED
+        diff = api.diff(built, accepted, atol=compare.atol, rtol=compare.rtol)
+        refuse = ("load strictly (load_state_dict(strict=True), or pc.load_into) so that a "
+                  "checkpoint of another depth raises")
+        for i, note in enumerate(diff.notes):
+            if not note.info:
+                diff.notes[i] = type(note)(note.kind, note.text, refuse, note.names, note.info)
+        cause = (f"[layer-count] your load accepted a checkpoint with one block {fewer_more} ({what})")
+        self._log(outcome="failed", layers=what, diff=_to_dict(diff), cause=cause)
+        raise CheckpointMismatch(diff, f"{header}: {cause}; it should raise\n{diff}")
+
+    def _configured_depth_fails(self, job: SaveJob, load: Callable | None, compare: "_Compare") -> str | None:
+        """Save a model of the configured depth and load it: ``None`` when that round trip is
+        exact too, else what went wrong (the load builds one depth only)."""
+        path = job.directory / "as-configured" / f"model{VARIATIONS['plain'].load().suffix}"
+        model = save_model(job, job.config, path, VARIATIONS["plain"].load())
+        reloaded, exc, _ = _call_load(job, load, path)
+        if exc is not None:
+            first = [line.strip() for line in load_error.shorten(str(exc)).splitlines()]
+            return (f"it refused the checkpoint of the configured depth: {type(exc).__name__}: "
+                    f"{' '.join(first[:2])}")
+        diff = api.diff(explain.saved_side(model), explain.reloaded_side(reloaded),
+                        atol=compare.atol, rtol=compare.rtol)
+        return None if diff.ok else f"the checkpoint of the configured depth reloads differently:\n{diff}"
 
     def _log(self, **entry: Any) -> None:
         if self._record is not None:
             self._record({"variation": self.variation, **entry})
 
 
-def explain_file(job: SaveJob, path: Path) -> tuple[str, str]:
-    """Why a project's own load failed on ``path``, one line per cause, for a note; and the
-    line that leads it (``[kind] text``, empty when pytest-ckpt cannot read the file either).
+class _Compare:
+    """How this round trip compares: tolerances, the training config, a declared cast."""
 
-    The names, shapes and dtypes in the file are compared with the model the
-    factory builds (values are not: the saved weights are nudged on purpose).
-    When they match once read as pytest-ckpt reads them (found nested, wrapper
-    prefixes stripped), the loader only has to read the file the same way.
+    def __init__(self, *, atol: float, rtol: float, config: Any, dtype: torch.dtype | None) -> None:
+        self.atol, self.rtol, self.config, self.dtype = atol, rtol, config, dtype
+
+    def file_differs(self, saved: Saved):
+        """The diff of the file against the saved model when the file is wrong (both as saved
+        and after the declared cast), else ``None``: right, or unreadable to pytest-ckpt."""
+        if saved.layer_delta:
+            return None
+        first = None
+        for reference in (saved.reference, explain.cast(saved.reference, self.dtype))[:2 if self.dtype else 1]:
+            result = explain.check_file(reference, saved.path, atol=self.atol, rtol=self.rtol,
+                                        config=self.config)
+            if result is None or result.ok:
+                return None
+            first = first or result
+        return first
+
+
+def _call_load(job: SaveJob, load: Callable | None, path: Path):
+    """``(model, None, log)`` or ``(None, exc, log)``: the load (or pc.load_into) run once."""
+    with explain.TransformersLog() as log:
+        try:
+            if load is None:
+                model = job.build()
+                api.load_into(model, path)
+                return model, None, log.text
+            return load(path), None, log.text
+        except FactoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every refusal is evidence
+            return None, exc, log.text
+
+
+def refuses(exc: BaseException, log: str, blocks: list[str]) -> bool:
+    """Does a load's error refuse the checkpoint for its depth? It names the blocks that differ
+    (in its text, or in transformers' loading report), or it names only tensors of another
+    size (a depth that also scales the width, as VAR's does, with ``strict=False``)."""
+    if names_blocks(exc, blocks):
+        return True
+    error = load_error.parse(str(exc), log)
+    if error is None:
+        return False
+    if error.sizes_only:
+        return True
+    named = RuntimeError(" ".join(error.missing + error.unexpected))
+    return names_blocks(named, blocks)
+
+
+def check_arguments(factory: Any, *, config: Any, save: Any, load: Any) -> None:
+    """Bad usage, said up front and naming the argument: a model instead of a factory, a
+    factory that takes no config (or needs one), a save or load of the wrong shape."""
+    __tracebackhide__ = True
+    if isinstance(factory, nn.Module):
+        raise TypeError(
+            f"ckpt.roundtrip: the factory is a model instance ({type(factory).__name__}), not a "
+            "function that builds one; pass the class or a function, e.g. "
+            f"ckpt.roundtrip({type(factory).__name__}, config=...) (each round trip builds fresh models)")
+    if not callable(factory):
+        raise TypeError(f"ckpt.roundtrip: the factory must be callable, got {type(factory).__name__}")
+    call = "factory(config)" if config is not None else "factory()"
+    if _binds(factory, *((config,) if config is not None else ())) is False:
+        if config is not None:
+            raise TypeError(f"ckpt.roundtrip: config= was given, but the factory "
+                            f"{describe(factory)}{_signature(factory)} cannot be called as {call}; "
+                            "drop config= or let the factory take the config")
+        raise TypeError(f"ckpt.roundtrip: the factory {describe(factory)}{_signature(factory)} "
+                        "cannot be called without arguments; pass config=")
+    if save is not None:
+        if not callable(save):
+            raise TypeError(f"ckpt.roundtrip: save= must be a function save(model, path), "
+                            f"got {type(save).__name__}")
+        takes = named_parameters(save) & set(SAVE_KEYWORDS)
+        if _binds(save, None, None, **{k: None for k in takes}) is False:
+            raise TypeError(
+                f"ckpt.roundtrip: save={describe(save)}{_signature(save)} must take (model, path) "
+                f"(and may take {' and '.join(f'{k}=' for k in SAVE_KEYWORDS)})")
+    if load is not None:
+        if not callable(load) or _binds(load, None) is False:
+            raise TypeError(f"ckpt.roundtrip: load={describe(load)}{_signature(load)} must take "
+                            "(path) and return the model")
+
+
+def _binds(fn: Callable, *args, **kw) -> bool | None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # a builtin or C extension: nothing to check
+    try:
+        signature.bind(*args, **kw)
+    except TypeError:
+        return False
+    return True
+
+
+def _signature(fn: Callable) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _config(config: Any) -> dict | None:
+    if config is None:
+        return None
+    try:
+        return config_to_dict(config)
+    except (TypeError, ValueError):
+        return None
+
+
+def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return inputs
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(dtype) if inputs.is_floating_point() else inputs
+    if isinstance(inputs, dict):
+        return {k: _cast_inputs(v, dtype) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(_cast_inputs(v, dtype) for v in inputs)
+    return inputs
+
+
+def _outputs_fix(expected, actual, diff, atol: float, rtol: float) -> str:
+    """Why outputs differ when weights do not (or differ within tolerance)."""
+    if diff.ok and (atol or rtol):
+        exact = api.diff(expected, actual)
+        if exact.values:
+            return ("the weights differ within atol/rtol, the outputs by more: the rounding "
+                    "propagated through the model; give the outputs their own tolerance with "
+                    "outputs_atol=/outputs_rtol=")
+    return ("the outputs depend on state the checkpoint does not carry (a non-persistent buffer "
+            "or a plain attribute) or on how it is loaded")
+
+
+def _trim(exc: BaseException) -> None:
+    try:
+        setattr(exc, ATTR_TRIM, True)
+    except Exception:  # noqa: BLE001 - an exception without a __dict__ keeps its frames
+        pass
+
+
+def explain_file(saved: Saved, path: Path) -> tuple[str, str]:
+    """For a project's load error that names no keys: what pytest-ckpt finds in ``path``, one
+    line per cause, for a note; and the cause that leads it (``[kind] text``, empty when the
+    file holds the saved model, or pytest-ckpt cannot read it either).
+
+    The names, shapes and dtypes in the file are compared with the saved model (values are
+    not). When they match once read as pytest-ckpt reads them (found nested, wrapper prefixes
+    stripped), the loader only has to read the file the same way.
     """
     try:
-        diff = api.diff(job.build(), path, values=False)
+        expected = explain.saved_side(saved.reference)
+        diff = api.diff(expected, explain.file_side(path, like=expected, values=False))
     except Exception as exc:  # noqa: BLE001 - a note must never replace the project's error
         return f"pytest-ckpt could not read it either: {type(exc).__name__}: {exc}", ""
-    leading = next((n for n in diff.notes if not n.info), diff.notes[0] if diff.notes else None)
-    cause = f"[{leading.kind}] {leading.text}" if leading is not None else ""
+    cause = explain.lead(diff)
     if not diff.ok:
-        return f"pytest-ckpt, against the model the factory builds: {diff}", cause
-    found = (f"pytest-ckpt finds all {diff.expected_info['tensors']} tensors of the model the factory "
-             "builds in it, with their shapes and dtypes")
+        return f"pytest-ckpt, against the saved model: {diff}", cause
+    found = (f"pytest-ckpt finds all {diff.expected_info['tensors']} tensors of the saved model "
+             "in it, with their shapes and dtypes")
     how = [f"  [{n.kind}] {n.text}" for n in diff.notes if n.info]
     if not how:
         return f"{found}, read as they are: the failure is in how your load builds or reads the model", cause

@@ -127,11 +127,14 @@ def test_layers_pass_with_a_strict_loader_and_fail_with_a_lenient_one(project):
         "*test_strict.py::test_checkpoint[[]ckpt-layers+1[]] PASSED*",
     ])
     result.stdout.fnmatch_lines([
-        "*your loader accepted a checkpoint with one block fewer (num_layers=2 saved, config says 3)*",
-        "*blocks.2.*: block 2 missing: the model has 3 blocks, the checkpoint 2*"])
+        "*your load accepted a checkpoint with one block fewer (num_layers=2 saved, config says 3); "
+        "it should raise",
+        "*blocks.2.*: block 2 missing: your load built 3 blocks, the checkpoint 2*",
+        "*fix: load strictly (load_state_dict(strict=True), or pc.load_into) so that a checkpoint "
+        "of another depth raises"])
     result.stdout.fnmatch_lines([
-        "*your loader accepted a checkpoint with one block more (num_layers=4 saved, config says 3)*",
-        "*blocks.3.*: 1 block unexpected: the checkpoint has 4 blocks, the model 3*"])
+        "*your load accepted a checkpoint with one block more (num_layers=4 saved, config says 3)*",
+        "*blocks.3.*: 1 block unexpected: the checkpoint has 4 blocks, your load built 3*"])
 
 
 def test_layers_return_the_refusal(project):
@@ -155,7 +158,7 @@ def test_layers_return_the_refusal(project):
     """)
     result = run(project, )
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*your loader refused a checkpoint with one block more*but its "
+    result.stdout.fnmatch_lines(["*your load refused a checkpoint with one block more*but its "
                                  "error does not name the blocks that differ (blocks.3)*"])
 
 
@@ -230,7 +233,7 @@ def test_compile_variations_work_with_inductor(project):
 
 
 def test_a_project_loader_that_raises_gets_the_cause_in_one_line(project):
-    # torch's own error lists every key; the note under it says what the file holds
+    # torch's own error lists every key; the failure's first line names the cause under it
     project.makepyfile(test_ckpt=marked(load="project.load_strict_torch",
                                         variations='"plain", "ddp", "nested"'), test_small="""
         import dataclasses
@@ -250,21 +253,24 @@ def test_a_project_loader_that_raises_gets_the_cause_in_one_line(project):
     result = run(project, "-p", "no:xdist")
     result.assert_outcomes(passed=1, failed=3)
     out = result.stdout.str()
-    assert "Unexpected key(s) in state_dict" in out  # the project's error stays first
+    assert "Unexpected key(s) in state_dict" in out  # the project's error is quoted
     result.stdout.fnmatch_lines([
-        "*ckpt-ddp round trip*your load raised on *model.pt",
-        "*pytest-ckpt finds all 14 tensors of the model the factory builds in it, with their shapes "
-        "and dtypes, when it reads the file like this:",
-        "*[[]prefix[]] wrapper prefix module. removed from every name in *(DataParallel/DDP)",
-        "*fix: read the file the same way in your load (pc.load_into(model, path) does)",
+        "E   *ckpt-ddp round trip (*): [[]prefix[]] every name your load passes starts with module. "
+        "(DataParallel/DDP: the model your save was given is wrapped); your load leaves it on",
+        "E   *your load raised at project.py:* in load_strict_torch:",
+        "E   *the checkpoint holds every tensor the model your load built needs (14, with their "
+        "shapes and dtypes), read as pytest-ckpt reads it:",
+        "*fix: strip module. in your load (consume_prefix_in_state_dict_if_present; "
+        "pc.load_into(model, path) strips any order), or save the unwrapped model",
     ])
     result.stdout.fnmatch_lines([
-        "*[[]nested[]] weights found nested at trainer.var_wo_ddp (14 tensors) in *",
+        "E   *ckpt-nested round trip (*): [[]nested[]] the weights are nested at trainer.var_wo_ddp "
+        "in the checkpoint (14 tensors); your load passes the level above them to load_state_dict",
     ])
     result.stdout.fnmatch_lines([
-        "*ckpt-plain round trip*loaded with *load_smaller): your load raised on *",
-        "*pytest-ckpt finds all 14 tensors of the model the factory builds in it, with their shapes "
-        "and dtypes, read as they are: the failure is in how your load builds or reads the model",
+        "E   *ckpt-plain round trip (*loaded with *load_smaller): [[]layer-count[]] blocks.2.*: 1 block "
+        "unexpected: the checkpoint has 3 blocks, your load built 2; num_layers: 3 -> 2",
     ])
-    # the session summary names each failure's cause
+    # the session summary names each failure's cause, never an informational note
     result.stdout.fnmatch_lines(["FAILED *test_ckpt.py::test_checkpoint[[]ckpt-ddp[]]: [[]ddp[]] [[]prefix[]] *"])
+    assert "] [nested] weights found" not in out

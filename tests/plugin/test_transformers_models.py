@@ -90,3 +90,34 @@ def test_loader_with_one_layer_fewer_fails_every_round_trip(ckpt, family):
     message = str(failure.value)
     assert f"{BLOCKS[family]}.1" in message, message
     assert any(n.kind == "layer-count" for n in failure.value.diff.notes)
+
+
+def qwen3_config():
+    # transformers 5 validates that layer_types has one entry per layer
+    return transformers.Qwen3Config(num_hidden_layers=2, num_key_value_heads=1, head_dim=16, **SIZE)
+
+
+def qwen3(config):
+    return transformers.Qwen3ForCausalLM(config)
+
+
+@pytest.mark.ckpt_roundtrip("layers-1", "layers+1")
+def test_qwen3_layer_drift_is_refused(ckpt):
+    refusal = ckpt.roundtrip(qwen3, config=qwen3_config())
+    assert isinstance(refusal, pc.CheckpointMismatch)
+    assert f"model.layers.{1 if ckpt.variation == 'layers-1' else 2}" in str(refusal)
+
+
+def save_pretrained(model, path):
+    model.save_pretrained(path)
+
+
+def from_pretrained(path):
+    return transformers.AutoModelForCausalLM.from_pretrained(path)
+
+
+@pytest.mark.ckpt_roundtrip("layers-1", "layers+1")
+def test_from_pretrained_builds_what_the_checkpoint_holds(ckpt):
+    # a load that reads the depth from the checkpoint's own config is right, not "accepting drift"
+    model = ckpt.roundtrip(qwen3, config=qwen3_config(), save=save_pretrained, load=from_pretrained)
+    assert model.config.num_hidden_layers == (1 if ckpt.variation == "layers-1" else 3)

@@ -7,6 +7,7 @@ that was actually saved.
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,21 @@ from ..options import DEFAULT_FSDP_TIMEOUT
 
 #: ``job.config`` when the test gave none (``factory()`` is then called without arguments)
 NO_CONFIG = object()
+#: keywords a project's ``save`` may take, passed only when its signature names them
+SAVE_KEYWORDS = ("config", "optimizer")
+
+
+class FactoryError(Exception):
+    """The test's factory raised while building a model: nothing was saved."""
+
+
+def named_parameters(fn: Callable) -> set[str]:
+    """The parameter names ``fn``'s signature spells out (``**kwargs`` names none)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 @dataclass
@@ -48,9 +64,33 @@ class SaveJob:
         return zlib.crc32(self.variation.encode())
 
     def build(self, config: Any = NO_CONFIG) -> nn.Module:
-        """``factory(config)`` (or ``factory()`` when the test gave no config)."""
+        """``factory(config)`` (or ``factory()`` when the test gave no config); raises
+        :class:`FactoryError` (from the factory's own error) when the factory raises."""
+        __tracebackhide__ = True
         config = self.config if config is NO_CONFIG else config
-        return self.factory() if config is NO_CONFIG else self.factory(config)
+        try:
+            return self.factory() if config is NO_CONFIG else self.factory(config)
+        except Exception as exc:
+            call = f"{describe(self.factory)}({'' if config is NO_CONFIG else 'config'})"
+            raise FactoryError(f"the factory {call} raised {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def save_takes(self) -> set[str]:
+        """The keywords of :data:`SAVE_KEYWORDS` the project's ``save`` names."""
+        return named_parameters(self.save) & set(SAVE_KEYWORDS) if self.save is not None else set()
+
+    def call_save(self, model: nn.Module, path: Path, *, config: Any = NO_CONFIG,
+                  optimizer: Any = None) -> None:
+        """The project's ``save(model, path)``, with ``config=``/``optimizer=`` when it names them."""
+        assert self.save is not None
+        kw: dict[str, Any] = {}
+        takes = self.save_takes
+        if "config" in takes:
+            config = self.config if config is NO_CONFIG else config
+            kw["config"] = None if config is NO_CONFIG else config
+        if "optimizer" in takes:
+            kw["optimizer"] = optimizer
+        self.save(model, path, **kw)
 
 
 @dataclass
@@ -65,6 +105,8 @@ class Saved:
     #: layers-1/layers+1: the layer field, its value in the saved model and in ``config``
     layer_delta: int = 0
     layers: tuple[str, int, int] | None = None
+    #: the wrapper prefixes the variation's wrappers add to every name, outermost first
+    wrapped_by: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -78,13 +120,17 @@ class SaveSide:
     def produce(self, job: SaveJob) -> Saved:
         model = job.build()
         perturb(model, job.seed)
+        # a save that takes the optimizer gets a real one, after one step (before wrapping:
+        # the wrappers share the parameters, and DDP needs no backward of its own)
+        optimizer = train_one_step(model)[0] if "optimizer" in job.save_takes else None
         wrapped = self.wrap(model, job)
         path = job.directory / f"model{self.suffix}"
         if job.save is not None:
-            job.save(wrapped, path)
+            job.call_save(wrapped, path, optimizer=optimizer)
         else:
             self.write(wrapped, path, job)
-        return Saved(path, reference=model, saved_with=self.saved_with(job))
+        return Saved(path, reference=model, saved_with=self.saved_with(job),
+                     wrapped_by=wrapper_prefixes(wrapped))
 
     def wrap(self, model: nn.Module, job: SaveJob) -> nn.Module:
         return model
@@ -94,6 +140,27 @@ class SaveSide:
 
     def saved_with(self, job: SaveJob) -> str:
         return describe(job.save) if job.save is not None else self.default_save
+
+
+def wrapper_prefixes(wrapped: nn.Module) -> tuple[str, ...]:
+    from ...checkpoint.canonical import unwrap
+
+    return unwrap(wrapped)[1]
+
+
+def train_one_step(model: torch.nn.Module):
+    """One AdamW step on a loss of the weights themselves (needs no inputs), then a scheduler
+    step: a real optimizer and scheduler state, as training's save would see them."""
+    params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    if params:
+        loss = sum((p.float() ** 2).sum() for p in params)
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return optimizer, scheduler
 
 
 def describe(fn: Callable | None) -> str:

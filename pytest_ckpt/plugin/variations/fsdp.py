@@ -41,6 +41,7 @@ class Fsdp(SaveSide):
                 seed=job.seed,
                 checkpoint_dir=str(checkpoint_dir),
                 full_state_path=str(full_state),
+                save_takes=tuple(sorted(job.save_takes)),
             ),
             job.directory / "workers",
             timeout=job.fsdp_timeout,

@@ -10,13 +10,14 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ...checkpoint.configs import LAYER_FIELDS, layer_field
 from ...compare.ranges import split_block
-from .base import SaveJob, Saved, SaveSide, perturb
+from .base import SaveJob, Saved, SaveSide, perturb, train_one_step
 from .registry import VariationUnavailable
 
 
@@ -82,23 +83,39 @@ def with_layers(config: Any, name: str, value: int) -> Any:
     return _with(config, name, value)
 
 
+#: per-layer lists of transformers configs, sized by the layer count (Qwen2/Qwen3's layer_types)
+PER_LAYER_FIELDS = ("layer_types",)
+
+
 def _with(config: Any, name: str, value: Any) -> Any:
+    # transformers 5 configs validate that per-layer lists match the count as the count is
+    # set: resize them in the same step
+    resized = _per_layer(config, name, value)
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        if name in {f.name for f in dataclasses.fields(config) if f.init}:
-            return dataclasses.replace(config, **{name: value})
+        fields = {f.name for f in dataclasses.fields(config) if f.init}
+        if name in fields and set(resized) <= fields:
+            return dataclasses.replace(config, **{name: value, **resized})
     new = copy.deepcopy(config)
     if isinstance(new, MutableMapping):
         new[name] = value
+        new.update(resized)
         return new
-    old = getattr(new, name)
+    for attr, seq in resized.items():
+        setattr(new, attr, seq)
     setattr(new, name, value)
-    # transformers configs carry per-layer lists sized by the layer count (Qwen2's layer_types)
-    for attr in ("layer_types",):
-        seq = getattr(new, attr, None)
-        if isinstance(seq, (list, tuple)) and isinstance(old, int) and len(seq) == old and old > 0:
-            grown = list(seq[:value]) + [seq[-1]] * max(0, value - old)
-            setattr(new, attr, type(seq)(grown))
     return new
+
+
+def _per_layer(config: Any, name: str, value: Any) -> dict[str, Any]:
+    """The per-layer lists of ``config`` resized for ``value`` layers (the last entry repeats)."""
+    get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
+    old = get(name, None)
+    out = {}
+    for attr in PER_LAYER_FIELDS:
+        seq = get(attr, None)
+        if isinstance(seq, (list, tuple)) and isinstance(old, int) and len(seq) == old and old > 0:
+            out[attr] = type(seq)(list(seq[:value]) + [seq[-1]] * max(0, value - old))
+    return out
 
 
 class Layers(SaveSide):
@@ -116,16 +133,26 @@ class Layers(SaveSide):
         count = get_field(job.config, name)
         if count + self.layer_delta < 0:
             raise VariationUnavailable(f"{name}={count}: cannot remove a block")
-        model = job.build(with_layers(job.config, name, count + self.layer_delta))
-        perturb(model, job.seed)
+        drifted = with_layers(job.config, name, count + self.layer_delta)
         path = job.directory / f"model{self.suffix}"
-        if job.save is not None:
-            job.save(model, path)
-        else:
-            self.write(model, path, job)
+        model = save_model(job, drifted, path, self)
         return Saved(path, reference=model, saved_with=self.saved_with(job),
                      layer_delta=self.layer_delta,
                      layers=(name, count + self.layer_delta, count))
+
+
+def save_model(job: SaveJob, config: Any, path: Path, side: SaveSide) -> nn.Module:
+    """Build from ``config``, nudge, save through the project's save (given that config) or
+    the plain default; returns the model saved."""
+    model = job.build(config)
+    perturb(model, job.seed)
+    optimizer = train_one_step(model)[0] if "optimizer" in job.save_takes else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if job.save is not None:
+        job.call_save(model, path, config=config, optimizer=optimizer)
+    else:
+        side.write(model, path, job)
+    return model
 
 
 FEWER = Layers(-1)

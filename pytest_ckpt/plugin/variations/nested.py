@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import torch
 
-from .base import SaveJob, Saved, SaveSide, perturb
+from .base import SaveJob, Saved, SaveSide, perturb, train_one_step
+from .registry import VariationUnavailable
 
 
 class Nested(SaveSide):
     default_save = 'torch.save({"epoch", "step", "trainer": {"var_wo_ddp": ...}, "optimizer", ...})'
 
     def produce(self, job: SaveJob) -> Saved:
+        if job.save is not None and "optimizer" not in job.save_takes:
+            # the project's save decides the file's layout: without the optimizer to write,
+            # this would be `plain` again, after one step
+            raise VariationUnavailable(
+                "your save writes its own layout and takes no optimizer=, so this would only "
+                "repeat plain; let save take optimizer= (and write it) to check a training state"
+            )
         model = job.build()
         perturb(model, job.seed)
         optimizer, scheduler = train_one_step(model)
         path = job.directory / f"model{self.suffix}"
         if job.save is not None:
-            job.save(model, path)
+            job.call_save(model, path, optimizer=optimizer)
         else:
             torch.save(
                 {
@@ -34,20 +42,6 @@ class Nested(SaveSide):
                 path,
             )
         return Saved(path, reference=model, saved_with=self.saved_with(job))
-
-
-def train_one_step(model: torch.nn.Module):
-    """One AdamW step on a loss of the weights themselves (needs no inputs), then a scheduler step."""
-    params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    if params:
-        loss = sum((p.float() ** 2).sum() for p in params)
-        loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return optimizer, scheduler
 
 
 NESTED = Nested()

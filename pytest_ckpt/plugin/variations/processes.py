@@ -106,6 +106,8 @@ class FsdpJob:
     seed: int
     checkpoint_dir: str
     full_state_path: str
+    #: the keywords (config, optimizer) the project's save names
+    save_takes: tuple[str, ...] = ()
 
 
 def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S) -> None:
@@ -229,7 +231,7 @@ def _rank_main(job_path: str, rank: int) -> int:
     from torch.distributed.device_mesh import init_device_mesh
 
     from ... import api
-    from .base import perturb
+    from .base import perturb, train_one_step
 
     dist.init_process_group(
         "gloo",
@@ -242,14 +244,29 @@ def _rank_main(job_path: str, rank: int) -> int:
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, job.seed)
         mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
-        shard(model, mesh)
-        save(model, Path(job.checkpoint_dir))
+        try:
+            shard(model, mesh)
+        except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+            # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
+            (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
+            return EXIT_UNAVAILABLE
+        kw: dict = {}
+        if "optimizer" in job.save_takes:
+            kw["optimizer"] = train_one_step(model)[0]
+        if "config" in job.save_takes:
+            kw["config"] = config
+        save(model, Path(job.checkpoint_dir), **kw)
         full = get_model_state_dict(
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         if rank == 0:
             api.save(full, job.full_state_path)  # atomic: a crash never leaves half a reference
         dist.barrier()
+        if rank == 0 and job.save is not None:
+            reason = _rank_shards_in_one_file(Path(job.checkpoint_dir))
+            if reason:
+                (workdir / "skip.txt").write_text(reason)
+                return EXIT_UNAVAILABLE
     except BaseException:
         # no teardown: destroying the group would wait for the other rank, which waits for us
         traceback.print_exc()
@@ -257,6 +274,40 @@ def _rank_main(job_path: str, rank: int) -> int:
     (workdir / f"done-{rank}").touch()
     dist.destroy_process_group()
     return 0
+
+
+def _rank_shards_in_one_file(path: Path) -> str:
+    """Why the project's save, run on every rank, wrote no checkpoint of the whole model: a
+    ``torch.save`` of the sharded model's ``state_dict()`` (DTensors, each rank's own shards)."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    if not path.is_file():
+        return ""
+    try:
+        tree = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - two ranks writing one file can leave anything
+        found = f"a file torch.load cannot read ({type(exc).__name__}: {str(exc)[:120]})"
+    else:
+        if not _holds(tree, DTensor):
+            return ""
+        found = "a torch file of DTensors"
+    return (f"your save wrote {found}: each rank saved its own shards with torch.save. If your "
+            "training shards the model with FSDP2, save it with torch.distributed.checkpoint, or "
+            "torch.save get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)) "
+            "on rank 0; if it does not, leave fsdp out of the marker")
+
+
+def _holds(tree: Any, kind: type, depth: int = 0) -> bool:
+    if isinstance(tree, kind):
+        return True
+    if depth > 6:
+        return False
+    if isinstance(tree, dict):
+        return any(_holds(v, kind, depth + 1) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return any(_holds(v, kind, depth + 1) for v in tree)
+    return False
 
 
 if __name__ == "__main__":
