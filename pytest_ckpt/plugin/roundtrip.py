@@ -112,8 +112,7 @@ class Ckpt:
             pytest.skip(f"ckpt-{self.variation}: {exc}")
         except LayerCountUnknown as exc:
             pytest.fail(f"ckpt-{self.variation}: {exc}", pytrace=False)
-        except FactoryError as exc:
-            _trim(exc)
+        except FactoryError as exc:  # the factory's own error stays its cause, shown above ours
             raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
         loaded_with = (

@@ -94,11 +94,11 @@ PROJECT = textwrap.dedent(
         return model
 
 
-    def save_logged(model, path):
-        """The project's training-side save; logs what it was handed."""
+    def save_logged(model, path, optimizer=None):
+        """The project's training-side save; logs what it was handed (with a real optimizer)."""
         state = model.state_dict()
         with open(os.environ["SAVE_LOG"], "a") as log:
-            log.write(f"{type(model).__name__} {next(iter(state))}\\n")
+            log.write(f"{type(model).__name__} {next(iter(state))} {type(optimizer).__name__}\\n")
         if str(path).endswith(".safetensors"):
             pc.save(model, path)
         elif not os.path.splitext(str(path))[1]:

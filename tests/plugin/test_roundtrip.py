@@ -43,19 +43,19 @@ def test_project_save_and_load_receive_the_real_wrappers(project, monkeypatch):
     run(project, ).assert_outcomes(passed=9)
     seen = dict(zip(DEFAULT, log.read_text().splitlines()))
     assert seen == {
-        "plain": "Model embed.weight",
-        "dataparallel": "DataParallel module.embed.weight",
-        "ddp": "DistributedDataParallel module.embed.weight",
-        "compile": "OptimizedModule _orig_mod.embed.weight",
-        "ddp+compile": "OptimizedModule _orig_mod.module.embed.weight",
-        "compile+ddp": "DistributedDataParallel module._orig_mod.embed.weight",
-        "fsdp": "FSDPModel embed.weight",  # written by rank 0 and rank 1
-        "nested": "FSDPModel embed.weight",
-        "safetensors": "Model embed.weight",
+        "plain": "Model embed.weight AdamW",
+        "dataparallel": "DataParallel module.embed.weight AdamW",
+        "ddp": "DistributedDataParallel module.embed.weight AdamW",
+        "compile": "OptimizedModule _orig_mod.embed.weight AdamW",
+        "ddp+compile": "OptimizedModule _orig_mod.module.embed.weight AdamW",
+        "compile+ddp": "DistributedDataParallel module._orig_mod.embed.weight AdamW",
+        "fsdp": "FSDPModel embed.weight AdamW",  # written by rank 0 and rank 1
+        "nested": "FSDPModel embed.weight AdamW",
+        "safetensors": "Model embed.weight AdamW",
     } | {"nested": seen["nested"]}
     lines = log.read_text().splitlines()
-    assert lines.count("FSDPModel embed.weight") == 2 and lines[-2:] == [
-        "Model embed.weight", "Model embed.weight"]
+    assert lines.count("FSDPModel embed.weight AdamW") == 2 and lines[-2:] == [
+        "Model embed.weight AdamW", "Model embed.weight AdamW"]
 
 
 def test_a_loader_that_builds_one_layer_fewer_fails_every_round_trip(project):

@@ -121,3 +121,20 @@ def test_from_pretrained_builds_what_the_checkpoint_holds(ckpt):
     # a load that reads the depth from the checkpoint's own config is right, not "accepting drift"
     model = ckpt.roundtrip(qwen3, config=qwen3_config(), save=save_pretrained, load=from_pretrained)
     assert model.config.num_hidden_layers == (1 if ckpt.variation == "layers-1" else 3)
+
+
+def from_pretrained_narrower(path):
+    config = qwen3_config()
+    config.intermediate_size = 48  # serving's config drifted
+    return transformers.Qwen3ForCausalLM.from_pretrained(path, config=config)
+
+
+@pytest.mark.ckpt_roundtrip("plain")
+def test_from_pretrained_refusal_is_explained_from_its_loading_report(ckpt):
+    # transformers 5 raises "look at the above report": the keys are in what it logged
+    with pytest.raises(pc.CheckpointMismatch) as failure:
+        ckpt.roundtrip(qwen3, config=qwen3_config(), save=save_pretrained, load=from_pretrained_narrower)
+    first = str(failure.value).splitlines()[0]
+    assert first.endswith(": [shape] model.layers.0-1.mlp.gate_proj.weight, model.layers.0-1.mlp."
+                          "up_proj.weight: (64, 32) in the checkpoint, (48, 32) in the model your "
+                          "load built (4 tensors)"), first
