@@ -175,11 +175,17 @@ class TransformersLog(logging.Handler):
             pass
 
     def __enter__(self) -> "TransformersLog":
-        logging.getLogger("transformers").addHandler(self)
+        logger = logging.getLogger("transformers")
+        self._level = logger.level
+        if logger.getEffectiveLevel() > logging.WARNING:  # set_verbosity_error() silences the report
+            logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        logging.getLogger("transformers").removeHandler(self)
+        logger = logging.getLogger("transformers")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
 
     @property
     def text(self) -> str:

@@ -131,9 +131,16 @@ def from_pretrained_narrower(path):
 
 @pytest.mark.ckpt_roundtrip("plain")
 def test_from_pretrained_refusal_is_explained_from_its_loading_report(ckpt):
-    # transformers 5 raises "look at the above report": the keys are in what it logged
-    with pytest.raises(pc.CheckpointMismatch) as failure:
-        ckpt.roundtrip(qwen3, config=qwen3_config(), save=save_pretrained, load=from_pretrained_narrower)
+    # transformers 5 raises "look at the above report": the keys are in what it logs, which
+    # a project may have silenced
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with pytest.raises(pc.CheckpointMismatch) as failure:
+            ckpt.roundtrip(qwen3, config=qwen3_config(), save=save_pretrained,
+                           load=from_pretrained_narrower)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     first = str(failure.value).splitlines()[0]
     assert first.endswith(": [shape] model.layers.0-1.mlp.gate_proj.weight, model.layers.0-1.mlp."
                           "up_proj.weight: (64, 32) in the checkpoint, (48, 32) in the model your "
