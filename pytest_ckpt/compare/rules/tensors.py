@@ -90,6 +90,8 @@ def tied_copies(diff, expected, actual, ctx) -> list[Note]:
             f"{kept} (loaded last) and drops {listing(dropped, 2)}",
             fix=by_side(ctx, "save tied weights as one tensor (torch.save(model.state_dict()) and "
                              "pc.save keep the sharing), or find which copy training updated",
+                        load="copies that differ are in the file your save wrote: fix the save "
+                             "(keep tied weights one tensor), not the load",
                         save="your save must keep the sharing: torch.save(model.state_dict()) or "
                              "pc.save keep it, a copy per name does not"),
             names=group))
