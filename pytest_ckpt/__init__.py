@@ -31,6 +31,13 @@ _EXPORTS = {
     "Note": "pytest_ckpt.checkpoint.notes",
     "CheckpointError": "pytest_ckpt.errors",
     "CheckpointMismatch": "pytest_ckpt.errors",
+    "check_resume": "pytest_ckpt.resume.check",
+    "run_state": "pytest_ckpt.resume.state",
+    "RunState": "pytest_ckpt.resume.state",
+    "ResumeReport": "pytest_ckpt.resume.report",
+    "ResumeMismatch": "pytest_ckpt.errors",
+    "NotReproducible": "pytest_ckpt.errors",
+    "ResumeError": "pytest_ckpt.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["strategies"]
@@ -57,4 +64,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint.schema import Schema, TensorSpec
     from .checkpoint.notes import Note
     from .compare.diff import CheckpointDiff
-    from .errors import CheckpointError, CheckpointMismatch
+    from .errors import (CheckpointError, CheckpointMismatch, NotReproducible, ResumeError,
+                         ResumeMismatch)
+    from .resume.check import check_resume
+    from .resume.report import ResumeReport
+    from .resume.state import RunState, run_state

@@ -51,3 +51,45 @@ class CheckpointMismatch(AssertionError):
     def __init__(self, diff: "CheckpointDiff", report: str | None = None) -> None:
         self.diff = diff
         super().__init__(report if report is not None else str(diff))
+
+
+class ResumeMismatch(AssertionError):
+    """The resumed run is not the run that never stopped. ``str(err)`` is the report; ``err.report`` the
+    :class:`~pytest_ckpt.resume.report.ResumeReport`."""
+
+    def __init__(self, report) -> None:
+        self.report = report
+        super().__init__(str(report))
+
+
+class NotReproducible(Exception):
+    """The uninterrupted run disagrees with itself, so no resume can be judged against it.
+
+    ``step`` is the first step (from 1; 0: right after ``start``) where two runs from the same
+    seed differ, ``component`` the piece of state (or ``"loss"``, ``"batch"``) that differs there.
+    """
+
+    def __init__(self, step: int, component: str, detail: str = "") -> None:
+        self.step = step
+        self.component = component
+        self.detail = detail
+        where = "right after start" if step == 0 else f"at step {step}"
+        text = (f"the uninterrupted run is not reproducible: two runs from the same seed differ {where}"
+                f" in {component}")
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+    def __reduce__(self):
+        return (NotReproducible, (self.step, self.component, self.detail))
+
+
+class ResumeError(RuntimeError):
+    """The project's own training function failed during a resume check.
+
+    The message names the function (``module.qualname``), the call and the step; the project's
+    exception is the ``__cause__``, so its own traceback is shown above.
+    """
+
+
+class ResumeUnavailable(Exception):
+    """This way of running the resume check cannot run here (e.g. the functions cannot be imported by a
+    fresh process); the pytest plugin skips with ``str(err)``."""

@@ -19,6 +19,16 @@ NOTE_KINDS = (
     "unexpected",
     "renamed",
     "candidates",
+    # resume equivalence (pytest_ckpt.resume): one kind per piece of training state
+    "resume-weights",
+    "resume-optimizer",
+    "resume-scheduler",
+    "resume-scaler",
+    "resume-rng",
+    "resume-data",
+    "resume-counter",
+    "resume-state",
+    "resume-hidden-state",
 )
 
 

@@ -1,0 +1,285 @@
+"""``check_resume``: the project's training run three ways, compared, and the difference explained.
+
+1. the uninterrupted run (twice when ``reproducible``: a run that disagrees with itself proves nothing);
+2. the interrupted run: the same start, ``save`` after step ``at``;
+3. the resumed run: ``start`` under another seed, ``load``, the remaining steps.
+
+The resumed state right after ``load`` is compared with the uninterrupted run's after step ``at``,
+component by component, then every later loss, batch and the final state.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import NotReproducible, ResumeMismatch
+from . import streams as global_streams
+from .compare import compare_states, first_divergence, first_state_divergence, ledger, losses_differ, matching_step
+from .capture import Unreadable
+from .report import ResumePoint, ResumeReport
+from .rules import Findings, explain
+from .saved import read_checkpoint, where
+from .runner import Functions, Trace, first_half, resumed_half, uninterrupted
+from .state import available_streams
+
+#: seconds a fresh process may take for the resumed half, start-up included, when the caller gives none
+FRESH_PROCESS_TIMEOUT = 600.0
+
+
+def check_resume(
+    start: Callable,
+    step: Callable,
+    *,
+    save: Callable,
+    load: Callable,
+    steps: int = 6,
+    at: int | tuple[int, ...] | None = None,
+    config: Any = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    reproducible: bool = True,
+    wrap: Callable | None = None,
+    fresh_process: bool = False,
+    workdir: str | Path | None = None,
+    timeout: float = FRESH_PROCESS_TIMEOUT,
+) -> ResumeReport:
+    """Check that training which stops after step ``at`` and resumes is the training that never stopped.
+
+    ``start(config)`` (``start()`` without config) builds a run, ``step(run)`` trains one step and returns
+    the loss or ``(loss, batch)``, ``save(run, path)`` writes a checkpoint, ``load(run, path)`` restores
+    into a freshly started run and returns the run to continue (or ``None``). Raises
+    :class:`~pytest_ckpt.errors.ResumeMismatch` (an ``AssertionError`` whose ``.report`` is the
+    :class:`ResumeReport`) when anything differs, :class:`~pytest_ckpt.errors.NotReproducible` when the
+    uninterrupted run disagrees with itself. The caller's global random states are put back at the end.
+
+    Hooks for the pytest variations (keyword-only; the plugin passes them):
+
+    - ``wrap``: a callable applied to every top-level module of the run that one of its optimizers
+      trains, right after ``start``, in all three runs (``lambda m: torch.compile(m, backend="eager")``,
+      ``DistributedDataParallel``); the wrapper is put back where the module was and comparisons see
+      through it;
+    - ``fresh_process=True``: the resumed half runs in a new Python process
+      (``python -m pytest_ckpt.resume.child``); ``start``, ``step``, ``save``, ``load`` (and ``wrap``)
+      must be importable module-level functions and ``config`` picklable, else
+      :class:`~pytest_ckpt.errors.ResumeUnavailable` says why before anything runs. The child is
+      killed after ``timeout`` seconds and never outlives the check;
+    - ``workdir``: where checkpoints (and the child's files) go; a temporary directory by default.
+
+    >>> report = pc.check_resume(start, step, save=save, load=load, steps=6, at=3)   # doctest: +SKIP
+    >>> print(report)                                                                # doctest: +SKIP
+    ok: resume after step 3 matches the uninterrupted run (6 steps, losses bitwise, 9 components compared)
+    """
+    __tracebackhide__ = True
+    points = _points(steps, at)
+    _check_arguments(start=start, step=step, save=save, load=load, atol=atol, rtol=rtol)
+    fns = Functions(start, step, save, load, config, wrap)
+    job = None
+    if fresh_process:
+        from .child import FreshProcess
+
+        job = FreshProcess.prepare(fns, timeout)  # raises ResumeUnavailable before anything runs
+    streams = available_streams()
+    caller_streams = global_streams.save(streams)
+    try:
+        with _workdir(workdir) as where:
+            report = _check(fns, steps, points, at, streams, atol, rtol, reproducible, where, job)
+    finally:
+        global_streams.restore(caller_streams)
+    if not report.ok:
+        raise ResumeMismatch(report)
+    return report
+
+
+def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, streams: tuple[str, ...],
+           atol: float, rtol: float, reproducible: bool, workdir: Path, job: Any) -> ResumeReport:
+    clock = {"start": time.perf_counter()}
+    ref = uninterrupted(fns, steps, streams, snapshot_at=(*points, steps), doing="uninterrupted run")
+    clock["uninterrupted"] = time.perf_counter()
+    drawn = _drawn(ref, streams)
+    if reproducible:
+        again = uninterrupted(fns, steps, streams, snapshot_at=(steps,), doing="second uninterrupted run")
+        _gate(ref, again, steps, drawn, atol, rtol)
+    clock["reproducible"] = time.perf_counter()
+    half, paths = first_half(fns, points, streams, workdir, prints_until=points[0])
+    _gate(ref, half, points[0], drawn, atol, rtol)
+    results = []
+    for at in points:
+        if job is not None:
+            resumed = job.run(paths[at], at, steps, streams, workdir)
+        else:
+            resumed = resumed_half(fns, paths[at], at, steps, streams)
+        results.append(_judge(ref, half, resumed, at, steps, drawn, atol, rtol, paths[at]))
+    clock["interrupted"] = time.perf_counter()
+    compared = {p: k for p, k in ref.kinds.items() if _comparable(p, k, drawn, ref, points)}
+    seconds = {"uninterrupted": clock["uninterrupted"] - clock["start"],
+               "reproducible": clock["reproducible"] - clock["uninterrupted"],
+               "interrupted": clock["interrupted"] - clock["reproducible"],
+               "total": clock["interrupted"] - clock["start"]}
+    return ResumeReport(
+        steps=steps, at=at_arg if isinstance(at_arg, tuple) else points[0], losses=list(ref.losses),
+        points=results, compared=compared, not_compared=_not_compared(ref, drawn, streams, points, compared),
+        atol=atol, rtol=rtol, seconds=seconds)
+
+
+def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, drawn: set[str],
+           atol: float, rtol: float, checkpoint: Path) -> ResumePoint:
+    """One resume point: what differs right after load, from which step, and why."""
+    kinds = {**ref.kinds, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
+    paths = [p for p, k in kinds.items() if k != "global-rng" or p in drawn]
+    expected, actual = ref.snapshots[at], resumed.snapshots[at]
+    after_load = compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol)
+    after_load = [d for d in after_load if not _explained_by_generator(d, after_load, expected)]
+    behind = {}
+    for d in after_load:
+        d.untouched = d.path in resumed.before_load and resumed.before_load[d.path] == resumed.prints[0].get(d.path)
+        if d.kind in ("module", "tensors") and not d.untouched and d.path in resumed.prints[0]:
+            step = matching_step(ref.prints, d.path, resumed.prints[0][d.path], before=at)
+            if step is not None:
+                behind[d.path] = step
+    final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
+    losses = half.losses[:at] + resumed.losses
+    batches = half.batches[:at] + resumed.batches
+    divergence = _divergence(ref, resumed, losses, batches, at, after_load, final, atol, rtol)
+    if divergence is None and not after_load and not final:
+        return ResumePoint(at, losses)
+    saved = {}
+    untouched = [d for d in after_load if d.untouched and d.kind != "module"]
+    held = read_checkpoint(checkpoint) if untouched else None
+    if held is not None:  # only to tell "not saved" from "saved, not loaded"
+        saved = {d.path: where(held, d.kind, d.path, expected[d.path]) for d in untouched}
+    findings = Findings(
+        at=at, steps=steps, restore=after_load, final=final, ledger=ledger(ref.batches, batches, at),
+        divergence=(divergence["step"], divergence["what"]) if divergence else None,
+        compared={p: kinds[p] for p in paths}, classes=ref.classes, trained=ref.trained, behind=behind,
+        saved=saved)
+    return ResumePoint(at, losses, divergence, explain(findings), [d.path for d in after_load])
+
+
+def _divergence(ref: Trace, resumed: Trace, losses: list[float], batches: list, at: int, after_load: list,
+                final: list, atol: float, rtol: float) -> dict | None:
+    """The first resumed step whose loss or batch differs, else the first after which compared state differs."""
+    first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
+    if first is not None:
+        step, what = first
+        return {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
+    if not (after_load or final):
+        return None
+    differing = [d.path for d in (*after_load, *final)]
+    aligned = [{}] * at + resumed.prints  # resumed.prints[0] is right after load, i.e. "after step at"
+    located = first_state_divergence(ref.prints, aligned, at, differing)
+    step, path = located if located else (at + 1, differing[0])
+    return {"step": step, "what": path, "expected": None, "actual": None}
+
+
+def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rtol: float) -> None:
+    """Raise NotReproducible at the first step (up to ``last``) where two runs from the same seed part."""
+    for n in range(1, last + 1):
+        if ref.batches[n - 1] != other.batches[n - 1]:
+            raise NotReproducible(n, "batch", "step returned another batch")
+        if losses_differ(ref.losses[n - 1], other.losses[n - 1], atol=atol, rtol=rtol):
+            raise NotReproducible(n, "loss", f"loss {ref.losses[n - 1]!r} vs {other.losses[n - 1]!r}; "
+                                  f"seed or fix every source of randomness the run uses")
+    suspects = None  # bitwise: any fingerprint that differs
+    if atol or rtol:
+        # bits may differ within the tolerance: the snapshots judge, the fingerprints only locate
+        if last not in other.snapshots:
+            return
+        suspects = {d.path for d in compare_states(ref.snapshots[last], other.snapshots[last], ref.kinds,
+                                                   list(ref.snapshots[last]), atol=atol, rtol=rtol)}
+    for n in range(0, min(last + 1, len(ref.prints), len(other.prints))):
+        for path, value in ref.prints[n].items():
+            if ref.kinds.get(path) == "global-rng" and path not in drawn:
+                continue
+            if (suspects is None or path in suspects) and other.prints[n].get(path) != value:
+                raise NotReproducible(n, path, "its state differs between two runs from the same seed; "
+                                      "seed or fix every source of randomness the run uses")
+
+
+def _drawn(ref: Trace, streams: Iterable[str]) -> set[str]:
+    """The global streams some step of the uninterrupted run draws from (its state moves during the step)."""
+    return {s for s in streams
+            if any(ref.prints[n].get(s) != ref.prints[n - 1].get(s) for n in range(1, len(ref.prints)))}
+
+
+def _explained_by_generator(d, after_load, expected) -> bool:
+    """A data component whose only difference is the state of a generator it holds (already a cause)."""
+    if d.kind not in ("data", "state"):
+        return False
+    generators = [g for g in after_load if g.kind == "generator" and g.path.startswith(d.path + ".")]
+    if not generators:
+        return False
+    from .compare import same
+
+    states = [expected.get(g.path) for g in generators]
+    names = {g.path[len(d.path) + 1:] for g in generators}
+    for where, e, _ in d.items:
+        if where.split(".")[0].split("[")[0] in names or any(same(e, s) for s in states):
+            continue
+        return False
+    return d.count == len(d.items)
+
+
+def _comparable(path: str, kind: str, drawn: set[str], ref: Trace, points: tuple[int, ...]) -> bool:
+    if kind == "global-rng":
+        return path in drawn
+    return not isinstance(ref.snapshots[points[0]].get(path), Unreadable)
+
+
+def _not_compared(ref: Trace, drawn: set[str], streams: tuple[str, ...], points: tuple[int, ...],
+                  compared: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for s in streams:
+        if s not in drawn:
+            out[s] = "no step of the uninterrupted run draws from it"
+    for path, value in ref.snapshots[points[0]].items():
+        if isinstance(value, Unreadable):
+            out[path] = f"its state could not be read: {value}"
+    if all(b is None for b in ref.batches):
+        out["data position"] = "step returns no batch: return (loss, batch) to follow the data"
+    if set(compared.values()) <= {"module", "global-rng"}:
+        out["training state beyond the weights"] = ("the run holds no optimizer, scheduler, scaler, generator, "
+                                                    "data position, counter or tensor state")
+    return out
+
+
+def _points(steps: Any, at: Any) -> tuple[int, ...]:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+        raise ValueError(f"steps={steps!r}: a resume check needs at least 2 steps (one before the save, one after)")
+    if at is None:
+        return (steps // 2,)
+    values = at if isinstance(at, tuple) else (at,)
+    for a in values:
+        if not isinstance(a, int) or isinstance(a, bool) or not 1 <= a < steps:
+            raise ValueError(f"at={at!r}: each resume point must be a step from 1 to {steps - 1} "
+                             f"(save after it, then resume; steps={steps})")
+    return tuple(sorted(set(values)))
+
+
+def _check_arguments(**kw: Any) -> None:
+    for name in ("start", "step", "save", "load"):
+        if not callable(kw[name]):
+            raise TypeError(f"{name}={kw[name]!r} is not callable: check_resume needs the project's {name} function")
+    for name in ("atol", "rtol"):
+        if not isinstance(kw[name], (int, float)) or kw[name] < 0:
+            raise ValueError(f"{name}={kw[name]!r}: a tolerance is a number >= 0")
+
+
+class _workdir:
+    """The given directory, or a temporary one removed afterwards."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path, self.tmp = path, None
+
+    def __enter__(self) -> Path:
+        if self.path is not None:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+            return Path(self.path)
+        self.tmp = tempfile.TemporaryDirectory(prefix="pytest-ckpt-resume-")
+        return Path(self.tmp.name)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()

@@ -1,0 +1,178 @@
+"""The resumed half in a fresh Python process: nothing held in memory can stand in for the checkpoint.
+
+The parent pickles a job (its ``sys.path``, the functions by module and qualified name, the config,
+torch's thread and precision settings) and runs ``python -m pytest_ckpt.resume.child JOB``. The child
+starts the run under the poisoned seed, loads, trains the remaining steps and writes its
+:class:`~pytest_ckpt.resume.runner.Trace` next to the job; an error it hits is written there too and
+raised again in the parent. The child runs in its own process group, is killed on timeout, and never
+outlives the check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CheckpointError, ResumeError, ResumeUnavailable
+
+#: the errors a child sends back to be raised again in the parent, as themselves
+_RERAISED = {"ResumeError": ResumeError, "TypeError": TypeError, "ValueError": ValueError}
+
+
+@dataclass
+class FreshProcess:
+    """How the resumed half runs in a new process: the functions by name, the config pickled."""
+
+    functions: dict[str, tuple[str, str] | None]
+    config_blob: bytes | None
+    timeout: float
+
+    @classmethod
+    def prepare(cls, fns: Any, timeout: float) -> "FreshProcess":
+        """Check now that a new process can rebuild the functions and the config, else ResumeUnavailable."""
+        names = {role: importable(getattr(fns, role), role) for role in ("start", "step", "save", "load")}
+        names["wrap"] = importable(fns.wrap, "wrap") if fns.wrap is not None else None
+        blob = None
+        if fns.config is not None:
+            try:
+                blob = pickle.dumps(fns.config)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
+                raise ResumeUnavailable(f"cannot run in a fresh process: the config {type(fns.config).__name__} "
+                                        f"cannot be pickled ({type(exc).__name__}: {exc})") from None
+        return cls(names, blob, timeout)
+
+    def run(self, path: Path, at: int, steps: int, streams: tuple[str, ...], workdir: Path):
+        """The resumed half's :class:`Trace`, computed by a new process."""
+        import torch
+
+        job_dir = Path(workdir) / f"fresh-process-after-step-{at}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        job = {"sys_path": list(sys.path), "functions": self.functions, "config": self.config_blob,
+               "path": str(path), "at": at, "steps": steps, "streams": streams,
+               "settings": {"threads": torch.get_num_threads(),
+                            "deterministic": torch.are_deterministic_algorithms_enabled(),
+                            "matmul": torch.get_float32_matmul_precision(),
+                            "dtype": str(torch.get_default_dtype()).replace("torch.", "")}}
+        job_path = job_dir / "job.pkl"
+        job_path.write_bytes(pickle.dumps(job))
+        log = job_dir / "child.log"
+        _spawn_and_wait(job_path, log, self.timeout)
+        error = job_dir / "error.pkl"
+        if error.exists():
+            kind, message = pickle.loads(error.read_bytes())
+            raise _RERAISED.get(kind, ResumeError)(f"{message} (in the fresh process; its output: {log})")
+        result = job_dir / "trace.pt"
+        if not result.exists():
+            raise ResumeError(f"the fresh process for the resume after step {at} ended without a result\n"
+                              + _tail(log))
+        return torch.load(result, weights_only=False)  # written by our own child, just now
+
+
+def importable(fn: Callable, role: str) -> tuple[str, str]:
+    """``(module, qualname)`` a new process can import ``fn`` by, else ResumeUnavailable with the reason."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    where = f"{module}.{qualname}" if module and qualname else repr(fn)
+    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
+        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} is a lambda or a closure; "
+                                f"make it a module-level function")
+    if module == "__main__":
+        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {qualname} lives in __main__, "
+                                f"which a new process cannot import")
+    try:
+        found = resolve(module, qualname)
+    except (ImportError, AttributeError) as exc:
+        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} is not importable ({exc})") from None
+    if found is not fn:
+        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} does not import back as itself")
+    return module, qualname
+
+
+def resolve(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)  # its own process group: killed with its children
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + _tail(log))
+            time.sleep(0.02)
+    finally:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _tail(log: Path, limit: int = 3000) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return f"--- its output (last {limit} chars) ---\n{text[-limit:]}"
+
+
+def main(job_path: str) -> int:
+    """The child: rebuild the functions, run the resumed half, write the trace (or the error)."""
+    job_dir = Path(job_path).parent
+    job = pickle.loads(Path(job_path).read_bytes())
+    sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]
+    try:
+        import torch
+
+        from .runner import Functions, resumed_half
+
+        settings = job["settings"]
+        torch.set_num_threads(settings["threads"])
+        torch.use_deterministic_algorithms(settings["deterministic"])
+        torch.set_float32_matmul_precision(settings["matmul"])
+        torch.set_default_dtype(getattr(torch, settings["dtype"]))
+        fns = {role: (resolve(*name) if name else None) for role, name in job["functions"].items()}
+        config = pickle.loads(job["config"]) if job["config"] is not None else None
+        functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
+        trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]))
+        torch.save(trace, job_dir / "trace.tmp")
+        os.replace(job_dir / "trace.tmp", job_dir / "trace.pt")
+    except (ResumeError, TypeError, ValueError, CheckpointError) as exc:
+        traceback.print_exc()
+        kind = type(exc).__name__ if type(exc).__name__ in _RERAISED else "ResumeError"
+        (job_dir / "error.pkl").write_bytes(pickle.dumps((kind, str(exc))))
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - anything else: say what, the parent shows the output
+        traceback.print_exc()
+        (job_dir / "error.pkl").write_bytes(pickle.dumps(("ResumeError", f"{type(exc).__name__}: {exc}")))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: nothing of the user's may linger

@@ -1,0 +1,213 @@
+"""Running the project's own training functions: each call checked, each failure named after its function.
+
+A :class:`Trace` is what one run leaves for the comparison: losses, batch digests, a fingerprint of
+the state after every step, and snapshots where asked. :func:`resumed_half` is the same in this
+process and in a fresh one (``pytest_ckpt.resume.child``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..errors import CheckpointError, ResumeError
+from . import streams as global_streams
+from .capture import digest, fingerprint, fingerprints, snapshot
+from .state import RunState, classes, run_state
+
+#: the seed every global stream gets before the uninterrupted runs and the interrupted run's first half
+SEED = 1234
+#: the seed before the resumed half's start: state that load does not restore cannot match by chance
+POISON = 987654321
+
+
+@dataclass
+class Functions:
+    """The project's code under test, and how the check runs it.
+
+    ``wrap``: applied to every top-level module of the run that one of its optimizers trains, right
+    after ``start`` in every run (``torch.compile``, ``DistributedDataParallel``); the wrapped module
+    is put back where the run held it.
+    """
+
+    start: Callable
+    step: Callable
+    save: Callable
+    load: Callable
+    config: Any = None
+    wrap: Callable | None = None
+
+
+@dataclass
+class Trace:
+    """What one run of the project's code left: steps counted from 1; ``prints[s]`` is after step ``s``."""
+
+    losses: list[float] = field(default_factory=list)
+    batches: list[str | None] = field(default_factory=list)
+    prints: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)
+    trained: frozenset[str] = frozenset()
+    #: the resumed half: fingerprints right after start, before load
+    before_load: dict[str, Any] = field(default_factory=dict)
+
+
+def name_of(fn: Any) -> str:
+    """``module.qualname`` of a function, as the error messages name it."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{qualname}" if module else qualname
+
+
+def call(fn: Callable, args: tuple, doing: str) -> Any:
+    """``fn(*args)``; an exception becomes a :class:`ResumeError` naming ``fn`` and what it was doing."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise ResumeError(f"{name_of(fn)} raised {type(exc).__name__}: {exc} ({doing})") from exc
+
+
+def start_run(fns: Functions, seed: int, streams: tuple[str, ...], doing: str) -> tuple[Any, RunState]:
+    """Seed every global stream, ``start``, wrap the trained modules: a run ready to train."""
+    global_streams.seed(streams, seed)
+    args = () if fns.config is None else (fns.config,)
+    run = call(fns.start, args, doing)
+    rs = state_of(run, fns.start, "built", streams)
+    if fns.wrap is not None:
+        for c in rs.trained_modules():
+            wrapped = call(fns.wrap, (c.obj,), f"wrapping {c.path}")
+            c.replace_in_run(wrapped)
+        rs = run_state(run, streams=streams)
+    return run, rs
+
+
+def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...]) -> RunState:
+    rs = run_state(run, streams=streams)
+    if not rs.of_kind("module"):
+        found = ", ".join(f"{c.path} ({c.kind})" for c in list(rs)[:5]) or "nothing the check knows"
+        raise ValueError(
+            f"{name_of(fn)} {verb} a run with no torch.nn.Module ({type(run).__name__}; found {found}): "
+            f"the run must hold the model being trained, as an item or attribute")
+    return rs
+
+
+def train_step(fns: Functions, run: Any, number: int) -> tuple[float, str | None]:
+    """One call of ``step``: its loss as a float, and a digest of its batch when it returned one."""
+    out = call(fns.step, (run,), f"at step {number}")
+    loss, batch = out, None
+    if isinstance(out, tuple) and len(out) == 2:
+        loss, batch = out
+    return _loss(loss, out, fns.step, number), (None if batch is None else digest(batch))
+
+
+def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, first: int, last: int, *,
+          snapshot_at: Iterable[int] = (), after_step: Callable[[int, Any], None] | None = None,
+          prints_until: int | None = None) -> None:
+    """Steps ``first``..``last`` of ``run``, recorded into ``trace``.
+
+    ``snapshot_at``: steps after which to keep a snapshot; ``after_step(n, run)``: called after step n
+    (after the fingerprint, so a save sees the state the comparison saw); fingerprints are taken up to
+    step ``prints_until`` (all steps by default).
+    """
+    snapshot_at = set(snapshot_at)
+    for n in range(first, last + 1):
+        loss, batch = train_step(fns, run, n)
+        trace.losses.append(loss)
+        trace.batches.append(batch)
+        if prints_until is None or n <= prints_until or n in snapshot_at:
+            rs = run_state(run, streams=streams)
+            if n in snapshot_at:
+                trace.snapshots[n] = snapshot(rs, streams)
+                trace.prints.append({p: fingerprint(v) for p, v in trace.snapshots[n].items()})
+                _describe(trace, rs)
+            else:
+                trace.prints.append(fingerprints(rs, streams))
+        if after_step is not None:
+            after_step(n, run)
+
+
+def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], snapshot_at: Iterable[int],
+                  doing: str) -> Trace:
+    """The run that never stops: start under :data:`SEED`, then every step."""
+    run, rs = start_run(fns, SEED, streams, f"starting the {doing}")
+    trace = Trace(prints=[fingerprints(rs, streams)])
+    _describe(trace, rs)
+    train(fns, run, streams, trace, 1, steps, snapshot_at=snapshot_at)
+    return trace
+
+
+def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], workdir: Path,
+               prints_until: int) -> tuple[Trace, dict[int, Path]]:
+    """The interrupted run: start under :data:`SEED`, train, ``save`` after each step in ``points``."""
+    points = sorted(points)
+    paths = {at: workdir / f"checkpoint-after-step-{at}" for at in points}
+
+    def save(n: int, run: Any) -> None:
+        if n in paths:
+            call(fns.save, (run, paths[n]), f"saving after step {n} to {paths[n]}")
+            if not _written(paths[n]):
+                raise CheckpointError(paths[n], "not-found",
+                                      f"{name_of(fns.save)}(run, path) wrote nothing at path after step {n}")
+
+    run, rs = start_run(fns, SEED, streams, "starting the interrupted run")
+    trace = Trace(prints=[fingerprints(rs, streams)])
+    train(fns, run, streams, trace, 1, points[-1], after_step=save, prints_until=prints_until)
+    return trace, paths
+
+
+def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple[str, ...]) -> Trace:
+    """The resumed run: start under :data:`POISON`, ``load``, then steps ``at+1``..``steps``.
+
+    ``snapshots[at]`` is the state right after load, ``snapshots[steps]`` the final state;
+    ``prints[0]`` is after load, ``prints[j]`` after step ``at + j``.
+    """
+    run, rs = start_run(fns, POISON, streams, f"starting the run resumed after step {at}")
+    before = fingerprints(rs, streams)
+    out = call(fns.load, (run, path), f"loading the checkpoint saved after step {at} from {path}")
+    run = run if out is None else out
+    rs = state_of(run, fns.load, "returned", streams)
+    trace = Trace(before_load=before)
+    trace.snapshots[at] = snapshot(rs, streams)
+    trace.prints.append({p: fingerprint(v) for p, v in trace.snapshots[at].items()})
+    _describe(trace, rs)
+    train(fns, run, streams, trace, at + 1, steps, snapshot_at=(steps,))
+    return trace
+
+
+def _describe(trace: Trace, rs: RunState) -> None:
+    for c in rs:
+        trace.kinds.setdefault(c.path, c.kind)
+    for s in rs.streams:
+        trace.kinds.setdefault(s, "global-rng")
+    trace.classes.update(classes(rs))
+    trace.trained = trace.trained | {c.path for c in rs.trained_modules()}
+
+
+def _loss(loss: Any, out: Any, fn: Callable, number: int) -> float:
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise TypeError(f"{name_of(fn)} returned a tensor of shape {tuple(loss.shape)} at step {number}: "
+                            f"step(run) must return the loss (a tensor with one element, or a float), "
+                            f"or (loss, batch)")
+        return float(loss.detach().item())
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        return float(loss)
+    if hasattr(loss, "item") and callable(loss.item) and getattr(loss, "size", 2) == 1:  # a numpy scalar
+        return float(loss.item())
+    what = repr(out)
+    what = what if len(what) <= 60 else what[:57] + "..."
+    raise TypeError(f"{name_of(fn)} returned {what} (a {type(out).__name__}) at step {number}: step(run) must "
+                    f"return the loss (a tensor with one element, or a float), or (loss, batch)")
+
+
+def _written(path: Path) -> bool:
+    if path.is_file():
+        return path.stat().st_size > 0
+    if path.is_dir():
+        return any(True for _ in os.scandir(path))
+    return False
