@@ -228,7 +228,14 @@ def _walk(obj, path, parent, key, access, depth, seen, found, *, rng_only):
         for i, v in enumerate(obj[:MAX_ITEMS]):
             _walk(v, f"{path}[{i}]", obj, i, "item", depth + 1, seen, found, rng_only=rng_only)
         return
-    if _is_torch_internal(obj) and not isinstance(obj, torch.utils.data.Sampler):
+    if isinstance(obj, torch.utils.data.Sampler) and _is_torch_internal(obj):
+        # torch's samplers: their generator and epoch (DistributedSampler.set_epoch) are state; the rest is setup
+        _walk_attributes(obj, path, depth, seen, found, rng_only=True)
+        epoch = getattr(obj, "epoch", None)
+        if isinstance(epoch, int) and not rng_only:
+            found.append(Component(f"{path}.epoch", "counter", epoch, obj, "epoch", "attr"))
+        return
+    if _is_torch_internal(obj):
         return
     if isinstance(obj, torch.utils.data.Dataset):
         return  # data, not training state

@@ -1,0 +1,174 @@
+"""The hooks the pytest variations use: wrap (torch.compile, DDP) and the fresh process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import pytest_ckpt as pc
+from pytest_ckpt.errors import ResumeUnavailable
+from tests.resume import loops as L
+
+
+def check(*bugs, **kw):
+    kw.setdefault("steps", 6)
+    kw.setdefault("at", 3)
+    return pc.check_resume(L.start, L.step, save=L.save, load=L.load, config=L.config(*bugs), **kw)
+
+
+def compile_eager(module):
+    return torch.compile(module, backend="eager")
+
+
+def test_compile_wrap_passes_a_correct_loop_and_sees_through_the_wrapper():
+    seen = []
+
+    def wrap(module):
+        seen.append(type(module).__name__)
+        return compile_eager(module)
+
+    report = check(wrap=wrap)
+    assert report.ok and seen == ["Net"] * 4  # every run: uninterrupted twice, interrupted, resumed
+    assert report.compared["run.model"] == "module"
+
+
+def test_compile_wrap_still_names_parameters_inside_the_wrapper():
+    with pytest.raises(pc.ResumeMismatch) as info:
+        check("optimizer-not-loaded", wrap=compile_eager)
+    note = info.value.report.notes[0]
+    assert note.kind == "resume-optimizer" and "(body.0.weight, body.0.bias, body.3.weight, ...)" in note.text
+
+
+def test_the_wrapped_module_is_put_back_where_the_run_held_it_and_still_trained():
+    runs = []
+
+    def start(config):
+        run = L.start(config)
+        runs.append(run)
+        return run
+
+    pc.check_resume(start, L.step, save=L.save, load=L.load, steps=4, config=L.config(), wrap=compile_eager)
+    for run in runs:
+        assert type(run.model).__name__ == "OptimizedModule"
+        trained = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+        assert trained == {id(p) for p in run.model.parameters()}
+    # uninterrupted twice, the interrupted run (saved after step 2), the resumed run
+    assert [run.step for run in runs] == [4, 4, 2, 4]
+
+
+@pytest.fixture
+def gloo(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    dist.init_process_group("gloo", init_method=(tmp_path / "rendezvous").resolve().as_uri(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp(module):
+    return torch.nn.parallel.DistributedDataParallel(module)
+
+
+def test_ddp_wrap_on_a_gloo_group_passes_a_correct_loop(gloo):
+    report = check(wrap=ddp)
+    assert report.ok, str(report)
+
+
+def test_ddp_wrap_finds_a_bug_through_the_wrapper(gloo):
+    with pytest.raises(pc.ResumeMismatch) as info:
+        check("scheduler-not-restored", wrap=ddp)
+    assert [n.kind for n in info.value.report.notes] == ["resume-scheduler"]
+
+
+# --------------------------------------------------------------------------- #
+# fresh process
+# --------------------------------------------------------------------------- #
+def _children(marker: Path) -> list[int]:
+    """pids of resume children whose command line names a file under ``marker``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "pytest_ckpt.resume.child" in cmd and str(marker) in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """The check's work directory; no child may outlive the test, whatever the test did."""
+    yield tmp_path
+    stray = _children(tmp_path)
+    for pid in stray:  # tear down even when the test failed
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not stray, f"resume children outlived the check: {stray}"
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds children through /proc")
+def test_fresh_process_passes_a_correct_loop(workdir):
+    report = check(fresh_process=True, workdir=workdir)
+    assert report.ok, str(report)
+    assert (workdir / "fresh-process-after-step-3" / "trace.pt").exists()
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds children through /proc")
+def test_fresh_process_finds_a_bug(workdir):
+    with pytest.raises(pc.ResumeMismatch) as info:
+        check("numpy-rng-not-restored", fresh_process=True, workdir=workdir)
+    assert [n.kind for n in info.value.report.notes] == ["resume-rng"]
+    assert "the global numpy RNG is not restored" in info.value.report.notes[0].text
+
+
+def load_raises(run, path):
+    raise KeyError("ema")
+
+
+def load_hangs(run, path):
+    time.sleep(60)
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds children through /proc")
+def test_an_error_in_the_fresh_process_is_raised_in_the_parent(workdir):
+    with pytest.raises(pc.ResumeError) as info:
+        pc.check_resume(L.start, L.step, save=L.save, load=load_raises, steps=4, config=L.config(),
+                        fresh_process=True, workdir=workdir)
+    assert str(info.value).startswith(f"{__name__}.load_raises raised KeyError: 'ema' (loading the checkpoint")
+    assert "(in the fresh process; its output: " in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds children through /proc")
+def test_a_fresh_process_that_runs_too_long_is_killed(workdir):
+    began = time.monotonic()
+    with pytest.raises(pc.ResumeError, match=r"the fresh process did not finish within 3s"):
+        pc.check_resume(L.start, L.step, save=L.save, load=load_hangs, steps=4, config=L.config(),
+                        fresh_process=True, workdir=workdir, timeout=3)
+    assert time.monotonic() - began < 30
+    assert _children(workdir) == []
+
+
+def test_functions_a_new_process_cannot_import_are_refused_before_anything_runs():
+    def local_start(config):
+        raise AssertionError("must not run")
+
+    with pytest.raises(ResumeUnavailable, match=r"cannot run in a fresh process: start .*local_start is a "
+                                                r"lambda or a closure; make it a module-level function"):
+        pc.check_resume(local_start, L.step, save=L.save, load=L.load, config=L.config(), fresh_process=True)
+    with pytest.raises(ResumeUnavailable, match="cannot run in a fresh process: the config function cannot be "
+                                                "pickled"):
+        pc.check_resume(L.start, L.step, save=L.save, load=L.load, config=lambda: 0, fresh_process=True)
