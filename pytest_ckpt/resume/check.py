@@ -96,22 +96,23 @@ def check_resume(
 def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, streams: tuple[str, ...],
            atol: float, rtol: float, reproducible: bool, workdir: Path, job: Any) -> ResumeReport:
     clock = {"start": time.perf_counter()}
-    ref = uninterrupted(fns, steps, streams, snapshot_at=(*points, steps), doing="uninterrupted run")
+    ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps))
     clock["uninterrupted"] = time.perf_counter()
     drawn = _drawn(ref, streams)
-    if reproducible:
-        again = uninterrupted(fns, steps, streams, snapshot_at=(steps,), doing="second uninterrupted run")
-        _gate(ref, again, steps, drawn, atol, rtol)
-    clock["reproducible"] = time.perf_counter()
-    half, paths = first_half(fns, points, streams, workdir, prints_until=points[0])
-    _gate(ref, half, points[0], drawn, atol, rtol)
-    results = []
-    for at in points:
+
+    def resume(at: int, prints: str = "none") -> Trace:
         if job is not None:
-            resumed = job.run(paths[at], at, steps, streams, workdir)
-        else:
-            resumed = resumed_half(fns, paths[at], at, steps, streams)
-        results.append(_judge(ref, half, resumed, at, steps, drawn, atol, rtol, paths[at]))
+            return job.run(paths[at], at, steps, streams, workdir, prints=prints)
+        return resumed_half(fns, paths[at], at, steps, streams, prints=prints)
+
+    rerun = _Rerun(fns, steps, streams, resume)
+    if reproducible:
+        again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,))
+        _gate(ref, again, steps, drawn, atol, rtol, rerun)
+    clock["reproducible"] = time.perf_counter()
+    half, paths = first_half(fns, points, streams, workdir)
+    _gate(ref, half, points[0], drawn, atol, rtol, rerun)
+    results = [_judge(ref, half, resume(at), at, steps, drawn, atol, rtol, paths[at], rerun) for at in points]
     clock["interrupted"] = time.perf_counter()
     compared = {p: k for p, k in ref.kinds.items() if _comparable(p, k, drawn, ref, points)}
     seconds = {"uninterrupted": clock["uninterrupted"] - clock["start"],
@@ -124,27 +125,58 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
         atol=atol, rtol=rtol, seconds=seconds)
 
 
+class _Rerun:
+    """Runs again with every component fingerprinted after every step, to say *where* runs part.
+
+    Only a failure needs it, so a passing check never pays for it; the uninterrupted rerun is kept.
+    """
+
+    def __init__(self, fns: Functions, steps: int, streams: tuple[str, ...], resume: Callable) -> None:
+        self.fns, self.steps, self.streams, self.resume = fns, steps, streams, resume
+        self._ref: Trace | None = None
+
+    def ref(self) -> Trace:
+        if self._ref is None:
+            self._ref = uninterrupted(self.fns, self.steps, self.streams, prints="all",
+                                      doing="uninterrupted run, again to locate a difference")
+        return self._ref
+
+    def resumed(self, at: int) -> Trace:
+        return self.resume(at, prints="all")
+
+    def unreproducible(self, paths: Iterable[str]) -> tuple[int, str] | None:
+        """The first step (0: right after start) and component where two uninterrupted runs part."""
+        other = uninterrupted(self.fns, self.steps, self.streams, prints="all",
+                              doing="uninterrupted run, again to locate a difference")
+        return first_state_divergence(self.ref().prints, other.prints, -1, paths)
+
+
 def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, drawn: set[str],
-           atol: float, rtol: float, checkpoint: Path) -> ResumePoint:
+           atol: float, rtol: float, checkpoint: Path, rerun: _Rerun) -> ResumePoint:
     """One resume point: what differs right after load, from which step, and why."""
     kinds = {**ref.kinds, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
     paths = [p for p, k in kinds.items() if k != "global-rng" or p in drawn]
     expected, actual = ref.snapshots[at], resumed.snapshots[at]
     after_load = compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol)
     after_load = [d for d in after_load if not _explained_by_generator(d, after_load, expected)]
+    final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
+    losses = half.losses[:at] + resumed.losses
+    batches = half.batches[:at] + resumed.batches
+    first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
+    if first is None and not after_load and not final:
+        return ResumePoint(at, losses)
     behind = {}
     for d in after_load:
         d.untouched = d.path in resumed.before_load and resumed.before_load[d.path] == resumed.prints[0].get(d.path)
         if d.kind in ("module", "tensors") and not d.untouched and d.path in resumed.prints[0]:
-            step = matching_step(ref.prints, d.path, resumed.prints[0][d.path], before=at)
+            step = matching_step(rerun.ref().prints, d.path, resumed.prints[0][d.path], before=at)
             if step is not None:
                 behind[d.path] = step
-    final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
-    losses = half.losses[:at] + resumed.losses
-    batches = half.batches[:at] + resumed.batches
-    divergence = _divergence(ref, resumed, losses, batches, at, after_load, final, atol, rtol)
-    if divergence is None and not after_load and not final:
-        return ResumePoint(at, losses)
+    if first is not None:
+        step, what = first
+        divergence = {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
+    else:
+        divergence = _state_divergence(rerun, at, [d.path for d in (*after_load, *final)])
     saved = {}
     untouched = [d for d in after_load if d.untouched and d.kind != "module"]
     held = read_checkpoint(checkpoint) if untouched else None
@@ -152,50 +184,41 @@ def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, drawn: 
         saved = {d.path: where(held, d.kind, d.path, expected[d.path]) for d in untouched}
     findings = Findings(
         at=at, steps=steps, restore=after_load, final=final, ledger=ledger(ref.batches, batches, at),
-        divergence=(divergence["step"], divergence["what"]) if divergence else None,
-        compared={p: kinds[p] for p in paths}, classes=ref.classes, trained=ref.trained, behind=behind,
-        saved=saved)
+        divergence=(divergence["step"], divergence["what"]), compared={p: kinds[p] for p in paths},
+        classes=ref.classes, trained=ref.trained, behind=behind, saved=saved)
     return ResumePoint(at, losses, divergence, explain(findings), [d.path for d in after_load])
 
 
-def _divergence(ref: Trace, resumed: Trace, losses: list[float], batches: list, at: int, after_load: list,
-                final: list, atol: float, rtol: float) -> dict | None:
-    """The first resumed step whose loss or batch differs, else the first after which compared state differs."""
-    first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
-    if first is not None:
-        step, what = first
-        return {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
-    if not (after_load or final):
-        return None
-    differing = [d.path for d in (*after_load, *final)]
-    aligned = [{}] * at + resumed.prints  # resumed.prints[0] is right after load, i.e. "after step at"
-    located = first_state_divergence(ref.prints, aligned, at, differing)
+def _state_divergence(rerun: _Rerun, at: int, differing: list[str]) -> dict:
+    """Every loss and batch matched: the first step after which one of the differing components parts."""
+    aligned = [{}] * at + rerun.resumed(at).prints  # its prints[0] is right after load: "after step at"
+    located = first_state_divergence(rerun.ref().prints, aligned, at, differing)
     step, path = located if located else (at + 1, differing[0])
     return {"step": step, "what": path, "expected": None, "actual": None}
 
 
-def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rtol: float) -> None:
-    """Raise NotReproducible at the first step (up to ``last``) where two runs from the same seed part."""
+def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rtol: float, rerun: _Rerun) -> None:
+    """Raise NotReproducible where two runs from the same seed part (steps up to ``last``)."""
     for n in range(1, last + 1):
         if ref.batches[n - 1] != other.batches[n - 1]:
             raise NotReproducible(n, "batch", "step returned another batch")
         if losses_differ(ref.losses[n - 1], other.losses[n - 1], atol=atol, rtol=rtol):
             raise NotReproducible(n, "loss", f"loss {ref.losses[n - 1]!r} vs {other.losses[n - 1]!r}; "
                                   f"seed or fix every source of randomness the run uses")
-    suspects = None  # bitwise: any fingerprint that differs
-    if atol or rtol:
-        # bits may differ within the tolerance: the snapshots judge, the fingerprints only locate
-        if last not in other.snapshots:
-            return
-        suspects = {d.path for d in compare_states(ref.snapshots[last], other.snapshots[last], ref.kinds,
-                                                   list(ref.snapshots[last]), atol=atol, rtol=rtol)}
-    for n in range(0, min(last + 1, len(ref.prints), len(other.prints))):
-        for path, value in ref.prints[n].items():
-            if ref.kinds.get(path) == "global-rng" and path not in drawn:
-                continue
-            if (suspects is None or path in suspects) and other.prints[n].get(path) != value:
-                raise NotReproducible(n, path, "its state differs between two runs from the same seed; "
-                                      "seed or fix every source of randomness the run uses")
+    for n in range(min(len(ref.prints), len(other.prints), last + 1)):
+        for s in sorted(drawn):
+            if ref.prints[n].get(s) != other.prints[n].get(s):
+                raise NotReproducible(n, s, "a step draws from this global stream differently between two runs "
+                                      "from the same seed")
+    if last not in ref.snapshots or last not in other.snapshots:
+        return
+    paths = [p for p, k in ref.kinds.items() if k != "global-rng" or p in drawn]
+    differs = compare_states(ref.snapshots[last], other.snapshots[last], ref.kinds, paths, atol=atol, rtol=rtol)
+    if differs:
+        located = rerun.unreproducible([d.path for d in differs])
+        step, path = located if located else (last, differs[0].path)
+        raise NotReproducible(step, path, "its state differs between two runs from the same seed; "
+                              "seed or fix every source of randomness the run uses")
 
 
 def _drawn(ref: Trace, streams: Iterable[str]) -> set[str]:

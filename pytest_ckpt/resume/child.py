@@ -51,14 +51,14 @@ class FreshProcess:
                                         f"cannot be pickled ({type(exc).__name__}: {exc})") from None
         return cls(names, blob, timeout)
 
-    def run(self, path: Path, at: int, steps: int, streams: tuple[str, ...], workdir: Path):
+    def run(self, path: Path, at: int, steps: int, streams: tuple[str, ...], workdir: Path, *, prints: str = "none"):
         """The resumed half's :class:`Trace`, computed by a new process."""
         import torch
 
-        job_dir = Path(workdir) / f"fresh-process-after-step-{at}"
+        job_dir = Path(workdir) / f"fresh-process-after-step-{at}" / prints
         job_dir.mkdir(parents=True, exist_ok=True)
         job = {"sys_path": list(sys.path), "functions": self.functions, "config": self.config_blob,
-               "path": str(path), "at": at, "steps": steps, "streams": streams,
+               "path": str(path), "at": at, "steps": steps, "streams": streams, "prints": prints,
                "settings": {"threads": torch.get_num_threads(),
                             "deterministic": torch.are_deterministic_algorithms_enabled(),
                             "matmul": torch.get_float32_matmul_precision(),
@@ -156,7 +156,8 @@ def main(job_path: str) -> int:
         fns = {role: (resolve(*name) if name else None) for role, name in job["functions"].items()}
         config = pickle.loads(job["config"]) if job["config"] is not None else None
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
-        trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]))
+        trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),
+                             prints=job["prints"])
         torch.save(trace, job_dir / "trace.tmp")
         os.replace(job_dir / "trace.tmp", job_dir / "trace.pt")
     except (ResumeError, TypeError, ValueError, CheckpointError) as exc:

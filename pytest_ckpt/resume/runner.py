@@ -16,7 +16,8 @@ import torch
 
 from ..errors import CheckpointError, ResumeError
 from . import streams as global_streams
-from .capture import digest, fingerprint, fingerprints, snapshot
+from .capture import digest, fingerprint, fingerprints
+from .capture import snapshot as take_snapshot
 from .state import RunState, classes, run_state
 
 #: the seed every global stream gets before the uninterrupted runs and the interrupted run's first half
@@ -106,43 +107,55 @@ def train_step(fns: Functions, run: Any, number: int) -> tuple[float, str | None
 
 
 def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, first: int, last: int, *,
-          snapshot_at: Iterable[int] = (), after_step: Callable[[int, Any], None] | None = None,
-          prints_until: int | None = None) -> None:
+          prints: str, snapshot_at: Iterable[int] = (), after_step: Callable[[int, Any], None] | None = None) -> None:
     """Steps ``first``..``last`` of ``run``, recorded into ``trace``.
 
-    ``snapshot_at``: steps after which to keep a snapshot; ``after_step(n, run)``: called after step n
-    (after the fingerprint, so a save sees the state the comparison saw); fingerprints are taken up to
-    step ``prints_until`` (all steps by default).
+    ``prints`` after each step: ``"streams"`` (the global streams only: which of them a step draws from),
+    ``"all"`` (every component: where two runs part; only when a failure needs it) or ``"none"``.
+    ``snapshot_at``: steps after which to keep a snapshot; ``after_step(n, run)`` runs after the record
+    of step n, so a save sees the state the comparison saw.
     """
     snapshot_at = set(snapshot_at)
     for n in range(first, last + 1):
         loss, batch = train_step(fns, run, n)
         trace.losses.append(loss)
         trace.batches.append(batch)
-        if prints_until is None or n <= prints_until or n in snapshot_at:
-            rs = run_state(run, streams=streams)
-            if n in snapshot_at:
-                trace.snapshots[n] = snapshot(rs, streams)
-                trace.prints.append({p: fingerprint(v) for p, v in trace.snapshots[n].items()})
-                _describe(trace, rs)
-            else:
-                trace.prints.append(fingerprints(rs, streams))
+        record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None)
         if after_step is not None:
             after_step(n, run)
 
 
-def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], snapshot_at: Iterable[int],
-                  doing: str) -> Trace:
+def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None) -> None:
+    """Fingerprints (at the level ``prints``) and, when ``snapshot`` is a step, a snapshot of ``run``."""
+    if snapshot is None and prints != "all":
+        if prints == "streams":
+            trace.prints.append({s: fingerprint(global_streams.read(s)) for s in streams})
+        return
+    rs = run_state(run, streams=streams)
+    if snapshot is not None:
+        trace.snapshots[snapshot] = take_snapshot(rs, streams)
+        _describe(trace, rs)
+        if prints != "none":
+            frozen = trace.snapshots[snapshot]
+            keep = frozen if prints == "all" else {s: frozen[s] for s in streams}
+            trace.prints.append({p: fingerprint(v) for p, v in keep.items()})
+    else:
+        trace.prints.append(fingerprints(rs, streams))
+
+
+def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], *, doing: str,
+                  snapshot_at: Iterable[int] = (), prints: str = "streams") -> Trace:
     """The run that never stops: start under :data:`SEED`, then every step."""
     run, rs = start_run(fns, SEED, streams, f"starting the {doing}")
-    trace = Trace(prints=[fingerprints(rs, streams)])
+    trace = Trace()
     _describe(trace, rs)
-    train(fns, run, streams, trace, 1, steps, snapshot_at=snapshot_at)
+    record(run, streams, trace, prints)
+    train(fns, run, streams, trace, 1, steps, prints=prints, snapshot_at=snapshot_at)
     return trace
 
 
-def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], workdir: Path,
-               prints_until: int) -> tuple[Trace, dict[int, Path]]:
+def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], workdir: Path
+               ) -> tuple[Trace, dict[int, Path]]:
     """The interrupted run: start under :data:`SEED`, train, ``save`` after each step in ``points``."""
     points = sorted(points)
     paths = {at: workdir / f"checkpoint-after-step-{at}" for at in points}
@@ -154,28 +167,28 @@ def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], 
                 raise CheckpointError(paths[n], "not-found",
                                       f"{name_of(fns.save)}(run, path) wrote nothing at path after step {n}")
 
-    run, rs = start_run(fns, SEED, streams, "starting the interrupted run")
-    trace = Trace(prints=[fingerprints(rs, streams)])
-    train(fns, run, streams, trace, 1, points[-1], after_step=save, prints_until=prints_until)
+    run, _ = start_run(fns, SEED, streams, "starting the interrupted run")
+    trace = Trace()
+    train(fns, run, streams, trace, 1, points[-1], prints="none", after_step=save)
     return trace, paths
 
 
-def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple[str, ...]) -> Trace:
+def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple[str, ...], *,
+                 prints: str = "none") -> Trace:
     """The resumed run: start under :data:`POISON`, ``load``, then steps ``at+1``..``steps``.
 
     ``snapshots[at]`` is the state right after load, ``snapshots[steps]`` the final state;
-    ``prints[0]`` is after load, ``prints[j]`` after step ``at + j``.
+    ``before_load`` the fingerprints right after start; ``prints[0]`` is right after load (every
+    component) and, with ``prints="all"``, ``prints[j]`` after step ``at + j``.
     """
     run, rs = start_run(fns, POISON, streams, f"starting the run resumed after step {at}")
     before = fingerprints(rs, streams)
     out = call(fns.load, (run, path), f"loading the checkpoint saved after step {at} from {path}")
     run = run if out is None else out
-    rs = state_of(run, fns.load, "returned", streams)
+    state_of(run, fns.load, "returned", streams)
     trace = Trace(before_load=before)
-    trace.snapshots[at] = snapshot(rs, streams)
-    trace.prints.append({p: fingerprint(v) for p, v in trace.snapshots[at].items()})
-    _describe(trace, rs)
-    train(fns, run, streams, trace, at + 1, steps, snapshot_at=(steps,))
+    record(run, streams, trace, "all", snapshot=at)
+    train(fns, run, streams, trace, at + 1, steps, prints=prints, snapshot_at=(steps,))
     return trace
 
 

@@ -124,7 +124,7 @@ def workdir(tmp_path):
 def test_fresh_process_passes_a_correct_loop(workdir):
     report = check(fresh_process=True, workdir=workdir)
     assert report.ok, str(report)
-    assert (workdir / "fresh-process-after-step-3" / "trace.pt").exists()
+    assert (workdir / "fresh-process-after-step-3" / "none" / "trace.pt").exists()
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="finds children through /proc")
