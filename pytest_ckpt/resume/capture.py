@@ -19,6 +19,10 @@ from . import streams as global_streams
 from .state import Component, RunState, unwrap
 
 
+#: tensors up to this size are fingerprinted by a hash of their bytes, larger ones by a sum of their bits
+SMALL_BYTES = 1 << 16
+
+
 class Unreadable(str):
     """A component whose state could not be read (its ``state_dict()`` raised): the reason."""
 
@@ -91,6 +95,8 @@ def freeze(value: Any) -> Any:
         return value.detach().to("cpu", copy=True)
     if isinstance(value, Mapping):
         return {k: freeze(v) for k, v in value.items()}
+    if _is_python_rng_state(value):
+        return value  # immutable already: no need to rebuild 625 ints
     if isinstance(value, tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, list):
@@ -116,8 +122,8 @@ def fingerprint(value: Any) -> Any:
         return ("tensor", tuple(value.shape), str(value.dtype), _bits(value))
     if isinstance(value, Mapping):
         return tuple((k, fingerprint(v)) for k, v in value.items())
-    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], tuple):
-        return value  # python's random state: (version, 625 ints, gauss), compared as it is
+    if _is_python_rng_state(value):
+        return value  # compared as it is
     if isinstance(value, (list, tuple)):
         return tuple(fingerprint(v) for v in value)
     if _is_ndarray(value):
@@ -174,6 +180,9 @@ def _bits(t: torch.Tensor) -> Any:
         t = t.to(torch.uint8)
     elif t.is_complex():
         t = torch.view_as_real(t)
+    if t.device.type == "cpu" and t.numel() * t.element_size() <= SMALL_BYTES:
+        # small (a random state, a counter tensor): hashing the bytes is cheaper than three torch calls
+        return hashlib.sha1(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
     as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
     # the integer sum of the bit patterns: exact, and moved by any one-bit change
     return int(t.contiguous().view(as_int).sum(dtype=torch.int64))
@@ -205,6 +214,11 @@ def _generator_state(obj: Any) -> Any:
     if hasattr(obj, "bit_generator"):  # numpy.random.Generator
         return obj.bit_generator.state
     return obj.get_state()  # numpy.random.RandomState
+
+
+def _is_python_rng_state(value: Any) -> bool:
+    # random.getstate(): (version, a tuple of 625 ints, gauss_next)
+    return isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], tuple) and len(value[1]) > 600
 
 
 def _is_ndarray(obj: Any) -> bool:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 
 from ..errors import NotReproducible, ResumeMismatch
 from . import streams as global_streams
-from .compare import compare_states, first_divergence, first_state_divergence, ledger, losses_differ, matching_step
+from .compare import (compare_states, first_divergence, first_state_divergence, ledger, losses_differ,
+                      matching_step, without_generator_echoes)
 from .capture import Unreadable
 from .report import ResumePoint, ResumeReport
 from .rules import Findings, explain
@@ -157,8 +158,8 @@ def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, drawn: 
     kinds = {**ref.kinds, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
     paths = [p for p, k in kinds.items() if k != "global-rng" or p in drawn]
     expected, actual = ref.snapshots[at], resumed.snapshots[at]
-    after_load = compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol)
-    after_load = [d for d in after_load if not _explained_by_generator(d, after_load, expected)]
+    after_load = without_generator_echoes(compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol),
+                                          expected)
     final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
     losses = half.losses[:at] + resumed.losses
     batches = half.batches[:at] + resumed.batches
@@ -225,24 +226,6 @@ def _drawn(ref: Trace, streams: Iterable[str]) -> set[str]:
     """The global streams some step of the uninterrupted run draws from (its state moves during the step)."""
     return {s for s in streams
             if any(ref.prints[n].get(s) != ref.prints[n - 1].get(s) for n in range(1, len(ref.prints)))}
-
-
-def _explained_by_generator(d, after_load, expected) -> bool:
-    """A data component whose only difference is the state of a generator it holds (already a cause)."""
-    if d.kind not in ("data", "state"):
-        return False
-    generators = [g for g in after_load if g.kind == "generator" and g.path.startswith(d.path + ".")]
-    if not generators:
-        return False
-    from .compare import same
-
-    states = [expected.get(g.path) for g in generators]
-    names = {g.path[len(d.path) + 1:] for g in generators}
-    for where, e, _ in d.items:
-        if where.split(".")[0].split("[")[0] in names or any(same(e, s) for s in states):
-            continue
-        return False
-    return d.count == len(d.items)
 
 
 def _comparable(path: str, kind: str, drawn: set[str], ref: Trace, points: tuple[int, ...]) -> bool:

@@ -94,6 +94,23 @@ def compare_one(path: str, kind: str, exp: Any, act: Any, *, atol: float, rtol: 
     return Difference(path, kind, items[:MAX_ITEMS], len(items))
 
 
+def without_generator_echoes(diffs: list[Difference], expected: Mapping[str, Any]) -> list[Difference]:
+    """``diffs`` less the data or state objects whose only difference is a generator they hold (a loader's
+    ``state_dict()["generator"]``): the generator is the cause, named once, on its own path."""
+    generators = [d for d in diffs if d.kind == "generator"]
+
+    def echo(d: Difference) -> bool:
+        mine = [g for g in generators if g.path.startswith(d.path + ".")]
+        if d.kind not in ("data", "state") or not mine or d.count != len(d.items):
+            return False
+        names = {g.path[len(d.path) + 1:] for g in mine}
+        states = [expected.get(g.path) for g in mine]
+        return all(where.split(".")[0].split("[")[0] in names or any(same(e, s) for s in states)
+                   for where, e, _ in d.items)
+
+    return [d for d in diffs if not echo(d)]
+
+
 def leaves(exp: Any, act: Any, where: str = "", *, atol: float = 0.0, rtol: float = 0.0):
     """``(where, expected, actual)`` for each leaf that differs (``<absent>`` for a missing key).
 

@@ -267,3 +267,65 @@ def dir_save(run: Run, path) -> None:
 
 def dir_load(run: Run, path) -> Run:
     return load(run, os.path.join(path, "state.pt"))
+
+
+# --------------------------------------------------------------------------- #
+# stream: the data position lives in a python generator the check cannot see; only the batches tell
+# --------------------------------------------------------------------------- #
+def _batches(n: int):
+    i = 0
+    while True:
+        yield torch.arange(i, i + BATCH) % n
+        i += BATCH
+
+
+def stream_start(config: Config = Config()) -> dict:
+    g = torch.Generator().manual_seed(config.seed)
+    model = torch.nn.Linear(FEATURES, CLASSES)
+    return {"config": config, "model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.1),
+            "x": torch.randn(N, FEATURES, generator=g), "y": torch.randint(0, CLASSES, (N,), generator=g),
+            "batches": _batches(N), "step": 0}
+
+
+def stream_step(run: dict):
+    idx = next(run["batches"])
+    loss = F.cross_entropy(run["model"](run["x"][idx]), run["y"][idx])
+    run["opt"].zero_grad()
+    loss.backward()
+    run["opt"].step()
+    run["step"] += 1
+    return loss.detach(), idx
+
+
+def stream_save(run: dict, path) -> None:
+    torch.save({"model": run["model"].state_dict(), "opt": run["opt"].state_dict(), "step": run["step"]}, path)
+
+
+def stream_load(run: dict, path) -> dict:
+    state = torch.load(path)
+    run["model"].load_state_dict(state["model"])
+    run["opt"].load_state_dict(state["opt"])
+    run["step"] = state["step"]
+    skip = {"data-position-restarts": 0, "data-skips-ahead": state["step"] + 2}
+    done = next((skip[b] for b in run["config"].bugs if b in skip), state["step"])
+    for _ in range(done):  # fast-forward the data to where the run stopped
+        next(run["batches"])
+    return run
+
+
+# --------------------------------------------------------------------------- #
+# a resume that only works in the same process: the optimizer state is kept in memory, not in the file
+# --------------------------------------------------------------------------- #
+_IN_MEMORY: dict[str, dict] = {}
+
+
+def memory_save(run: Run, path) -> None:
+    save(run, path)
+    _IN_MEMORY[os.fspath(path)] = run.optimizer.state_dict()  # "faster than writing it": lost with the process
+
+
+def memory_load(run: Run, path) -> Run:
+    state = torch.load(path, weights_only=False)
+    state["optimizer"] = _IN_MEMORY.get(os.fspath(path))
+    torch.save(state, path)
+    return load(run, path)

@@ -243,3 +243,46 @@ def test_a_run_with_nothing_beyond_the_weights_says_so():
     assert report.not_compared["data position"].startswith("step returns no batch")
     assert report.not_compared["torch"] == "no step of the uninterrupted run draws from it"
     assert "not compared: " in str(report)
+
+
+def stream(*bugs):
+    return pc.check_resume(L.stream_start, L.stream_step, save=L.stream_save, load=L.stream_load, steps=6, at=3,
+                           config=L.config(*bugs))
+
+
+def test_data_the_check_cannot_see_is_followed_by_its_batches():
+    assert stream().ok  # fast-forwarding the data on resume is a correct resume
+    err = mismatch_of(stream, "data-position-restarts")
+    assert [n.kind for n in err.report.notes] == ["resume-data"]
+    assert cause_lines(str(err))[0] == (
+        "  [resume-data] The resumed run trained at step 4 on the batch the uninterrupted run saw at step 1 "
+        "(repeated data: the position restarts); 3 of 3 resumed steps trained on another batch; fix: save the "
+        "data position (the loader's or sampler's state_dict(), or the number of batches done in the epoch) "
+        "and resume from it in your load")
+    assert err.report.first_divergent_step == 4
+    skipped = mismatch_of(stream, "data-skips-ahead").report.notes[0]
+    assert skipped.kind == "resume-data"
+    assert "trained at step 4 on the batch the uninterrupted run saw at step 6 (skipped data" in skipped.text
+
+
+def mismatch_of(fn, *bugs) -> pc.ResumeMismatch:
+    with pytest.raises(pc.ResumeMismatch) as info:
+        fn(*bugs)
+    return info.value
+
+
+class Broken:
+    def state_dict(self):
+        raise RuntimeError("not today")
+
+
+def test_state_that_cannot_be_read_is_listed_as_not_compared():
+    def start():
+        run = L.stream_start()
+        run["meter"] = Broken()
+        return run
+
+    report = pc.check_resume(start, L.stream_step, save=L.stream_save, load=L.stream_load, steps=4)
+    assert report.ok
+    assert report.not_compared['run["meter"]'] == "its state could not be read: RuntimeError: not today"
+    assert 'run["meter"]' not in report.compared
