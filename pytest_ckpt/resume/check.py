@@ -85,8 +85,8 @@ def check_resume(
     streams = available_streams()
     caller_streams = global_streams.save(streams)
     try:
-        with _workdir(workdir) as where:
-            report = _check(fns, steps, points, at, streams, atol, rtol, reproducible, where, job)
+        with _workdir(workdir) as directory:
+            report = _check(fns, steps, points, at, streams, atol, rtol, reproducible, directory, job)
     finally:
         global_streams.restore(caller_streams)
     if not report.ok:

@@ -85,8 +85,9 @@ def weights(f: Findings) -> list[Note]:
         ema = d.kind != "module" or d.path not in f.trained
         what = _what(f, d)
         if d.untouched:
-            text = (f"{what} is not restored: none of its {_n(d.total, 'tensor')} was restored "
-                    f"(after load {'it holds' if d.total == 1 else 'they hold'} what start built)")
+            held = ("it holds" if d.kind == "tensor" or d.total == 1 else "they hold") + " what start built"
+            text = (f"{what} is not restored: after load {held}" if d.kind == "tensor" else
+                    f"{what} is not restored: none of its {_n(d.total, 'tensor')} was restored (after load {held})")
             if ema:
                 clause, fix = _saved(f, d, f"copy it back into {d.path} in your load",
                                      f"save {d.path} with the checkpoint and copy it back in your load")
@@ -99,17 +100,23 @@ def weights(f: Findings) -> list[Note]:
             continue
         step = f.behind.get(d.path)
         if step is not None and not optimizer_steps_differ:
-            held = "what start built" if step == 0 else f"the weights after step {step}"
-            text = (f"{what} holds {held}, not the weights after step {f.at}, while the optimizer's step "
-                    f"counts match: the weights were saved "
-                    f"{'one step' if f.at - step == 1 else f'{f.at - step} steps'} behind the optimizer "
-                    f"(before the last optimizer step)")
-            fix = "save the weights and the optimizer state at the same point, after optimizer.step()"
+            late = "one step" if f.at - step == 1 else f"{f.at - step} steps"
+            when = "before step 1" if step == 0 else f"after step {step}"
+            if ema:
+                text = (f"{what} holds what it was {when}, not after step {f.at}: it was saved {late} behind "
+                        f"the rest of the run")
+                fix = f"save {d.path} at the same point as the rest of the checkpoint, after the step updates it"
+            else:
+                text = (f"{what} holds the weights {when}, not the weights after step {f.at}, while the optimizer's step "
+                        f"counts match: the weights were saved {late} behind the optimizer (before the last "
+                        f"optimizer step)")
+                fix = "save the weights and the optimizer state at the same point, after optimizer.step()"
             notes.append(Note("resume-weights", text, fix, _names(d)))
             continue
-        if d.diff is None:
-            notes.append(Note("resume-weights", f"{what} differs after load: {_items(d)}",
-                              f"save {d.path} with the checkpoint and restore it in your load"))
+        if d.diff is None:  # a single tensor
+            gap = _gap(d.items[0][1], d.items[0][2]) if d.items else ""
+            notes.append(Note("resume-weights", f"{what} differs after load{gap}",
+                              f"save {d.path} with the checkpoint and restore it in your load", (d.path,)))
             continue
         for n in d.diff.notes:
             if n.info:
@@ -148,7 +155,7 @@ def optimizer(f: Findings) -> list[Note]:
         for where, e, a in o["groups"][:SHOW_NAMES]:
             parts.append(f"{_friendly(where)} {_fmt(a)} (uninterrupted: {_fmt(e)})")
         cls = f.classes.get(d.path, "optimizer")
-        head = f"{cls} state not restored" if d.untouched else f"{d.path} ({cls}) differs after load"
+        head = f"{d.path} ({cls}) {'state not restored' if d.untouched else 'differs after load'}"
         clause, fix = "", "save the optimizer state at the same step as the weights and load all of it in your resume"
         if d.untouched:
             clause, fix = _saved(f, d, "load it with optimizer.load_state_dict(checkpoint{at}) in your resume",
@@ -318,6 +325,13 @@ def _items(d: Difference) -> str:
     parts = [f"{_friendly(w) or 'value'} {_fmt(a)} (uninterrupted: {_fmt(e)})" for w, e, a in d.items[:SHOW_NAMES]]
     more = d.count - len(parts)
     return ", ".join(parts) + (f", and {more} more" if more > 0 else "")
+
+
+def _gap(exp: Any, act: Any) -> str:
+    if isinstance(exp, torch.Tensor) and isinstance(act, torch.Tensor) and exp.shape == act.shape \
+            and exp.is_floating_point() and act.is_floating_point() and exp.numel():
+        return f" (largest |diff| {_fmt((act.double() - exp.double()).abs().max().item())})"
+    return f": {_fmt(act)} (uninterrupted: {_fmt(exp)})"
 
 
 def _friendly(where: str) -> str:

@@ -97,9 +97,9 @@ def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...]) -> Run
     return rs
 
 
-def train_step(fns: Functions, run: Any, number: int) -> tuple[float, str | None]:
+def train_step(fns: Functions, run: Any, number: int, label: str = "") -> tuple[float, str | None]:
     """One call of ``step``: its loss as a float, and a digest of its batch when it returned one."""
-    out = call(fns.step, (run,), f"at step {number}")
+    out = call(fns.step, (run,), f"at step {number}{' of ' + label if label else ''}")
     loss, batch = out, None
     if isinstance(out, tuple) and len(out) == 2:
         loss, batch = out
@@ -107,7 +107,8 @@ def train_step(fns: Functions, run: Any, number: int) -> tuple[float, str | None
 
 
 def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, first: int, last: int, *,
-          prints: str, snapshot_at: Iterable[int] = (), after_step: Callable[[int, Any], None] | None = None) -> None:
+          prints: str, label: str, snapshot_at: Iterable[int] = (),
+          after_step: Callable[[int, Any], None] | None = None) -> None:
     """Steps ``first``..``last`` of ``run``, recorded into ``trace``.
 
     ``prints`` after each step: ``"streams"`` (the global streams only: which of them a step draws from),
@@ -117,7 +118,7 @@ def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, firs
     """
     snapshot_at = set(snapshot_at)
     for n in range(first, last + 1):
-        loss, batch = train_step(fns, run, n)
+        loss, batch = train_step(fns, run, n, label)
         trace.losses.append(loss)
         trace.batches.append(batch)
         record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None)
@@ -150,7 +151,7 @@ def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], *, doing
     trace = Trace()
     _describe(trace, rs)
     record(run, streams, trace, prints)
-    train(fns, run, streams, trace, 1, steps, prints=prints, snapshot_at=snapshot_at)
+    train(fns, run, streams, trace, 1, steps, prints=prints, label=f"the {doing}", snapshot_at=snapshot_at)
     return trace
 
 
@@ -169,7 +170,7 @@ def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], 
 
     run, _ = start_run(fns, SEED, streams, "starting the interrupted run")
     trace = Trace()
-    train(fns, run, streams, trace, 1, points[-1], prints="none", after_step=save)
+    train(fns, run, streams, trace, 1, points[-1], prints="none", label="the interrupted run", after_step=save)
     return trace, paths
 
 
@@ -188,7 +189,8 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
     state_of(run, fns.load, "returned", streams)
     trace = Trace(before_load=before)
     record(run, streams, trace, "all", snapshot=at)
-    train(fns, run, streams, trace, at + 1, steps, prints=prints, snapshot_at=(steps,))
+    train(fns, run, streams, trace, at + 1, steps, prints=prints, label=f"the run resumed after step {at}",
+          snapshot_at=(steps,))
     return trace
 
 

@@ -49,11 +49,12 @@ def test_a_correct_resume_passes_with_a_short_ok_report():
 # bug -> (note kind, phrases of its one line, first divergent step)
 BUG_CLASSES = {
     "optimizer-not-saved": ("resume-optimizer", [
-        "AdamW state not restored: step, exp_avg and exp_avg_sq of 4 parameters (body.0.weight, body.0.bias, "
-        "body.3.weight, ...) are empty after load", "it is not in the checkpoint",
+        "run.optimizer (AdamW) state not restored: step, exp_avg and exp_avg_sq of 4 parameters "
+        "(body.0.weight, body.0.bias, body.3.weight, ...) are empty after load", "it is not in the checkpoint",
         "fix: save optimizer.state_dict() in your save"], 5),
     "optimizer-not-loaded": ("resume-optimizer", [
-        "AdamW state not restored", 'the checkpoint holds it at ["optimizer"], but load does not restore it',
+        "run.optimizer (AdamW) state not restored",
+        'the checkpoint holds it at ["optimizer"], but load does not restore it',
         'fix: load it with optimizer.load_state_dict(checkpoint["optimizer"])'], 5),
     "scheduler-not-restored": ("resume-scheduler", [
         "run.scheduler (LambdaLR) not restored: last_epoch 0 (uninterrupted: 3)",
@@ -286,3 +287,31 @@ def test_state_that_cannot_be_read_is_listed_as_not_compared():
     assert report.ok
     assert report.not_compared['run["meter"]'] == "its state could not be read: RuntimeError: not today"
     assert 'run["meter"]' not in report.compared
+
+
+def test_a_tensor_the_run_holds_is_state():
+    def start():
+        model = torch.nn.Linear(2, 1)
+        return {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.1), "scale": torch.ones(3)}
+
+    def step(run):
+        loss = run["model"](torch.ones(2)).sum() * run["scale"].sum()
+        run["opt"].zero_grad()
+        loss.backward()
+        run["opt"].step()
+        run["scale"].mul_(0.9)
+        return loss.detach()
+
+    def save(run, path):
+        torch.save({"model": run["model"].state_dict(), "opt": run["opt"].state_dict()}, path)
+
+    def load(run, path):
+        state = torch.load(path)
+        run["model"].load_state_dict(state["model"])
+        run["opt"].load_state_dict(state["opt"])
+
+    with pytest.raises(pc.ResumeMismatch) as info:
+        pc.check_resume(start, step, save=save, load=load, steps=4)
+    [note] = info.value.report.notes
+    assert (note.kind, note.text) == ("resume-weights", 'run["scale"] is not restored: after load it holds what '
+                                                        "start built; it is not in the checkpoint")

@@ -136,7 +136,7 @@ def test_fresh_process_finds_a_resume_that_only_works_in_memory(workdir):
         pc.check_resume(L.start, L.step, save=L.memory_save, load=L.memory_load, steps=6, at=3,
                         config=L.config(), fresh_process=True, workdir=workdir)
     [note] = info.value.report.notes
-    assert note.kind == "resume-optimizer" and note.text.startswith("AdamW state not restored")
+    assert note.kind == "resume-optimizer" and note.text.startswith("run.optimizer (AdamW) state not restored")
     assert "it is not in the checkpoint" in note.text
 
 
