@@ -185,6 +185,9 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
     run, rs = start_run(fns, POISON, streams, f"starting the run resumed after step {at}")
     before = fingerprints(rs, streams)
     out = call(fns.load, (run, path), f"loading the checkpoint saved after step {at} from {path}")
+    if out is not None and type(out) is not type(run):
+        raise TypeError(f"{name_of(fns.load)} returned {_short_repr(out)} (a {type(out).__name__}), not the run "
+                        f"(a {type(run).__name__}): load(run, path) returns the run to continue, or None")
     run = run if out is None else out
     state_of(run, fns.load, "returned", streams)
     trace = Trace(before_load=before)
@@ -214,10 +217,13 @@ def _loss(loss: Any, out: Any, fn: Callable, number: int) -> float:
         return float(loss)
     if hasattr(loss, "item") and callable(loss.item) and getattr(loss, "size", 2) == 1:  # a numpy scalar
         return float(loss.item())
-    what = repr(out)
-    what = what if len(what) <= 60 else what[:57] + "..."
-    raise TypeError(f"{name_of(fn)} returned {what} (a {type(out).__name__}) at step {number}: step(run) must "
-                    f"return the loss (a tensor with one element, or a float), or (loss, batch)")
+    raise TypeError(f"{name_of(fn)} returned {_short_repr(out)} (a {type(out).__name__}) at step {number}: "
+                    f"step(run) must return the loss (a tensor with one element, or a float), or (loss, batch)")
+
+
+def _short_repr(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _written(path: Path) -> bool:

@@ -32,6 +32,11 @@ def load_raises(run, path):
     raise KeyError("optimizer")
 
 
+def load_returns_the_model(run, path):
+    L.load(run, path)
+    return run.model
+
+
 def save_writes_nothing(run, path):
     pass
 
@@ -63,6 +68,12 @@ def test_a_load_that_raises_is_named_with_what_it_was_loading():
     assert text.startswith(f"{HERE}.load_raises raised KeyError: 'optimizer' (loading the checkpoint saved "
                            "after step 2 from ")
     assert isinstance(info.value.__cause__, KeyError)  # the project's own traceback comes with it
+
+
+def test_a_load_that_returns_something_else_than_the_run_is_a_type_error():
+    with pytest.raises(TypeError, match=rf"^{HERE}.load_returns_the_model returned Net\( .* \(a Net\), not the run "
+                                        r"\(a Run\): load\(run, path\) returns the run to continue, or None"):
+        check(load=load_returns_the_model)
 
 
 def test_a_save_that_writes_nothing_is_a_checkpoint_error():
