@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from . import streams as global_streams
-from .state import Component, RunState, unwrap
+from .state import Component, RunState, is_ndarray, unwrap
 
 
 #: tensors up to this size are fingerprinted by a hash of their bytes, larger ones by a sum of their bits
@@ -95,13 +94,13 @@ def freeze(value: Any) -> Any:
         return value.detach().to("cpu", copy=True)
     if isinstance(value, Mapping):
         return {k: freeze(v) for k, v in value.items()}
-    if _is_python_rng_state(value):
+    if is_python_rng_state(value):
         return value  # immutable already: no need to rebuild 625 ints
     if isinstance(value, tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, list):
         return [freeze(v) for v in value]
-    if _is_ndarray(value):
+    if is_ndarray(value):
         return value.copy()
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.dtype, torch.device,
                                            enum.Enum)):
@@ -122,11 +121,11 @@ def fingerprint(value: Any) -> Any:
         return ("tensor", tuple(value.shape), str(value.dtype), _bits(value))
     if isinstance(value, Mapping):
         return tuple((k, fingerprint(v)) for k, v in value.items())
-    if _is_python_rng_state(value):
+    if is_python_rng_state(value):
         return value  # compared as it is
     if isinstance(value, (list, tuple)):
         return tuple(fingerprint(v) for v in value)
-    if _is_ndarray(value):
+    if is_ndarray(value):
         return ("array", value.shape, str(value.dtype), hashlib.sha1(value.tobytes()).hexdigest())
     if isinstance(value, float):
         return ("float", value.hex())  # nan equals nan, -0.0 differs from 0.0: bits, not values
@@ -163,7 +162,7 @@ def _feed(h, x: Any, depth: int = 0) -> None:
         h.update(b"[")
         for v in x:
             _feed(h, v, depth + 1)
-    elif _is_ndarray(x):
+    elif is_ndarray(x):
         h.update(f"A{x.dtype}{x.shape}".encode() + x.tobytes())
     elif hasattr(x, "__dict__") and depth < 4 and not isinstance(x, type):
         h.update(type(x).__qualname__.encode())
@@ -216,11 +215,6 @@ def _generator_state(obj: Any) -> Any:
     return obj.get_state()  # numpy.random.RandomState
 
 
-def _is_python_rng_state(value: Any) -> bool:
-    # random.getstate(): (version, a tuple of 625 ints, gauss_next)
+def is_python_rng_state(value: Any) -> bool:
+    """``random.getstate()``: ``(version, a tuple of 625 ints, gauss_next)``, one state, not 625 leaves."""
     return isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], tuple) and len(value[1]) > 600
-
-
-def _is_ndarray(obj: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(obj, np.ndarray)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .. import api
-from .capture import Unreadable
+from .capture import Unreadable, is_python_rng_state
 
 #: leaves kept per difference (the report shows a few; the count says how many there were)
 MAX_ITEMS = 8
@@ -122,7 +122,7 @@ def leaves(exp: Any, act: Any, where: str = "", *, atol: float = 0.0, rtol: floa
             sub = f"{where}.{k}" if where else str(k)
             yield from leaves(exp.get(k, ABSENT), act.get(k, ABSENT), sub, atol=atol, rtol=rtol)
         return
-    if isinstance(exp, (list, tuple)) and isinstance(act, (list, tuple)) and not _is_state_tuple(exp):
+    if isinstance(exp, (list, tuple)) and isinstance(act, (list, tuple)) and not is_python_rng_state(exp):
         if len(exp) != len(act):
             yield (f"{where} length" if where else "length", len(exp), len(act))
             return
@@ -152,8 +152,8 @@ def same(exp: Any, act: Any, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
     if np is not None and (isinstance(exp, np.ndarray) or isinstance(act, np.ndarray)):
         return (isinstance(exp, np.ndarray) and isinstance(act, np.ndarray) and exp.shape == act.shape
                 and exp.dtype == act.dtype and exp.tobytes() == act.tobytes())
-    if _is_state_tuple(exp) or _is_state_tuple(act):
-        return _state_equal(exp, act)
+    if is_python_rng_state(exp) or is_python_rng_state(act):
+        return type(exp) is type(act) and exp == act
     if isinstance(exp, float) and isinstance(act, float):
         if math.isnan(exp) and math.isnan(act):
             return True
@@ -274,15 +274,6 @@ def _as_mapping(value: Any) -> dict[str, torch.Tensor]:
 
 def _diff_count(d) -> int:
     return (len(d.missing) + len(d.unexpected) + len(d.shape) + len(d.dtype) + len(d.values) + len(d.ties))
-
-
-def _is_state_tuple(value: Any) -> bool:
-    # python's random.getstate(): (version, 625 ints, gauss) -- one state, not 625 leaves
-    return isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], tuple) and len(value[1]) > 600
-
-
-def _state_equal(exp: Any, act: Any) -> bool:
-    return type(exp) is type(act) and exp == act
 
 
 def _number(value: Any) -> Any:

@@ -200,7 +200,7 @@ def _walk(obj, path, parent, key, access, depth, seen, found, *, rng_only):
             # its state_dict is its state; only a generator it holds is a component of its own
             _walk_attributes(obj, path, depth, seen, found, rng_only=True)
         return
-    if isinstance(obj, torch.Tensor) or _is_ndarray(obj):
+    if isinstance(obj, torch.Tensor) or is_ndarray(obj):
         if not rng_only:
             add("tensor")
         return
@@ -335,7 +335,8 @@ def _is_torch_internal(obj) -> bool:
     return module == "torch" or module.startswith("torch.")
 
 
-def _is_ndarray(obj) -> bool:
+def is_ndarray(obj) -> bool:
+    """A numpy array (numpy never imported for the question: an array exists only if numpy is loaded)."""
     np = sys.modules.get("numpy")
     return np is not None and isinstance(obj, np.ndarray)
 
