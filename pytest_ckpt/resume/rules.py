@@ -20,7 +20,7 @@ from .streams import SAVE_RESTORE
 SHOW_NAMES = 3
 #: state_dict keys as a person says them
 FRIENDLY = {"_last_lr": "lr", "_step_count": "step count", "_growth_tracker": "growth tracker",
-            "last_epoch": "last_epoch", "base_lrs": "base lrs"}
+            "base_lrs": "base lrs"}
 
 
 @dataclass

@@ -265,8 +265,7 @@ def _kind(obj) -> str | None:
         return "scaler"
     if isinstance(obj, (torch.Generator, random.Random)) or _is_numpy_rng(obj):
         return "generator"
-    if type(obj).__name__ == "_BaseDataLoaderIter" or any(
-            t.__name__ == "_BaseDataLoaderIter" for t in type(obj).__mro__):
+    if any(t.__name__ == "_BaseDataLoaderIter" for t in type(obj).__mro__):
         return "data"  # torch's DataLoader iterator: its position is the number of batches yielded
     if callable(getattr(obj, "state_dict", None)) and not isinstance(obj, type):
         iterable = hasattr(obj, "__next__") or hasattr(obj, "__iter__") or isinstance(
