@@ -99,7 +99,7 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     clock = {"start": time.perf_counter()}
     ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps))
     clock["uninterrupted"] = time.perf_counter()
-    drawn = _drawn(ref, streams)
+    drawn = ref.drawn
 
     def resume(at: int, prints: str = "none") -> Trace:
         if job is not None:
@@ -108,7 +108,8 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
 
     rerun = _Rerun(fns, steps, streams, resume)
     if reproducible:
-        again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,))
+        again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
+                              prints="none")
         _gate(ref, again, steps, drawn, atol, rtol, rerun)
     clock["reproducible"] = time.perf_counter()
     half, paths = first_half(fns, points, streams, workdir)
@@ -206,11 +207,6 @@ def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rto
         if losses_differ(ref.losses[n - 1], other.losses[n - 1], atol=atol, rtol=rtol):
             raise NotReproducible(n, "loss", f"loss {ref.losses[n - 1]!r} vs {other.losses[n - 1]!r}; "
                                   f"seed or fix every source of randomness the run uses")
-    for n in range(min(len(ref.prints), len(other.prints), last + 1)):
-        for s in sorted(drawn):
-            if ref.prints[n].get(s) != other.prints[n].get(s):
-                raise NotReproducible(n, s, "a step draws from this global stream differently between two runs "
-                                      "from the same seed")
     if last not in ref.snapshots or last not in other.snapshots:
         return
     paths = [p for p, k in ref.kinds.items() if k != "global-rng" or p in drawn]
@@ -220,12 +216,6 @@ def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rto
         step, path = located if located else (last, differs[0].path)
         raise NotReproducible(step, path, "its state differs between two runs from the same seed; "
                               "seed or fix every source of randomness the run uses")
-
-
-def _drawn(ref: Trace, streams: Iterable[str]) -> set[str]:
-    """The global streams some step of the uninterrupted run draws from (its state moves during the step)."""
-    return {s for s in streams
-            if any(ref.prints[n].get(s) != ref.prints[n - 1].get(s) for n in range(1, len(ref.prints)))}
 
 
 def _comparable(path: str, kind: str, drawn: set[str], ref: Trace, points: tuple[int, ...]) -> bool:
