@@ -131,13 +131,15 @@ def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, firs
             after_step(n, run)
 
 
-def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None) -> None:
-    """Fingerprints (at the level ``prints``) and, when ``snapshot`` is a step, a snapshot of ``run``."""
+def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None,
+           rs: RunState | None = None) -> None:
+    """Fingerprints (at the level ``prints``) and, when ``snapshot`` is a step, a snapshot of ``run``
+    (``rs``: its components, when the caller has just found them)."""
     if prints == "draws":
         _watch(streams, trace)
     if snapshot is None and prints != "all":
         return
-    rs = run_state(run, streams=streams)
+    rs = rs or run_state(run, streams=streams)
     if snapshot is not None:
         trace.snapshots[snapshot] = take_snapshot(rs, streams)
         _describe(trace, rs)
@@ -164,7 +166,7 @@ def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], *, doing
     run, rs = start_run(fns, SEED, streams, f"starting the {doing}")
     trace = Trace()
     _describe(trace, rs)
-    record(run, streams, trace, prints)
+    record(run, streams, trace, prints, rs=rs)
     train(fns, run, streams, trace, 1, steps, prints=prints, label=f"the {doing}", snapshot_at=snapshot_at)
     return trace
 
@@ -203,9 +205,9 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
         raise TypeError(f"{name_of(fns.load)} returned {_short_repr(out)} (a {type(out).__name__}), not the run "
                         f"(a {type(run).__name__}): load(run, path) returns the run to continue, or None")
     run = run if out is None else out
-    state_of(run, fns.load, "returned", streams)
+    rs = state_of(run, fns.load, "returned", streams)
     trace = Trace(before_load=before)
-    record(run, streams, trace, "all", snapshot=at)
+    record(run, streams, trace, "all", snapshot=at, rs=rs)
     train(fns, run, streams, trace, at + 1, steps, prints=prints, label=f"the run resumed after step {at}",
           snapshot_at=(steps,))
     return trace
