@@ -99,7 +99,8 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     clock = {"start": time.perf_counter()}
     ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps))
     clock["uninterrupted"] = time.perf_counter()
-    drawn = ref.drawn
+    compared = _compared(ref, points)
+    unstable: list[str] = []
 
     def resume(at: int, prints: str = "none") -> Trace:
         if job is not None:
@@ -110,20 +111,20 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     if reproducible:
         again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
                               prints="none")
-        _gate(ref, again, steps, drawn, atol, rtol, rerun)
+        unstable = _gate(ref, again, steps, compared, atol, rtol, rerun)
+        compared = {p: k for p, k in compared.items() if p not in unstable}
     clock["reproducible"] = time.perf_counter()
     half, paths = first_half(fns, points, streams, workdir)
-    _gate(ref, half, points[0], drawn, atol, rtol, rerun)
-    results = [_judge(ref, half, resume(at), at, steps, drawn, atol, rtol, paths[at], rerun) for at in points]
+    _gate(ref, half, points[0], compared, atol, rtol, rerun)
+    results = [_judge(ref, half, resume(at), at, steps, compared, atol, rtol, paths[at], rerun) for at in points]
     clock["interrupted"] = time.perf_counter()
-    compared = {p: k for p, k in ref.kinds.items() if _comparable(p, k, drawn, ref, points)}
     seconds = {"uninterrupted": clock["uninterrupted"] - clock["start"],
                "reproducible": clock["reproducible"] - clock["uninterrupted"],
                "interrupted": clock["interrupted"] - clock["reproducible"],
                "total": clock["interrupted"] - clock["start"]}
     return ResumeReport(
         steps=steps, at=at_arg if isinstance(at_arg, tuple) else points[0], losses=list(ref.losses),
-        points=results, compared=compared, not_compared=_not_compared(ref, drawn, streams, points, compared),
+        points=results, compared=compared, not_compared=_not_compared(ref, streams, points, compared, unstable),
         atol=atol, rtol=rtol, seconds=seconds)
 
 
@@ -153,11 +154,12 @@ class _Rerun:
         return first_state_divergence(self.ref().prints, other.prints, -1, paths)
 
 
-def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, drawn: set[str],
+def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, str],
            atol: float, rtol: float, checkpoint: Path, rerun: _Rerun) -> ResumePoint:
     """One resume point: what differs right after load, from which step, and why."""
-    kinds = {**ref.kinds, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
-    paths = [p for p, k in kinds.items() if k != "global-rng" or p in drawn]
+    # and what only the resumed run holds: a component its load added
+    kinds = {**compared, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
+    paths = list(kinds)
     expected, actual = ref.snapshots[at], resumed.snapshots[at]
     after_load = without_generator_echoes(compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol),
                                           expected)
@@ -199,8 +201,13 @@ def _state_divergence(rerun: _Rerun, at: int, differing: list[str]) -> dict:
     return {"step": step, "what": path, "expected": None, "actual": None}
 
 
-def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rtol: float, rerun: _Rerun) -> None:
-    """Raise NotReproducible where two runs from the same seed part (steps up to ``last``)."""
+def _gate(ref: Trace, other: Trace, last: int, compared: dict[str, str], atol: float, rtol: float,
+          rerun: _Rerun) -> list[str]:
+    """Raise NotReproducible where two runs from the same seed part (steps up to ``last``).
+
+    Counters that differ while every loss, batch and all other state agree (a clock, a timer) feed
+    no loss: they are returned, to be left out of the comparison, rather than failing the gate.
+    """
     for n in range(1, last + 1):
         if ref.batches[n - 1] != other.batches[n - 1]:
             raise NotReproducible(n, "batch", "step returned another batch")
@@ -208,28 +215,31 @@ def _gate(ref: Trace, other: Trace, last: int, drawn: set[str], atol: float, rto
             raise NotReproducible(n, "loss", f"loss {ref.losses[n - 1]!r} vs {other.losses[n - 1]!r}; "
                                   f"seed or fix every source of randomness the run uses")
     if last not in ref.snapshots or last not in other.snapshots:
-        return
-    paths = [p for p, k in ref.kinds.items() if k != "global-rng" or p in drawn]
-    differs = compare_states(ref.snapshots[last], other.snapshots[last], ref.kinds, paths, atol=atol, rtol=rtol)
-    if differs:
+        return []
+    differs = compare_states(ref.snapshots[last], other.snapshots[last], compared, compared, atol=atol, rtol=rtol)
+    if differs and any(d.kind != "counter" for d in differs):
         located = rerun.unreproducible([d.path for d in differs])
         step, path = located if located else (last, differs[0].path)
         raise NotReproducible(step, path, "its state differs between two runs from the same seed; "
                               "seed or fix every source of randomness the run uses")
+    return [d.path for d in differs]
 
 
-def _comparable(path: str, kind: str, drawn: set[str], ref: Trace, points: tuple[int, ...]) -> bool:
-    if kind == "global-rng":
-        return path in drawn
-    return not isinstance(ref.snapshots[points[0]].get(path), Unreadable)
+def _compared(ref: Trace, points: tuple[int, ...]) -> dict[str, str]:
+    """path -> kind of what the check compares: every component it could read, and the streams a step draws from."""
+    return {p: k for p, k in ref.kinds.items()
+            if (p in ref.drawn if k == "global-rng" else not isinstance(ref.snapshots[points[0]].get(p), Unreadable))}
 
 
-def _not_compared(ref: Trace, drawn: set[str], streams: tuple[str, ...], points: tuple[int, ...],
-                  compared: dict[str, str]) -> dict[str, str]:
+def _not_compared(ref: Trace, streams: tuple[str, ...], points: tuple[int, ...], compared: dict[str, str],
+                  unstable: list[str]) -> dict[str, str]:
     out = {}
     for s in streams:
-        if s not in drawn:
+        if s not in ref.drawn:
             out[s] = "no step of the uninterrupted run draws from it"
+    for path in unstable:
+        out[path] = ("it differs between two uninterrupted runs from the same seed while every loss matches "
+                     "(a clock or a timer?)")
     for path, value in ref.snapshots[points[0]].items():
         if isinstance(value, Unreadable):
             out[path] = f"its state could not be read: {value}"

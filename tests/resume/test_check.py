@@ -315,3 +315,22 @@ def test_a_tensor_the_run_holds_is_state():
     [note] = info.value.report.notes
     assert (note.kind, note.text) == ("resume-weights", 'run["scale"] is not restored: after load it holds what '
                                                         "start built; it is not in the checkpoint")
+
+
+def test_a_clock_the_run_holds_is_left_out_rather_than_failing_the_gate():
+    import time
+
+    def start():
+        run = L.stream_start()
+        run["started"] = time.perf_counter()  # differs in every run, and no loss depends on it
+        return run
+
+    def step(run):
+        run["seconds"] = time.perf_counter() - run["started"]
+        return L.stream_step(run)
+
+    report = pc.check_resume(start, step, save=L.stream_save, load=L.stream_load, steps=4)
+    assert report.ok
+    assert report.not_compared['run["seconds"]'].startswith("it differs between two uninterrupted runs from the "
+                                                            "same seed while every loss matches")
+    assert 'run["started"]' in report.not_compared and 'run["seconds"]' not in report.compared
