@@ -22,7 +22,7 @@ from .compare import (compare_states, first_divergence, first_state_divergence, 
 from .capture import Unreadable
 from .report import ResumePoint, ResumeReport
 from .rules import Findings, explain
-from .saved import read_checkpoint, where
+from .saved import read_checkpoint, weight_prefix, where
 from .runner import Functions, Trace, first_half, resumed_half, uninterrupted
 from .state import available_streams
 
@@ -181,15 +181,19 @@ def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, compare
         divergence = {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
     else:
         divergence = _state_divergence(rerun, at, [d.path for d in (*after_load, *final)])
-    saved = {}
+    saved, prefixes = {}, {}
     untouched = [d for d in after_load if d.untouched and d.kind != "module"]
     held = read_checkpoint(checkpoint) if untouched else None
     if held is not None:  # only to tell "not saved" from "saved, not loaded"
         saved = {d.path: where(held, d.kind, d.path, expected[d.path]) for d in untouched}
+    for d in after_load:  # weights that load left alone: do the checkpoint's names carry a wrapper prefix?
+        found = weight_prefix(checkpoint, expected[d.path]) if d.untouched and d.kind == "module" else None
+        if found and "".join(found[1]) != resumed.wrappers.get(d.path, ""):  # a prefix the live names lack
+            prefixes[d.path] = found
     findings = Findings(
         at=at, steps=steps, restore=after_load, final=final, ledger=ledger(ref.batches, batches, at),
         divergence=(divergence["step"], divergence["what"]), compared={p: kinds[p] for p in paths},
-        classes=ref.classes, trained=ref.trained, behind=behind, saved=saved)
+        classes=ref.classes, trained=ref.trained, behind=behind, saved=saved, prefixes=prefixes)
     return ResumePoint(at, losses, divergence, explain(findings), [d.path for d in after_load])
 
 

@@ -46,6 +46,8 @@ class Findings:
     behind: Mapping[str, int] = field(default_factory=dict)
     #: path -> where the checkpoint holds its state (``'["optimizer"]'``), ``None``: nowhere; absent: unknown
     saved: Mapping[str, str | None] = field(default_factory=dict)
+    #: module path -> (where the checkpoint holds its weights, the wrapper prefixes their names carry)
+    prefixes: Mapping[str, tuple[tuple, tuple[str, ...]]] = field(default_factory=dict)
 
     def of_kind(self, *kinds: str) -> list[Difference]:
         """Differences after load of these component kinds, among components both runs hold."""
@@ -96,6 +98,12 @@ def weights(f: Findings) -> list[Note]:
                 fix = ("load the weights strictly (model.load_state_dict(state), or pc.load_into(model, path)): "
                        "a strict=False load whose names all miss (a 'module.' or '_orig_mod.' prefix) loads "
                        "nothing and says nothing")
+                located, stripped = f.prefixes.get(d.path, ((), ()))
+                if stripped:
+                    text += (f"; the checkpoint's weights{_at(located)} carry the prefix {''.join(stripped)!r}, "
+                             f"which the model's names do not")
+                    fix = (f"strip {''.join(stripped)!r} from the names before loading (or pc.load_into(model, "
+                           f"path), which does), and load strictly")
             notes.append(Note("resume-weights", text, fix, _names(d)))
             continue
         step = f.behind.get(d.path)
@@ -373,6 +381,10 @@ def _and(words: list[str]) -> str:
 
 def _unique(items) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def _at(located: tuple) -> str:
+    return " (at " + "".join(f'["{k}"]' if isinstance(k, str) else f"[{k}]" for k in located) + ")" if located else ""
 
 
 def _article(word: str) -> str:

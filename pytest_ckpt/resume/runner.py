@@ -18,7 +18,7 @@ from ..errors import CheckpointError, ResumeError
 from . import streams as global_streams
 from .capture import digest, fingerprint, fingerprints
 from .capture import snapshot as take_snapshot
-from .state import RunState, classes, run_state
+from .state import RunState, classes, run_state, unwrap
 
 #: the seed every global stream gets before the uninterrupted runs and the interrupted run's first half
 SEED = 1234
@@ -58,6 +58,8 @@ class Trace:
     drawn: set[str] = field(default_factory=set)
     #: each stream's fingerprint after the last step, while no step has drawn from it yet
     watched: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: module path -> the prefix its wrapper adds to its names ("_orig_mod.", "module.", "")
+    wrappers: dict[str, str] = field(default_factory=dict)
     #: the resumed half: fingerprints right after start, before load
     before_load: dict[str, Any] = field(default_factory=dict)
 
@@ -220,6 +222,14 @@ def _describe(trace: Trace, rs: RunState) -> None:
         trace.kinds.setdefault(s, "global-rng")
     trace.classes.update(classes(rs))
     trace.trained = trace.trained | {c.path for c in rs.trained_modules()}
+    for c in rs.of_kind("module"):
+        trace.wrappers.setdefault(c.path, wrapper_prefix(c.obj))
+
+
+def wrapper_prefix(module: torch.nn.Module) -> str:
+    """What a wrapper (torch.compile, DDP) puts before the module's own names: ``"_orig_mod."``, or ``""``."""
+    outer, inner = next(iter(module.state_dict()), ""), next(iter(unwrap(module).state_dict()), "")
+    return outer[: len(outer) - len(inner)] if inner and outer.endswith(inner) else ""
 
 
 def _loss(loss: Any, out: Any, fn: Callable, number: int) -> float:

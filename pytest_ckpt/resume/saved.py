@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from .. import api
 from .compare import leaves, same
 
 #: how deep inside the checkpoint to look
@@ -92,4 +93,21 @@ def _find(obj: Any, match: Callable[[Any, str], bool], at: str, depth: int, key:
         found = _find(v, match, sub, depth + 1, k)
         if found is not None:
             return found
+    return None
+
+
+def weight_prefix(path: str | os.PathLike, like: Mapping[str, torch.Tensor]) -> tuple[tuple, tuple[str, ...]] | None:
+    """Where the checkpoint holds weights like ``like``, and the wrapper prefixes its names carry
+    (``(("model",), ("module.",))``), or ``None`` when no file of it can be read that way.
+
+    A load whose names all carry a prefix the model does not have loads nothing under ``strict=False``.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
+    for f in files:
+        try:
+            schema = api.schema(f, like=dict(like), weights_only=False)  # our own save's file, just written
+        except Exception:  # noqa: BLE001 - not a file pc can read: the note stays without it
+            continue
+        return schema.located_at, schema.stripped
     return None

@@ -80,7 +80,9 @@ BUG_CLASSES = {
         "run.model (Net) holds the weights after step 2, not the weights after step 3",
         "saved one step behind the optimizer", "fix: save the weights and the optimizer state at the same point"], 4),
     "strict-false-loads-nothing": ("resume-weights", [
-        "run.model (Net) is not restored: none of its 4 tensors was restored", "strict=False"], 4),
+        "run.model (Net) is not restored: none of its 4 tensors was restored",
+        """the checkpoint's weights (at ["model"]) carry the prefix 'module.', which the model's names do not""",
+        "fix: strip 'module.' from the names before loading (or pc.load_into(model, path), which does)"], 4),
     "ema-not-saved": ("resume-weights", [
         "run.ema is not restored: none of its 4 tensors was restored", "it is not in the checkpoint",
         "fix: save run.ema with the checkpoint"], 4),
