@@ -1,4 +1,5 @@
-"""The two ways a check ends badly: the input is unusable, or the sources differ."""
+"""How a check ends badly: the input is unusable, the sources differ, or a resume is not the run that
+never stopped (or cannot be judged)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ class ResumeMismatch(AssertionError):
     def __init__(self, report) -> None:
         self.report = report
         super().__init__(str(report))
+
+    def __reduce__(self):  # keep the report when pickled (multiprocessing, xdist)
+        return (ResumeMismatch, (self.report,))
 
 
 class NotReproducible(Exception):
