@@ -55,7 +55,7 @@ def read(c: Component, names: Mapping[int, str]) -> Any:
 
 def read_all(rs: RunState, streams: tuple[str, ...]) -> dict[str, Any]:
     """Every component's live state by path, and each global stream in ``streams``."""
-    names = rs.param_names()
+    names = rs.param_names() if rs.of_kind("optimizer") else {}  # only optimizer state is keyed by name
     out: dict[str, Any] = {}
     for c in rs:
         try:
