@@ -10,11 +10,8 @@ outlives the check.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, ResumeError, ResumeUnavailable
+from . import processes
 
 #: the errors a child sends back to be raised again in the parent, as themselves
 _RERAISED = {"ResumeError": ResumeError, "TypeError": TypeError, "ValueError": ValueError}
@@ -74,41 +72,20 @@ class FreshProcess:
         result = job_dir / "trace.pt"
         if not result.exists():
             raise ResumeError(f"the fresh process for the resume after step {at} ended without a result\n"
-                              + _tail(log))
+                              + processes.tail(log, "its output"))
         return torch.load(result, weights_only=False)  # written by our own child, just now
 
 
 def importable(fn: Callable, role: str) -> tuple[str, str]:
     """``(module, qualname)`` a new process can import ``fn`` by, else ResumeUnavailable with the reason."""
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    where = f"{module}.{qualname}" if module and qualname else repr(fn)
-    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
-        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} is a lambda or a closure; "
-                                f"make it a module-level function")
-    if module == "__main__":
-        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {qualname} lives in __main__, "
-                                f"which a new process cannot import")
     try:
-        found = resolve(module, qualname)
-    except (ImportError, AttributeError) as exc:
-        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} is not importable ({exc})") from None
-    if found is not fn:
-        raise ResumeUnavailable(f"cannot run in a fresh process: {role} {where} does not import back as itself")
-    return module, qualname
-
-
-def resolve(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+        return processes.importable(fn, role)
+    except processes.NotImportable as exc:
+        raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
 
 
 def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = processes.child_env()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -117,25 +94,10 @@ def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
             if time.monotonic() > deadline:
-                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + _tail(log))
+                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + processes.tail(log, "its output"))
             time.sleep(0.02)
     finally:
-        _kill(proc)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def _tail(log: Path, limit: int = 3000) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return f"--- its output (last {limit} chars) ---\n{text[-limit:]}"
+        processes.kill(proc)
 
 
 def main(job_path: str) -> int:
@@ -153,7 +115,7 @@ def main(job_path: str) -> int:
         torch.use_deterministic_algorithms(settings["deterministic"])
         torch.set_float32_matmul_precision(settings["matmul"])
         torch.set_default_dtype(getattr(torch, settings["dtype"]))
-        fns = {role: (resolve(*name) if name else None) for role, name in job["functions"].items()}
+        fns = {role: (processes.import_object(*name) if name else None) for role, name in job["functions"].items()}
         config = pickle.loads(job["config"]) if job["config"] is not None else None
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..checkpoint.notes import Note
+from ..formats.jsonable import jsonable
+from ..report.resume import render
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ResumePoint:
 
     def to_dict(self) -> dict:
         return {"at": self.at, "ok": self.ok, "first_divergent_step": self.first_divergent_step,
-                "divergence": _jsonable(self.divergence), "resumed_losses": _floats(self.resumed_losses),
+                "divergence": jsonable(self.divergence), "resumed_losses": _floats(self.resumed_losses),
                 "differs_after_load": list(self.differs_after_load),
                 "notes": [n.to_dict() for n in self.notes]}
 
@@ -105,18 +105,8 @@ class ResumeReport:
         }
 
     def __str__(self) -> str:
-        from .render import render
-
         return render(self)
 
 
 def _floats(values) -> list:
-    return [_jsonable(v) for v in values]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf": JSON has no such numbers
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
+    return [jsonable(v) for v in values]

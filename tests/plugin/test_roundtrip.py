@@ -176,8 +176,8 @@ def test_unavailable_variations_are_skipped_with_reasons_in_the_summary(project)
     result.stdout.fnmatch_lines([
         "*= pytest-ckpt =*",
         "3 round trips: 1 passed, 0 failed, 2 skipped",
-        "skipped 1 x fsdp: the factory test_lambda.<locals>.<lambda> is not importable by worker "
-        "processes (a lambda or a closure); use a module-level function",
+        "skipped 1 x fsdp: the factory test_lambda.<locals>.<lambda> is a lambda or a closure, which "
+        "another process cannot import; make it a module-level function",
         "skipped 1 x layers-1: needs config=*",
     ])
 

@@ -174,8 +174,8 @@ def test_functions_a_new_process_cannot_import_are_refused_before_anything_runs(
     def local_start(config):
         raise AssertionError("must not run")
 
-    with pytest.raises(ResumeUnavailable, match=r"cannot run in a fresh process: start .*local_start is a "
-                                                r"lambda or a closure; make it a module-level function"):
+    with pytest.raises(ResumeUnavailable, match=r"cannot run in a fresh process: the start .*local_start is "
+                                                r"a lambda or a closure, .*; make it a module-level function"):
         pc.check_resume(local_start, L.step, save=L.save, load=L.load, config=L.config(), fresh_process=True)
     with pytest.raises(ResumeUnavailable, match="cannot run in a fresh process: the config function cannot be "
                                                 "pickled"):

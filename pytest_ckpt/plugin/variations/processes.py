@@ -10,11 +10,8 @@ outlive the test.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+from ...resume import processes
 from .registry import VariationUnavailable
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
@@ -69,31 +67,11 @@ class ProcessGroupScope:
 
 
 def importable(obj: Any, what: str) -> tuple[str, str]:
-    """``(module, qualname)`` that another process can import, or raise ``VariationUnavailable``."""
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
-        raise VariationUnavailable(
-            f"the {what} {qualname or repr(obj)} is not importable by worker processes "
-            "(a lambda or a closure); use a module-level function"
-        )
-    if module == "__main__":
-        raise VariationUnavailable(f"the {what} {qualname} lives in __main__; workers cannot import it")
+    """``(module, qualname)`` that the rank processes can import, or ``VariationUnavailable``."""
     try:
-        found = import_object(module, qualname)
-    except (ImportError, AttributeError) as exc:
-        raise VariationUnavailable(f"the {what} {module}.{qualname} is not importable: {exc}") from None
-    if found is not obj:
-        raise VariationUnavailable(f"the {what} {module}.{qualname} does not import back as itself")
-    return module, qualname
-
-
-def import_object(module: str, qualname: str) -> Any:
-    """The object ``module.qualname``, imported."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+        return processes.importable(obj, what)
+    except processes.NotImportable as exc:
+        raise VariationUnavailable(str(exc)) from None
 
 
 @dataclass
@@ -121,10 +99,7 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
     with open(job_path, "wb") as f:
         pickle.dump(list(sys.path), f)
         pickle.dump(job, f)
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env = processes.child_env()
     if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     procs: list[subprocess.Popen] = []
@@ -167,25 +142,11 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
             raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs))
     finally:
         for p in procs:
-            _kill(p)
+            processes.kill(p)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def _tails(logs: list[Path], limit: int = 3000) -> str:
-    out = []
-    for rank, log in enumerate(logs):
-        text = log.read_text(errors="replace") if log.exists() else ""
-        out.append(f"--- rank {rank} output (last {limit} chars) ---\n{text[-limit:]}")
-    return "\n".join(out)
+def _tails(logs: list[Path]) -> str:
+    return "\n".join(processes.tail(log, f"rank {rank} output") for rank, log in enumerate(logs))
 
 
 def shard(model: Any, mesh: Any) -> None:
@@ -215,9 +176,9 @@ def _rank_main(job_path: str, rank: int) -> int:
         workdir = Path(job_path).parent
         try:
             job: FsdpJob = pickle.load(f)
-            factory = import_object(*job.factory)
+            factory = processes.import_object(*job.factory)
             config = pickle.loads(job.config_blob) if job.config_blob is not None else None
-            save = import_object(*job.save) if job.save is not None else default_fsdp_save
+            save = processes.import_object(*job.save) if job.save is not None else default_fsdp_save
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
             (workdir / "skip.txt").write_text(
                 f"the factory, config or save function cannot be rebuilt in a worker process: "

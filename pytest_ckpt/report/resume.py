@@ -1,5 +1,5 @@
 """A resume report as text for a person at a CI log: verdict first, one line per cause, then what was
-compared. Pure and duck-typed (it reads attributes, imports nothing from the resume package).
+compared. Duck-typed: it reads a ``ResumeReport``'s attributes (the resume layer sits above this one).
 """
 
 from __future__ import annotations
