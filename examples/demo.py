@@ -1,10 +1,12 @@
-"""``make demo``: pytest-ckpt on a real little project, passing, then catching the five classic drifts.
+"""``make demo``: pytest-ckpt on a real little project, passing, then catching the five classic drifts
+and a resume drift.
 
 examples/tinyllm/ is a small GPT-style project: ``train.py`` trains under DDP
-and torch.compile and saves a nested training state, ``infer.py`` loads it the
-way inference code does, and ``tests/`` checks the two with pytest-ckpt. The
-demo runs that suite once as is, then once per drift (``TINYLLM_DRIFT=<name>``
-patches one function, see ``tinyllm/drifts.py``), and ends with a table.
+and torch.compile, saves a nested training state and resumes from it, ``infer.py``
+loads it the way inference code does, and ``tests/`` checks them with pytest-ckpt
+(round trips, snapshots, and a resume check). The demo runs that suite once as
+is, then once per drift (``TINYLLM_DRIFT=<name>`` patches one function, see
+``tinyllm/drifts.py``), and ends with a table.
 
     python examples/demo.py            # what `make demo` runs
     python examples/demo.py --fast     # fewer round-trip variations (the test suite runs this)
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent / "tinyllm"
-#: the round-trip variations the demo runs (the suite itself lists more; see its marker)
+#: the variations the demo runs (the suite itself lists more; see its markers): round trips, and
+#: resume checks under ``plain`` (the one name both markers share here)
 VARIATIONS = "plain,ddp+compile,nested,layers-1,layers+1"
 FAST_VARIATIONS = "plain,layers-1,layers+1"
 
@@ -67,6 +70,10 @@ DRIFTS = [
           (r"incomplete: shard \S+ named by \S+ is absent",),
           "index names model-00002-of-00002.safetensors; the file is absent",
           "write shards first and the index last, atomically; pc.verify(dir) before publishing"),
+    Drift("scheduler", "training state saved without the LR scheduler",
+          (r"\[resume-scheduler\] .*",),
+          "a resumed run restarts the warm-up: the scheduler is not in the checkpoint",
+          "save scheduler.state_dict() with the training state; load it when resuming"),
 ]
 
 
@@ -158,6 +165,7 @@ def preload() -> None:
 
     import pytest_ckpt.api  # noqa: F401
     import pytest_ckpt.plugin  # noqa: F401
+    import pytest_ckpt.plugin.resume  # noqa: F401
     import pytest_ckpt.plugin.roundtrip  # noqa: F401
     from tinyllm import infer, train  # noqa: F401
 
@@ -291,7 +299,8 @@ def main(argv=None) -> int:
         print(flush=True)
         indent(table(rows), prefix="  ")
         print(flush=True)
-        verdict = "all five drifts detected" if all_detected else f"SOME DRIFTS WERE NOT DETECTED (logs: {workdir})"
+        verdict = (f"all {len(DRIFTS)} drifts detected" if all_detected
+                   else f"SOME DRIFTS WERE NOT DETECTED (logs: {workdir})")
         print(f"clean suite passed; {verdict}; {time.monotonic() - started:.0f}s", flush=True)
         keep = not all_detected
         return 0 if all_detected else 1

@@ -7,7 +7,7 @@ Each Markdown page is run top to bottom in its own temporary directory:
 - a ```console block runs each ``$ pytest ...`` (in this process) or
   ``$ pytest-ckpt ...`` command; every other line of the block is expected
   output: it must appear in the real output (lines with ``...`` are
-  elisions, and pytest's final ``N passed/failed`` line is compared by counts);
+  elisions, and pytest's final ``N passed/failed/skipped`` line is compared by counts);
 - other blocks (```sh, ```py, ```json, ```text) are shown, not run.
 """
 
@@ -53,7 +53,7 @@ def check_output(command: str, expected: list[str], actual: str) -> None:
         want = " ".join(line.split())
         if not want or "..." in want:
             continue
-        if SUMMARY.search(want) and re.search(r"\b(passed|failed)\b", want) and " in " in want:
+        if SUMMARY.search(want) and re.search(r"\b(passed|failed|skipped)\b", want) and " in " in want:
             last = next((l for l in reversed(actual_lines) if SUMMARY.search(l)), "")
             assert counts(want) == counts(last), f"$ {command}\nexpected {want!r}, got {last!r}\n{actual}"
             continue

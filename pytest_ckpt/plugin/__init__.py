@@ -1,4 +1,4 @@
-"""pytest-ckpt's pytest entry point: options, the ``ckpt_roundtrip`` marker, the ``ckpt`` fixture.
+"""pytest-ckpt's pytest entry point: options, the ``ckpt_roundtrip`` and ``ckpt_resume`` markers, the ``ckpt`` fixture.
 
 Loaded by pytest in every project that has the package installed, so it
 imports neither torch nor hypothesis; the fixtures import what they need
@@ -15,7 +15,9 @@ import pytest
 
 from . import options as o
 from .collector import DEFINED_KEY, CheckCollector, defined_tests
-from .variations import DEFAULT, VARIATIONS, UnknownVariation, validate
+from .resume_variations import RESUME_DEFAULT
+from .selection import RESUME, MarkerError, marker_kind, marker_variations, select, validate_selection
+from .variations import DEFAULT, VARIATIONS, UnknownVariation
 
 #: the session's resolved options
 SETTINGS_KEY = pytest.StashKey[o.Settings]()
@@ -35,18 +37,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         o.OPT_VARIATIONS, default=None, dest=o.DEST_VARIATIONS, metavar="A,B",
-        help="Run only these round-trip variations (valid: " + ", ".join(VARIATIONS)
-        + "). Overrides the ini option ckpt_variations.",
+        help="Run only these variations, of either marker (round trip: " + ", ".join(VARIATIONS)
+        + "; resume: " + ", ".join(RESUME.names) + "). Overrides the ini option ckpt_variations.",
     )
     group.addoption(
         o.OPT_REPORT, default=None, dest=o.DEST_REPORT, metavar="PATH",
-        help="Write a JSON report of every round trip and snapshot check to PATH.",
+        help="Write a JSON report of every round trip, resume check and snapshot check to PATH.",
     )
     group.addoption(
         o.OPT_AUDIT_LOADS, action="store_true", default=None, dest=o.DEST_AUDIT_LOADS,
         help="Fail any test in which load_state_dict(strict=False) silently dropped keys.",
     )
-    parser.addini(o.INI_VARIATIONS, "ckpt: round-trip variations to run (comma-separated)",
+    parser.addini(o.INI_VARIATIONS, "ckpt: variations to run, of either marker (comma-separated)",
                   type="string", default="")
     parser.addini(o.INI_SNAPSHOT_DIR, "ckpt: directory of golden schema snapshots, beside each test file",
                   type="string", default=o.DEFAULT_SNAPSHOT_DIR)
@@ -66,9 +68,9 @@ def read_settings(config: pytest.Config) -> o.Settings:
     cli = o.split_names(config.getoption(o.DEST_VARIATIONS))
     ini = o.split_names(config.getini(o.INI_VARIATIONS))
     if cli:
-        variations, source = validate(cli, f"{o.OPT_VARIATIONS}={','.join(cli)}"), o.OPT_VARIATIONS
+        variations, source = validate_selection(cli, f"{o.OPT_VARIATIONS}={','.join(cli)}"), o.OPT_VARIATIONS
     elif ini:
-        variations, source = validate(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
+        variations, source = validate_selection(ini, f"ini {o.INI_VARIATIONS}"), o.INI_VARIATIONS
     audit = config.getoption(o.DEST_AUDIT_LOADS)
     report = config.getoption(o.DEST_REPORT)
     problem = o.report_path_problem(report, is_dir=report is not None and os.path.isdir(report))
@@ -100,6 +102,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        f"{o.MARKER_RESUME}(*variations): run the test once per setting of a training run "
+        f"(ids [resume-<variation>]) with the `ckpt` fixture's resume(start, step, save=, load=): training "
+        f"stopped and resumed must be the training that never stopped; no arguments: "
+        f"{', '.join(RESUME_DEFAULT)}. Also: fsdp.",
+    )
+    config.addinivalue_line(
+        "markers",
         f"{o.MARKER_AUDIT_ALLOW}(*patterns): names (fnmatch patterns) this test's "
         f"load_state_dict(strict=False) calls may drop on purpose; {o.OPT_AUDIT_LOADS} ignores them",
     )
@@ -128,46 +137,26 @@ def _xdist_workers(config: pytest.Config) -> int:
 
 # -- parametrization -----------------------------------------------------------------------
 
-def marker_variations(marker: pytest.Mark) -> tuple[str, ...]:
-    """The marker's variation names (validated), or the default nine."""
-    if marker.kwargs:
-        raise UnknownVariation(
-            f"@pytest.mark.{o.MARKER} takes variation names only, not {', '.join(marker.kwargs)}=; "
-            f"valid: {', '.join(VARIATIONS)}"
-        )
-    names: list[object] = []
-    for arg in marker.args:
-        names.extend(arg if isinstance(arg, (list, tuple)) else [arg])
-    return validate(names, f"@pytest.mark.{o.MARKER}") if names else DEFAULT
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    marker = metafunc.definition.get_closest_marker(o.MARKER)
-    if marker is None:
-        return
-    settings = metafunc.config.stash[SETTINGS_KEY]
+    message = None
     try:
-        own = marker_variations(marker)
-    except UnknownVariation as exc:
+        found = marker_kind(metafunc.definition)
+        if found is None:
+            return
+        kind, marker = found
+        own = marker_variations(kind, marker.args, marker.kwargs)
+    except (UnknownVariation, MarkerError) as exc:
         message = str(exc)
-    else:
-        message = None
     if message is not None:  # outside the except: the error is shown once, not with its context
         pytest.fail(message, pytrace=False)
-    if settings.variations is None:
-        names = own
-    elif marker.args:  # the marker chose: the option narrows that choice
-        names = tuple(n for n in own if n in settings.variations)
-    else:  # the marker left it to the defaults: the option replaces them
-        names = settings.variations
+    settings = metafunc.config.stash[SETTINGS_KEY]
+    names, why = select(kind, own, settings.variations, settings.variations_source)
     if VARIATION_FIXTURE not in metafunc.fixturenames:
         metafunc.fixturenames.append(VARIATION_FIXTURE)
     if names:
-        params = [pytest.param(n, id=f"{o.ID_PREFIX}{n}") for n in names]
+        params = [pytest.param(n, id=f"{kind.id_prefix}{n}") for n in names]
     else:
-        reason = (f"none of the marker's variations ({', '.join(own)}) is selected by "
-                  f"{settings.variations_source}={','.join(settings.variations or ())}")
-        params = [pytest.param(None, id=f"{o.ID_PREFIX}none", marks=pytest.mark.skip(reason=reason))]
+        params = [pytest.param(None, id=f"{kind.id_prefix}none", marks=pytest.mark.skip(reason=why))]
     metafunc.parametrize(VARIATION_FIXTURE, params, indirect=True)
 
 
@@ -192,37 +181,49 @@ def _ckpt_variation(request: pytest.FixtureRequest) -> str:
     name = getattr(request, "param", None)
     if name is None:
         pytest.fail(
-            f"the ckpt fixture needs @pytest.mark.{o.MARKER}(...) on the test "
-            "to know which variations to run",
+            f"the ckpt fixture needs @pytest.mark.{o.MARKER}(...) (round trips) or "
+            f"@pytest.mark.{o.MARKER_RESUME}(...) (resume checks) on the test to know which variations to run",
             pytrace=False,
         )
-    request.node.user_properties.append((o.PROP_VARIATION, name))
+    resume = request.node.get_closest_marker(o.MARKER_RESUME) is not None
+    request.node.user_properties.append((o.PROP_RESUME_VARIATION if resume else o.PROP_VARIATION, name))
     return name
 
 
 @pytest.fixture
 def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iterator[object]:
-    """This variation's round trip: ``ckpt.roundtrip(factory, config=..., save=..., load=...)``.
+    """This variation's round trip, ``ckpt.roundtrip(factory, config=..., save=..., load=...)``, or
+    under ``@pytest.mark.ckpt_resume`` its resume check, ``ckpt.resume(start, step, save=..., load=...)``.
 
     >>> @pytest.mark.ckpt_roundtrip()                        # doctest: +SKIP
     ... def test_checkpoint(ckpt):
     ...     ckpt.roundtrip(build_model, config=Config(), load=load_for_inference)
+    >>> @pytest.mark.ckpt_resume()                           # doctest: +SKIP
+    ... def test_resume(ckpt):
+    ...     ckpt.resume(start, step, save=save, load=load, config=Config())
     """
-    from .roundtrip import Ckpt
     from .variations.processes import ProcessGroupScope
 
     settings = request.config.stash[SETTINGS_KEY]
     directory = tmp_path / ".ckpt"
     scope = ProcessGroupScope(directory)
     node = request.node
+    if node.get_closest_marker(o.MARKER_RESUME) is not None:
+        from .resume import CkptResume as Fixture
+
+        prop = o.PROP_RESUME
+    else:
+        from .roundtrip import Ckpt as Fixture
+
+        prop = o.PROP_ROUNDTRIP
     try:
-        yield Ckpt(
+        yield Fixture(
             _ckpt_variation,
             directory=directory,
             compile_backend=settings.compile_backend,
             fsdp_timeout=settings.fsdp_timeout,
             process_group=scope.ensure,
-            record=lambda entry: node.user_properties.append((o.PROP_ROUNDTRIP, entry)),
+            record=lambda entry: node.user_properties.append((prop, entry)),
         )
     finally:
         scope.close()
@@ -294,7 +295,8 @@ HIDDEN_PACKAGES = ("torch", "transformers", "safetensors")
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A failure in a test that uses pytest-ckpt shows the test's line and the project's own
     frames: torch's internal frames (140 lines of ``load_state_dict`` source) are hidden, as
-    pytest-ckpt's are (``__tracebackhide__``), unless ``--fulltrace``."""
+    pytest-ckpt's own are, in the failure and in the project's error it was raised from (a
+    resume check's ``ResumeError``), unless ``--fulltrace``."""
     excinfo = call.excinfo
     if (excinfo is not None and not item.config.getoption("fulltrace", False)
             and _uses_ckpt(item, excinfo.value)):
@@ -302,6 +304,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             if _cut_library_tail(excinfo.tb):
                 # pytest cuts tracebacks from the raw frames: rebuild its view of them
                 excinfo.traceback = type(excinfo.traceback)(excinfo.tb)
+            ours = _own_dir()
+            kept = excinfo.traceback.filter(lambda entry: not str(entry.path).startswith(ours))
+            if len(kept):
+                excinfo.traceback = kept
+            _cut_own_head(excinfo.value)
             if item.config.get_verbosity() < 2:
                 _shorten_load_error(excinfo.value)
         except Exception:  # noqa: BLE001 - a full traceback is better than none
@@ -339,6 +346,25 @@ def _cut_library_tail(tb) -> bool:
     return True
 
 
+def _cut_own_head(exc: BaseException) -> None:
+    """The project's error a failure was raised from starts where pytest-ckpt called the project's
+    function: drop pytest-ckpt's frames before it, so the traceback starts in the project's code."""
+    ours, seen = _own_dir(), set()
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
+            tb = tb.tb_next
+        cause.__traceback__ = tb
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+
+
+def _own_dir() -> str:
+    """pytest-ckpt's own package directory, with a trailing separator."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 def _uses_ckpt(item: pytest.Item, exc: BaseException) -> bool:
     from_roundtrip = getattr(exc, o.ATTR_TRIM, False)
     return bool(from_roundtrip) or bool({"ckpt", "ckpt_snapshot"} & set(getattr(item, "fixturenames", ())))
@@ -347,7 +373,7 @@ def _uses_ckpt(item: pytest.Item, exc: BaseException) -> bool:
 def _hidden_dirs() -> tuple[str, ...]:
     import sys
 
-    dirs = []
+    dirs = [_own_dir()]
     for name in HIDDEN_PACKAGES:
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)

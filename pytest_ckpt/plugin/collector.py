@@ -1,4 +1,5 @@
-"""Collects every round trip and snapshot check from test reports; writes ``--ckpt-report`` and the summary.
+"""Collects every round trip, resume check and snapshot check from test reports; writes ``--ckpt-report``
+and the summary.
 
 Records travel in ``report.user_properties``, so this works the same on the
 pytest-xdist controller as in a serial run. Causes are read as data: the notes each
@@ -19,7 +20,8 @@ from . import options as o
 
 
 class CheckCollector:
-    """A pytest plugin object: one entry per round trip / snapshot check, plus used snapshot paths."""
+    """A pytest plugin object: one entry per round trip / resume check / snapshot check, plus used
+    snapshot paths."""
 
     def __init__(self, *, report_path: str | None, update: bool, snapshot_dir: str, workers: int) -> None:
         self.report_path = Path(report_path) if report_path else None
@@ -48,6 +50,10 @@ class CheckCollector:
             path, _, name = report.nodeid.partition("::")
             self.ran[path].add(name.rpartition("::")[2])
         props = report.user_properties
+        resume = next((v for k, v in props if k == o.PROP_RESUME_VARIATION), None)
+        if resume is not None:
+            self._resume(report, resume, [v for k, v in props if k == o.PROP_RESUME])
+            return
         variation = next((v for k, v in props if k == o.PROP_VARIATION), None)
         roundtrips = [v for k, v in props if k == o.PROP_ROUNDTRIP]
         snapshots = [v for k, v in props if k == o.PROP_SNAPSHOT]
@@ -87,12 +93,28 @@ class CheckCollector:
             if audit:
                 self.failures[report.nodeid] = f"[audit] {audit}"
 
-    def _add(self, report, kind, variation, outcome, *, diff=None, message="", path=None, duration=None):
+    def _resume(self, report: pytest.TestReport, variation: str, checks: list[dict]) -> None:
+        """A test under ``ckpt_resume``: its last check, as the fixture recorded it."""
+        label = f"{o.RESUME_ID_PREFIX}{variation}"
+        last = checks[-1] if checks else {}
+        if report.skipped:
+            reason = _skip_reason(report).removeprefix(f"{label}: ")
+            self.skips[(label, reason)] += 1
+            self._add(report, "resume", variation, "skipped", message=reason, resume=last.get("report"))
+        elif report.failed:
+            message = last.get("cause") or _failure_line(report)
+            self.failures[report.nodeid] = message
+            self._add(report, "resume", variation, "failed", message=message, resume=last.get("report"))
+        elif report.when == "call":
+            self._add(report, "resume", variation, "passed", resume=last.get("report"))
+
+    def _add(self, report, kind, variation, outcome, *, diff=None, message="", path=None, duration=None,
+             resume=None):
         from ..report.run import record
 
         entry = record(kind, variation=variation, outcome=outcome,
                        duration=report.duration if duration is None else duration,
-                       diff=diff, message=message, path=path)
+                       diff=diff, message=message, path=path, resume=resume)
         entry["test"] = report.nodeid
         self.entries.append(entry)
 
@@ -142,11 +164,12 @@ class CheckCollector:
         if not (self.failures or self.skips or stale or self.written or self.notes):
             return
         tr.section("pytest-ckpt")
-        outcomes = Counter(e["outcome"] for e in self.entries if e["kind"] == "roundtrip")
-        if outcomes:
-            n = sum(outcomes.values())
-            tr.line(f"{n} round trip{'' if n == 1 else 's'}: {outcomes['passed']} passed, "
-                    f"{outcomes['failed']} failed, {outcomes['skipped']} skipped")
+        for kind, noun in (("roundtrip", "round trip"), ("resume", "resume check")):
+            outcomes = Counter(e["outcome"] for e in self.entries if e["kind"] == kind)
+            if outcomes:
+                n = sum(outcomes.values())
+                tr.line(f"{n} {noun}{'' if n == 1 else 's'}: {outcomes['passed']} passed, "
+                        f"{outcomes['failed']} failed, {outcomes['skipped']} skipped")
         for nodeid, cause in sorted(self.failures.items()):
             tr.line(f"FAILED {nodeid}: {cause}")
         for (variation, reason), n in sorted(self.skips.items()):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 MARKER = "ckpt_roundtrip"
+MARKER_RESUME = "ckpt_resume"
 #: name patterns whose drop by a load_state_dict(strict=False) is intended (the audit ignores them)
 MARKER_AUDIT_ALLOW = "ckpt_audit_allow"
 GROUP = "ckpt"
@@ -41,13 +42,16 @@ DEFAULT_SNAPSHOT_DIR = "__ckpt_snapshots__"
 #: seconds the two FSDP ranks may take, start-up included
 DEFAULT_FSDP_TIMEOUT = 180.0
 
-#: the id of a parametrized case is ``ckpt-<variation>``
+#: the id of a parametrized case is ``ckpt-<variation>`` (round trips), ``resume-<variation>`` (resume checks)
 ID_PREFIX = "ckpt-"
+RESUME_ID_PREFIX = "resume-"
 #: ``item.user_properties`` keys (they survive pytest-xdist)
 PROP_VARIATION = "ckpt_variation"
 PROP_ROUNDTRIP = "ckpt_roundtrip"
 PROP_SNAPSHOT = "ckpt_snapshot"
 PROP_AUDIT = "ckpt_audit"
+PROP_RESUME_VARIATION = "ckpt_resume_variation"
+PROP_RESUME = "ckpt_resume"
 #: set on an exception a round trip re-raises: its torch frames are hidden in the report
 ATTR_TRIM = "_pytest_ckpt_trim"
 
@@ -104,7 +108,7 @@ def fsdp_timeout(env: str | None, ini: str | None) -> float:
 class Settings:
     """What the options and ini keys say, resolved once per session (command line beats ini)."""
 
-    #: variations to run, or None for each marker's own list
+    #: variations to run (names of either marker's), or None for each marker's own list
     variations: tuple[str, ...] | None = None
     #: where the selection came from, for messages (``--ckpt-variations`` or ``ckpt_variations``)
     variations_source: str = ""

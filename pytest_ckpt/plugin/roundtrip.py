@@ -25,7 +25,7 @@ from ..compare import load_error
 from ..compare.rules.context import plural
 from ..errors import CheckpointMismatch
 from . import explain
-from .options import ATTR_TRIM, DEFAULT_FSDP_TIMEOUT
+from .options import ATTR_TRIM, DEFAULT_FSDP_TIMEOUT, MARKER, MARKER_RESUME
 from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
@@ -159,6 +159,14 @@ class Ckpt:
         self._log(outcome="failed", saved_with=saved.saved_with, loaded_with=loaded_with,
                   path=str(saved.path), diff=_to_dict(shown), outputs=problems, cause=cause)
         raise CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body))
+
+    def resume(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        import pytest
+
+        pytest.fail(f"ckpt.resume(...) runs under @pytest.mark.{MARKER_RESUME}(...), and this test is marked "
+                    f"@pytest.mark.{MARKER}(...): a test carries one of the two markers; put the resume "
+                    "check in a test of its own", pytrace=False)
 
     # -- steps -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The machine-readable report of a run (``--ckpt-report=PATH``): every round trip and snapshot check."""
+"""The machine-readable report of a run (``--ckpt-report=PATH``): every round trip, resume check and
+snapshot check."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
 def record(kind: str, *, variation: str | None = None, outcome: str, duration: float,
-           diff: dict | None = None, message: str = "", path: str | None = None) -> dict[str, Any]:
-    """One check's record; JSON-ready."""
-    return {
-        "kind": kind,  # "roundtrip" | "snapshot"
+           diff: dict | None = None, message: str = "", path: str | None = None,
+           resume: dict | None = None) -> dict[str, Any]:
+    """One check's record; JSON-ready. A resume check (kind ``"resume"``) carries its report's
+    ``to_dict()`` under ``"resume"`` (``None`` when it was skipped before a report was made)."""
+    entry = {
+        "kind": kind,  # "roundtrip" | "resume" | "snapshot"
         "variation": variation,
         "outcome": outcome,
         "duration": round(duration, 6),
@@ -25,6 +28,9 @@ def record(kind: str, *, variation: str | None = None, outcome: str, duration: f
         "message": message,
         "path": path,
     }
+    if kind == "resume":
+        entry["resume"] = resume
+    return entry
 
 
 def document(entries: list[dict], *, started: float, workers: int) -> dict:

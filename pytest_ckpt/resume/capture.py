@@ -89,6 +89,7 @@ def freeze(value: Any) -> Any:
     if isinstance(value, Unreadable):
         return value
     if isinstance(value, torch.Tensor):
+        value = local(value)
         if value.device.type == "meta":
             return value
         return value.detach().to("cpu", copy=True)
@@ -118,6 +119,7 @@ def fingerprint(value: Any) -> Any:
     False
     """
     if isinstance(value, torch.Tensor):
+        value = local(value)
         return ("tensor", tuple(value.shape), str(value.dtype), _bits(value))
     if isinstance(value, Mapping):
         return tuple((k, fingerprint(v)) for k, v in value.items())
@@ -132,6 +134,12 @@ def fingerprint(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str, bytes)):
         return value
     return repr(value)
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's shard on this rank (under FSDP2 each rank compares its own shards, with no
+    collective); any other tensor as it is."""
+    return t.to_local() if type(t).__name__ == "DTensor" and callable(getattr(t, "to_local", None)) else t
 
 
 def digest(batch: Any) -> str:

@@ -30,6 +30,14 @@ def test_inference_refuses_a_different_depth(ckpt):
     ckpt.roundtrip(build, config=LMConfig(), save=train.save_checkpoint, load=infer.load_model)
 
 
+# Training stopped after step 3 and resumed from its checkpoint must be the training that never
+# stopped: weights, AdamW state, the warm-up's position, the data position, the step count. Run as
+# is, under torch.compile, under DDP, and resumed in a fresh process.
+@pytest.mark.ckpt_resume()
+def test_training_resumes_exactly(ckpt):
+    ckpt.resume(train.start, train.step, save=train.save, load=train.load, config=LMConfig())
+
+
 # The real training script, end to end (DDP over a 1-process gloo group, torch.compile, AdamW).
 def test_training_run_loads_for_inference(tmp_path, ckpt_snapshot):
     path, _ = train.train(LMConfig(), steps=2, out=tmp_path / "last.ckpt")

@@ -1,4 +1,4 @@
-"""The five classic save/load drifts, each a patch of one function.
+"""The five classic save/load drifts and a resume drift, each a patch of one function.
 
 Every real project has met these; each drift below is what the bug looks like
 in this project's code. The test suite's ``conftest.py`` applies the one named
@@ -53,7 +53,21 @@ def interrupted() -> None:
     train.write_shard = write_all_but_last
 
 
-DRIFTS = {f.__name__: f for f in (layers, flat, prefix, lenient, interrupted)}
+def scheduler() -> None:
+    """The training state leaves the LR scheduler out (it predates the warm-up): a resumed run restarts
+    the warm-up. The patch is on the save side, which runs in the test's own process under every
+    resume variation (``fresh-process`` resumes in a new process, which this patch would not reach)."""
+    training_state = train.training_state
+
+    def without_scheduler(*args, **kwargs) -> dict:
+        state = training_state(*args, **kwargs)
+        state["trainer"].pop("var_sched", None)
+        return state
+
+    train.training_state = without_scheduler
+
+
+DRIFTS = {f.__name__: f for f in (layers, flat, prefix, lenient, interrupted, scheduler)}
 
 
 def apply_from_environment() -> str | None:

@@ -1,4 +1,5 @@
-"""Process groups for the round trips: one in-process gloo group, and a two-process FSDP2 save.
+"""Process groups for the variations: one in-process gloo group, and ranks in fresh processes
+(the round trip's two-process FSDP2 save; the resume check's two FSDP2 ranks).
 
 Rendezvous always goes through a ``file://`` in the test's temporary directory,
 so parallel pytest-xdist workers never share a port or a store.
@@ -94,6 +95,19 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
     Raises ``VariationUnavailable`` when a rank reports it cannot run here,
     ``RuntimeError`` with the ranks' output when one fails or time runs out.
     """
+    run_ranks("pytest_ckpt.plugin.variations.processes", job, workdir, timeout=timeout)
+
+
+def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
+              world_size: int = FSDP_WORLD_SIZE) -> None:
+    """Run ``python -m MODULE JOB RANK`` on ``world_size`` fresh processes and wait for all.
+
+    ``job`` is pickled to ``workdir/job.pkl`` after this process's ``sys.path`` (read that first,
+    so the rest can unpickle). A rank that finished its work touches ``workdir/done-RANK``; one that
+    cannot run here exits :data:`EXIT_UNAVAILABLE` with its reason in ``workdir/skip.txt``.
+    Raises ``VariationUnavailable`` for the latter, ``RuntimeError`` with the ranks' output when one
+    fails or time runs out. The ranks are killed in ``finally``: they never outlive the call.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
@@ -103,13 +117,13 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
     if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     procs: list[subprocess.Popen] = []
-    logs = [workdir / f"rank{rank}.log" for rank in range(FSDP_WORLD_SIZE)]
+    logs = [workdir / f"rank{rank}.log" for rank in range(world_size)]
     try:
-        for rank in range(FSDP_WORLD_SIZE):
+        for rank in range(world_size):
             with open(logs[rank], "wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "pytest_ckpt.plugin.variations.processes", str(job_path), str(rank)],
+                        [sys.executable, "-m", module, str(job_path), str(rank)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -127,7 +141,7 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"fsdp: the {FSDP_WORLD_SIZE} ranks did not finish within {timeout:g}s "
+                    f"fsdp: the {world_size} ranks did not finish within {timeout:g}s "
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs)
                 )
@@ -136,8 +150,8 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
         if any(c == EXIT_UNAVAILABLE for c in codes):
             reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
             raise VariationUnavailable(reason)
-        done = all((workdir / f"done-{rank}").exists() for rank in range(FSDP_WORLD_SIZE))
-        # a rank that finished its work and then crashed in teardown has still saved its part
+        done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
+        # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
             raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs))
     finally:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Iterable
 
 
 class VariationUnavailable(Exception):
@@ -22,7 +21,7 @@ class VariationUnavailable(Exception):
 
 
 class UnknownVariation(ValueError):
-    """A name that is not in :data:`VARIATIONS`; the message lists the valid ones."""
+    """A variation name the marker does not know (a selection: neither marker); the message lists the valid ones."""
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,3 @@ _ALL = (
 VARIATIONS: dict[str, Variation] = {v.name: v for v in _ALL}
 #: what ``@pytest.mark.ckpt_roundtrip()`` runs: every save-side variation but layers-1/layers+1
 DEFAULT: tuple[str, ...] = tuple(v.name for v in _ALL[:9])
-
-
-def validate(names: Iterable[object], where: str) -> tuple[str, ...]:
-    """Return ``names`` as a tuple of known variation names, or raise :class:`UnknownVariation`.
-
-    >>> validate(["plain"], "marker")
-    ('plain',)
-    >>> validate(["plian"], "marker")
-    Traceback (most recent call last):
-    pytest_ckpt.plugin.variations.registry.UnknownVariation: marker: unknown variation 'plian'; valid: plain, dataparallel, ddp, compile, ddp+compile, compile+ddp, fsdp, nested, safetensors, layers-1, layers+1
-    """
-    out = []
-    for name in names:
-        if not isinstance(name, str) or name not in VARIATIONS:
-            raise UnknownVariation(
-                f"{where}: unknown variation {name!r}; valid: {', '.join(VARIATIONS)}"
-            )
-        if name not in out:
-            out.append(name)
-    return tuple(out)

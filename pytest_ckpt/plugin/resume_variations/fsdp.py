@@ -1,0 +1,223 @@
+"""``fsdp``: FSDP2 ``fully_shard`` on 2 real processes; each rank runs the project's functions; compared per rank.
+
+Each rank runs :func:`pytest_ckpt.check_resume` on the project's own ``start``, ``step``, ``save``
+and ``load``, right after ``start`` shards every top-level module the run's optimizers train (its
+``nn.ModuleList`` blocks, then the module: the usual FSDP2 recipe) and points those optimizers at
+the sharded parameters, as a training script that shards before it builds its optimizer has them.
+Both ranks save to and load from the same path (a ``torch.distributed.checkpoint`` directory, or
+whatever the project's save writes there); each compares its own shards of weights and optimizer
+state, its own scheduler, counters and random streams.
+
+The functions must be importable module-level functions and ``config`` picklable (the ranks are
+new processes); a model FSDP2 cannot shard, or a rank that cannot rebuild the functions, skips the
+test with the reason. A rank whose check fails fails the test with that rank's report; the ranks
+must take the same steps, so a failure that only one rank sees can leave the other waiting in a
+collective until ``ckpt_fsdp_timeout``.
+
+The ranks are this module run as ``python -m pytest_ckpt.plugin.resume_variations.fsdp JOB RANK``
+(started and killed by :func:`pytest_ckpt.plugin.variations.processes.run_ranks`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import NotReproducible, ResumeError, ResumeMismatch, ResumeUnavailable
+from ...resume import processes
+from .base import ResumeJob, ResumeSide
+
+ROLES = ("start", "step", "save", "load")
+
+
+@dataclass
+class RankJob:
+    """What each rank needs; pickled by :func:`run_ranks` after ``sys.path``."""
+
+    functions: dict[str, tuple[str, str]]
+    config_blob: bytes | None
+    steps: int
+    at: int | tuple[int, ...] | None
+    atol: float
+    rtol: float
+    #: the check's work directory, shared by the ranks: the checkpoint paths are the same on both
+    checkpoints: str
+
+
+class Fsdp(ResumeSide):
+    def check(self, job: ResumeJob):
+        __tracebackhide__ = True
+        from ..variations.processes import FSDP_WORLD_SIZE, run_ranks
+
+        _check_available()
+        functions = {}
+        for role in ROLES:
+            try:
+                functions[role] = processes.importable(getattr(job, role), role)
+            except processes.NotImportable as exc:
+                raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
+        config_blob = None
+        if job.config is not None:
+            try:
+                config_blob = pickle.dumps(job.config)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
+                raise ResumeUnavailable(f"the config {type(job.config).__name__} cannot be pickled for the "
+                                        f"ranks ({type(exc).__name__}: {exc})") from None
+        ranks = job.workdir / "ranks"
+        rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
+                           str(job.workdir / "checkpoints"))
+        try:
+            run_ranks(__name__, rank_job, ranks, timeout=job.fsdp_timeout)
+        except RuntimeError:
+            # a rank whose project code raised stops the other: its error is the news, not the tails
+            for rank, (kind, payload) in enumerate(_results(ranks, FSDP_WORLD_SIZE)):
+                if kind == "error":
+                    raise ResumeError(f"rank {rank} of {FSDP_WORLD_SIZE}: {payload} (the ranks' output: "
+                                      f"{ranks}/rank*.log)") from None
+            raise
+        return judge(_results(ranks, FSDP_WORLD_SIZE))
+
+
+def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:
+    out = []
+    for rank in range(world_size):
+        path = ranks / f"result-{rank}.pkl"
+        out.append(pickle.loads(path.read_bytes()) if path.exists() else ("missing", None))
+    return out
+
+
+def judge(results: list[tuple[str, Any]]):
+    """One verdict from the ranks' results (``(kind, payload)`` each, rank order): the first rank whose
+    check failed fails it (its report names the rank), else the first that could not judge skips it,
+    else rank 0's report."""
+    __tracebackhide__ = True
+    for rank, (kind, payload) in enumerate(results):
+        if kind in ("error", "missing"):
+            raise ResumeError(f"rank {rank} of {len(results)}: {payload or 'no result'}")
+    for rank, (kind, payload) in enumerate(results):
+        if kind == "mismatch":
+            payload.not_compared = {**payload.not_compared,
+                                    "other ranks": f"this is rank {rank}'s report (of {len(results)}); each rank "
+                                                   "compares its own shards"}
+            raise ResumeMismatch(payload)
+    for rank, (kind, payload) in enumerate(results):
+        if kind == "not-reproducible":
+            step, component, detail = payload
+            raise NotReproducible(step, f"{component} (rank {rank})", detail)
+        if kind == "unavailable":
+            raise ResumeUnavailable(f"rank {rank}: {payload}")
+    return results[0][1]
+
+
+def _check_available() -> None:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise ResumeUnavailable("torch.distributed with gloo is not available in this torch build")
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        raise ResumeUnavailable(f"FSDP2 fully_shard is not available in torch {torch.__version__}") from None
+
+
+# -- on each rank ---------------------------------------------------------------------------------
+
+class ShardRefused(Exception):
+    """FSDP2 refused to shard one of the run's modules: the variation cannot run on this model."""
+
+
+def sharded(start: Callable, mesh: Any) -> Callable:
+    """``start``, then every top-level module the run's optimizers train sharded with ``fully_shard``
+    and each optimizer's parameter list pointed at the sharded parameters (same names, same order)."""
+    @functools.wraps(start)
+    def start_sharded(*args: Any) -> Any:
+        from ...resume.state import run_state
+        from ..variations.processes import shard
+
+        run = start(*args)
+        rs = run_state(run)
+        optimizers = [c.obj for c in rs.of_kind("optimizer")]
+        for c in rs.trained_modules():
+            before = {id(p): name for name, p in c.obj.named_parameters(remove_duplicate=False)}
+            try:
+                shard(c.obj, mesh)
+            except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+                raise ShardRefused(f"FSDP2 cannot shard {c.path} ({type(c.obj).__name__}): {exc}") from None
+            after = dict(c.obj.named_parameters(remove_duplicate=False))
+            for optimizer in optimizers:
+                swap = {id(p): after[before[id(p)]] for g in optimizer.param_groups for p in g["params"]
+                        if id(p) in before}
+                for group in optimizer.param_groups:
+                    group["params"] = [swap.get(id(p), p) for p in group["params"]]
+                for p in [p for p in optimizer.state if id(p) in swap]:  # a start that already stepped
+                    optimizer.state[swap[id(p)]] = optimizer.state.pop(p)
+        return run
+
+    return start_sharded
+
+
+def _rank_main(job_path: str, rank: int) -> int:
+    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
+
+    workdir = Path(job_path).parent
+    with open(job_path, "rb") as f:
+        sys.path[:0] = [p for p in pickle.load(f) if p not in sys.path]
+        try:
+            job: RankJob = pickle.load(f)
+            fns = {role: processes.import_object(*name) for role, name in job.functions.items()}
+            config = pickle.loads(job.config_blob) if job.config_blob is not None else None
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
+            (workdir / "skip.txt").write_text(f"the project's functions or config cannot be rebuilt in a rank "
+                                              f"process: {type(exc).__name__}: {exc}")
+            return EXIT_UNAVAILABLE
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from ...resume.check import check_resume
+
+    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
+                            world_size=FSDP_WORLD_SIZE)
+    mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
+    try:
+        report = check_resume(sharded(fns["start"], mesh), fns["step"], save=fns["save"], load=fns["load"],
+                              steps=job.steps, at=job.at, config=config, atol=job.atol, rtol=job.rtol,
+                              workdir=job.checkpoints)
+        result: tuple[str, Any] = ("ok", report)
+    except ResumeMismatch as exc:
+        result = ("mismatch", exc.report)
+    except NotReproducible as exc:
+        result = ("not-reproducible", (exc.step, exc.component, exc.detail))
+    except ShardRefused as exc:
+        (workdir / "skip.txt").write_text(str(exc))
+        return EXIT_UNAVAILABLE
+    except ResumeUnavailable as exc:
+        result = ("unavailable", str(exc))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
+        traceback.print_exc()
+        result = ("error", f"{type(exc).__name__}: {exc}")
+    (workdir / f"result-{rank}.tmp").write_bytes(pickle.dumps(result))
+    os.replace(workdir / f"result-{rank}.tmp", workdir / f"result-{rank}.pkl")
+    (workdir / f"done-{rank}").touch()
+    if result[0] == "error":
+        return 1  # the other rank may be stuck in a collective: no teardown, and the launcher stops waiting
+    dist.destroy_process_group()
+    return 0
+
+
+FSDP = Fsdp()
+
+
+if __name__ == "__main__":
+    code = _rank_main(sys.argv[1], int(sys.argv[2]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter teardown: gloo's threads can abort it after the work is done
+    os._exit(code)
