@@ -5,7 +5,12 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: setup test demo bench detection clean
+# The peers measured beside us (make detection, make bench) live in their own venv: never our dependency.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-$(TORCH_VERSION)
+PEERS := pytest-torch==1.1.1 TrainParity==0.1.0
+
+.PHONY: setup test demo bench detection peers clean
 
 setup: $(STAMP)
 
@@ -26,8 +31,17 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-detection: $(STAMP)
+detection: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python benchmarks/detection.py
+	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/resume_detection.py
+
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP):
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
+	$(PEERS_VENV)/bin/python -m pip install -q numpy transformers pytest $(PEERS)
+	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info

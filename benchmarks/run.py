@@ -1,4 +1,4 @@
-"""``make bench``: every target of issue 6 beside its limit and its peers, into benchmarks/results/.
+"""``make bench``: every target of issues 6 and 12 beside its limit and its peers, into benchmarks/results/.
 
 Each target module's ``run(work, rounds)`` returns rows; times are medians of
 interleaved rounds (peers and ours alternate), memory comes from /proc. The
@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 #: module -> interleaved rounds; the order matters: values.py writes the file torch_schema.py reads
-TARGETS = {"llama70b": 7, "torch_schema": 5, "values": 5, "roundtrip": 3, "startup": 20, "names": 5}
+TARGETS = {"llama70b": 7, "torch_schema": 5, "values": 5, "roundtrip": 3, "startup": 20, "names": 5,
+           "resume_speed": 3}
 RESULTS = harness.HERE / "results"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 

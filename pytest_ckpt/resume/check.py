@@ -1,8 +1,11 @@
 """``check_resume``: the project's training run three ways, compared, and the difference explained.
 
-1. the uninterrupted run (twice when ``reproducible``: a run that disagrees with itself proves nothing);
-2. the interrupted run: the same start, ``save`` after step ``at``;
+1. the uninterrupted run, which saves after step ``at`` and goes on, as training that checkpoints
+   does: its first ``at`` steps are the interrupted run;
+2. the same again when ``reproducible`` (a run that disagrees with itself proves nothing);
 3. the resumed run: ``start`` under another seed, ``load``, the remaining steps.
+
+So the check costs two runs and the resumed part of a third, plus one save per run.
 
 The resumed state right after ``load`` is compared with the uninterrupted run's after step ``at``,
 component by component, then every later loss, batch and the final state.
@@ -23,7 +26,7 @@ from .capture import Unreadable
 from .report import ResumePoint, ResumeReport
 from .rules import Findings, explain
 from .saved import read_checkpoint, weight_prefix, where
-from .runner import Functions, Trace, first_half, resumed_half, uninterrupted
+from .runner import Functions, Trace, resumed_half, uninterrupted
 from .state import available_streams
 
 #: seconds a fresh process may take for the resumed half, start-up included, when the caller gives none
@@ -97,26 +100,30 @@ def check_resume(
 def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, streams: tuple[str, ...],
            atol: float, rtol: float, reproducible: bool, workdir: Path, job: Any) -> ResumeReport:
     clock = {"start": time.perf_counter()}
-    ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps))
+    # The uninterrupted run saves after each resume point and goes on, as training that checkpoints
+    # does: its first `at` steps are the interrupted run's first half, so that half costs nothing.
+    paths = _saves(workdir, "uninterrupted")
+    ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps),
+                        save_to=paths(points))
     clock["uninterrupted"] = time.perf_counter()
     compared = _compared(ref, points)
     unstable: list[str] = []
+    checkpoints = paths(points)
 
     def resume(at: int, prints: str = "none") -> Trace:
         if job is not None:
-            return job.run(paths[at], at, steps, streams, workdir, prints=prints)
-        return resumed_half(fns, paths[at], at, steps, streams, prints=prints)
+            return job.run(checkpoints[at], at, steps, streams, workdir, prints=prints)
+        return resumed_half(fns, checkpoints[at], at, steps, streams, prints=prints)
 
-    rerun = _Rerun(fns, steps, streams, resume)
+    rerun = _Rerun(fns, steps, streams, resume, _saves(workdir, "rerun")(points))
     if reproducible:
+        # the same run again, saves included (a save that draws from an RNG does it in both)
         again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
-                              prints="none")
+                              prints="none", save_to=_saves(workdir, "again")(points))
         unstable = _gate(ref, again, steps, compared, atol, rtol, rerun)
         compared = {p: k for p, k in compared.items() if p not in unstable}
     clock["reproducible"] = time.perf_counter()
-    half, paths = first_half(fns, points, streams, workdir)
-    _gate(ref, half, points[0], compared, atol, rtol, rerun)
-    results = [_judge(ref, half, resume(at), at, steps, compared, atol, rtol, paths[at], rerun) for at in points]
+    results = [_judge(ref, resume(at), at, steps, compared, atol, rtol, checkpoints[at], rerun) for at in points]
     clock["interrupted"] = time.perf_counter()
     seconds = {"uninterrupted": clock["uninterrupted"] - clock["start"],
                "reproducible": clock["reproducible"] - clock["uninterrupted"],
@@ -128,19 +135,26 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
         atol=atol, rtol=rtol, seconds=seconds)
 
 
+def _saves(workdir: Path, run: str) -> Callable[[Iterable[int]], dict[int, Path]]:
+    """Where one run's checkpoints go: step -> path, a folder per run."""
+    return lambda points: {at: workdir / run / f"checkpoint-after-step-{at}" for at in points}
+
+
 class _Rerun:
     """Runs again with every component fingerprinted after every step, to say *where* runs part.
 
     Only a failure needs it, so a passing check never pays for it; the uninterrupted rerun is kept.
     """
 
-    def __init__(self, fns: Functions, steps: int, streams: tuple[str, ...], resume: Callable) -> None:
+    def __init__(self, fns: Functions, steps: int, streams: tuple[str, ...], resume: Callable,
+                 save_to: dict[int, Path]) -> None:
         self.fns, self.steps, self.streams, self.resume = fns, steps, streams, resume
+        self.save_to = save_to  # it saves where the uninterrupted run saved, so it runs as that run ran
         self._ref: Trace | None = None
 
     def ref(self) -> Trace:
         if self._ref is None:
-            self._ref = uninterrupted(self.fns, self.steps, self.streams, prints="all",
+            self._ref = uninterrupted(self.fns, self.steps, self.streams, prints="all", save_to=self.save_to,
                                       doing="uninterrupted run, again to locate a difference")
         return self._ref
 
@@ -149,14 +163,15 @@ class _Rerun:
 
     def unreproducible(self, paths: Iterable[str]) -> tuple[int, str] | None:
         """The first step (0: right after start) and component where two uninterrupted runs part."""
-        other = uninterrupted(self.fns, self.steps, self.streams, prints="all",
+        other = uninterrupted(self.fns, self.steps, self.streams, prints="all", save_to=self.save_to,
                               doing="uninterrupted run, again to locate a difference")
         return first_state_divergence(self.ref().prints, other.prints, -1, paths)
 
 
-def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, str],
+def _judge(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, str],
            atol: float, rtol: float, checkpoint: Path, rerun: _Rerun) -> ResumePoint:
-    """One resume point: what differs right after load, from which step, and why."""
+    """One resume point: what differs right after load, from which step, and why. The
+    interrupted run's first ``at`` steps are the uninterrupted run's (it saved and went on)."""
     # and what only the resumed run holds: a component its load added
     kinds = {**compared, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
     paths = list(kinds)
@@ -164,8 +179,8 @@ def _judge(ref: Trace, half: Trace, resumed: Trace, at: int, steps: int, compare
     after_load = without_generator_echoes(compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol),
                                           expected)
     final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
-    losses = half.losses[:at] + resumed.losses
-    batches = half.batches[:at] + resumed.batches
+    losses = ref.losses[:at] + resumed.losses
+    batches = ref.batches[:at] + resumed.batches
     first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
     if first is None and not after_load and not final:
         return ResumePoint(at, losses)

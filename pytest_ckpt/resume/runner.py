@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -163,33 +163,32 @@ def _watch(streams: tuple[str, ...], trace: Trace) -> None:
 
 
 def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], *, doing: str,
-                  snapshot_at: Iterable[int] = (), prints: str = "draws") -> Trace:
-    """The run that never stops: start under :data:`SEED`, then every step."""
+                  snapshot_at: Iterable[int] = (), prints: str = "draws",
+                  save_to: Mapping[int, Path] | None = None) -> Trace:
+    """The run that never stops: start under :data:`SEED`, then every step.
+
+    ``save_to`` (step -> path): ``save`` after those steps, as a training run that checkpoints
+    does. The run then goes on, so its first ``at`` steps are the interrupted run's first half:
+    the check needs no separate run for it. A snapshot at a step is taken before its save.
+    """
     run, rs = start_run(fns, SEED, streams, f"starting the {doing}")
     trace = Trace()
     _describe(trace, rs)
     record(run, streams, trace, prints, rs=rs)
-    train(fns, run, streams, trace, 1, steps, prints=prints, label=f"the {doing}", snapshot_at=snapshot_at)
+    train(fns, run, streams, trace, 1, steps, prints=prints, label=f"the {doing}", snapshot_at=snapshot_at,
+          after_step=_saver(fns, save_to) if save_to else None)
     return trace
 
 
-def first_half(fns: Functions, points: Iterable[int], streams: tuple[str, ...], workdir: Path
-               ) -> tuple[Trace, dict[int, Path]]:
-    """The interrupted run: start under :data:`SEED`, train, ``save`` after each step in ``points``."""
-    points = sorted(points)
-    paths = {at: workdir / f"checkpoint-after-step-{at}" for at in points}
-
+def _saver(fns: Functions, paths: Mapping[int, Path]) -> Callable[[int, Any], None]:
     def save(n: int, run: Any) -> None:
         if n in paths:
+            paths[n].parent.mkdir(parents=True, exist_ok=True)
             call(fns.save, (run, paths[n]), f"saving after step {n} to {paths[n]}")
             if not _written(paths[n]):
                 raise CheckpointError(paths[n], "not-found",
                                       f"{name_of(fns.save)}(run, path) wrote nothing at path after step {n}")
-
-    run, _ = start_run(fns, SEED, streams, "starting the interrupted run")
-    trace = Trace()
-    train(fns, run, streams, trace, 1, points[-1], prints="none", label="the interrupted run", after_step=save)
-    return trace, paths
+    return save
 
 
 def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple[str, ...], *,

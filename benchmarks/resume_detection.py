@@ -1,0 +1,321 @@
+"""``make detection``, resume part: does ``pc.check_resume`` catch real resume bugs, name the
+right piece of state, and stay quiet on correct loops? The peers run on the same cases in
+the same run.
+
+The loops (``benchmarks/resume/loops.py``) are three families of real training code: an MLP
+with dropout, AdamW, warm-up, a resumable shuffled loader, numpy and python augmentation
+and a dict EMA; a tiny transformers GPT-2 with AdamW and warm-up and a length curriculum;
+a loop with fp16 autocast and ``torch.amp.GradScaler``. Each has a correct save/load and
+the injected bug classes of issue 12. A reference checker (``resume/reference.py``)
+decides, per resume point, whether a bug changes the run at all there (data position
+restarting at an epoch end changes nothing): a *positive* case changes it, a *negative*
+(a correct loop, or a bug where it provably changes nothing) must not be flagged.
+
+Columns:
+- pytest-ckpt over every resume point of every family (first step, mid-epoch, right
+  before an epoch boundary, at the boundary, right before a scheduler milestone), in one
+  ``pc.check_resume(at=(...))`` per loop;
+- pytest-ckpt, pytest-torch 1.1.1 (``assert_resume_equivalent``, with everything it can
+  compare declared) and TrainParity 0.1.0 (``check_resume``) on the same cases: one
+  resume point per (family, bug), the one where the bug shows in the losses if it ever
+  does, plus each correct loop. The peers run in their own venv (``make peers``,
+  ``PEERS_PYTHON``), never in ours.
+
+    python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks" / "resume"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import loops  # noqa: E402
+import torch  # noqa: E402
+
+import pytest_ckpt as pc  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+MARK_START, MARK_END = "<!-- resume-detection:start -->", "<!-- resume-detection:end -->"
+PEERS = ("pytest-torch", "trainparity")
+
+#: the cause a report must lead with, per bug class (pytest-ckpt's note kinds)
+KINDS: dict[str, set[str]] = {
+    "optimizer-not-saved": {"resume-optimizer"},
+    "optimizer-not-loaded": {"resume-optimizer"},
+    "scheduler-not-restored": {"resume-scheduler"},
+    "scaler-not-restored": {"resume-scaler"},
+    "torch-rng-not-restored": {"resume-rng"},
+    "python-rng-not-restored": {"resume-rng"},
+    "numpy-rng-not-restored": {"resume-rng"},
+    "data-position-restarts": {"resume-data"},
+    # the loader's shuffle generator is an RNG stream the run holds, and the data it reshuffles
+    "data-generator-not-restored": {"resume-rng", "resume-data"},
+    "counter-not-restored": {"resume-counter"},
+    "weights-before-last-step": {"resume-weights"},
+    "strict-false-loads-nothing": {"resume-weights"},
+    "ema-not-saved": {"resume-weights"},
+}
+#: what a peer's report must blame first, in benchmarks/resume/peers.py's vocabulary
+COMPONENTS: dict[str, set[str]] = {
+    "optimizer-not-saved": {"optimizer"},
+    "optimizer-not-loaded": {"optimizer"},
+    "scheduler-not-restored": {"scheduler", "lr"},
+    "scaler-not-restored": {"scaler"},
+    "torch-rng-not-restored": {"rng:torch"},
+    "python-rng-not-restored": {"rng:python"},
+    "numpy-rng-not-restored": {"rng:numpy"},
+    "data-position-restarts": {"data"},
+    "data-generator-not-restored": {"data"},
+    "counter-not-restored": {"counter"},
+    "weights-before-last-step": {"weights"},
+    "strict-false-loads-nothing": {"weights"},
+    "ema-not-saved": {"ema"},
+}
+PRIMARY_ORDER = ("mid-epoch", "before-epoch-end", "before-milestone", "epoch-end", "first")
+
+
+# -- the reference: which (family, bug, point) changes the run ----------------------------------
+
+def reference(families: tuple[str, ...]) -> list[dict[str, Any]]:
+    import reference as ref
+
+    out = []
+    for family in families:
+        for bug in (None,) + loops.BUGS[family]:
+            for name, at in loops.resume_points(family).items():
+                out.append(ref.check(family, bug, at) | {"point": name})
+    return out
+
+
+def primary_point(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The resume point where the bug shows in the losses, else in the state, in PRIMARY_ORDER."""
+    by_point = {r["point"]: r for r in rows}
+    for want in (lambda r: r["first_step"] is not None, lambda r: r["detected"], lambda r: True):
+        for name in PRIMARY_ORDER:
+            if name in by_point and want(by_point[name]):
+                return by_point[name]
+    raise AssertionError("no resume point")
+
+
+# -- pytest-ckpt ---------------------------------------------------------------------------------
+
+def ours(family: str, bug: str | None, at: tuple[int, ...]) -> dict[str, Any]:
+    """One ``pc.check_resume`` over the given resume points: per point, ok, kinds, first step."""
+    start, step, save, load = loops.functions(family)
+    steps = loops.FAMILY_INFO[family]["steps"]
+    began = time.perf_counter()
+    cpu = time.process_time()
+    try:
+        report = pc.check_resume(start, step, save=save, load=load, steps=steps, at=at,
+                                 config=loops.config(family, bug))
+    except pc.ResumeMismatch as exc:
+        report = exc.report
+    except Exception as exc:  # noqa: BLE001 - an error is a result of its own, never a pass
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "points": {},
+                "seconds": time.perf_counter() - began}
+    points = {p.at: {"ok": p.ok, "kinds": [n.kind for n in p.notes if not getattr(n, "info", False)],
+                     "first": p.first_divergent_step,
+                     "text": [f"[{n.kind}] {n.text}" for n in p.notes]} for p in report.points}
+    return {"points": points, "seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu,
+            "report": str(report)}
+
+
+def score_ours(ref: dict[str, Any], point: dict[str, Any] | None) -> dict[str, Any]:
+    positive = ref["detected"]
+    flagged = point is not None and not point["ok"]
+    kinds = point["kinds"] if point else []
+    expected = KINDS.get(ref["bug"] or "", set())
+    return {"positive": positive, "hit": positive and flagged, "false_alarm": (not positive) and flagged,
+            "right": positive and flagged and bool(kinds) and kinds[0] in expected,
+            "only": positive and flagged and bool(kinds) and set(kinds) <= expected,
+            "first": point["first"] if point else None, "ref_first": ref["first_step"]}
+
+
+# -- the peers -----------------------------------------------------------------------------------
+
+def peer(name: str, ref: dict[str, Any]) -> dict[str, Any]:
+    import peers
+
+    steps = loops.FAMILY_INFO[ref["family"]]["steps"]
+    run = {"pytest-torch": peers.run_pytest_torch, "trainparity": peers.run_trainparity}[name]
+    got = run(ref["family"], ref["bug"], ref["at"], steps)
+    positive = ref["detected"]
+    expected = COMPONENTS.get(ref["bug"] or "", set())
+    return got | {"positive": positive, "hit": positive and got["detected"],
+                  "false_alarm": (not positive) and got["detected"],
+                  "right": positive and got["detected"] and got["component"] in expected,
+                  "ref_first": ref["first_step"]}
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+def _frac(n: int, d: int) -> str:
+    return f"{n}/{d}" if d else "-"
+
+
+def _median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f}" if xs else "-"
+
+
+def _first(rows: list[dict[str, Any]]) -> str:
+    """Of the detected cases whose losses differ, how many are dated to the reference's step."""
+    dated = [r for r in rows if r["hit"] and r["ref_first"] is not None]
+    return _frac(sum(r["first"] == r["ref_first"] for r in dated), len(dated))
+
+
+def table(all_points: list[dict], same: dict[str, list[dict]], peers_ran: tuple[str, ...]) -> list[str]:
+    bugs = [b for b in loops.BUG_NAMES if any(r["bug"] == b for r in all_points)]
+    head = ["bug class", "cases", "pytest-ckpt: detected / right cause / first step"]
+    head += [f"{p}: detected / right component / first step / s" for p in peers_ran]
+    head.insert(2, "pytest-ckpt, every resume point: detected / right cause")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for bug in bugs + [None]:
+        ap = [r for r in all_points if r["bug"] == bug]
+        one = [r for r in same["pytest-ckpt"] if r["bug"] == bug]
+        if bug is None:
+            label, n = "correct loops (false alarms)", len(one)
+            cells = [f"{sum(r['false_alarm'] for r in ap)} of {len(ap)} flagged",
+                     f"{sum(r['false_alarm'] for r in one)} of {len(one)} flagged"]
+            for p in peers_ran:
+                rows = [r for r in same[p] if r["bug"] is None]
+                cells.append(f"{sum(r['false_alarm'] for r in rows)} of {len(rows)} flagged"
+                             f" / / / {_median([r['seconds'] for r in rows])}")
+        else:
+            pos = [r for r in ap if r["positive"]]
+            label, n = bug, len([r for r in one if r["positive"]])
+            cells = [f"{_frac(sum(r['hit'] for r in pos), len(pos))} / {_frac(sum(r['right'] for r in pos), len(pos))}"]
+            pos1 = [r for r in one if r["positive"]]
+            cells.append(f"{_frac(sum(r['hit'] for r in pos1), len(pos1))} / "
+                         f"{_frac(sum(r['right'] for r in pos1), len(pos1))} / {_first(pos1)}")
+            for p in peers_ran:
+                rows = [r for r in same[p] if r["bug"] == bug and r["positive"]]
+                cells.append(f"{_frac(sum(r['hit'] for r in rows), len(rows))} / "
+                             f"{_frac(sum(r['right'] for r in rows), len(rows))} / {_first(rows)} / "
+                             f"{_median([r['seconds'] for r in rows])}")
+        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def totals(all_points: list[dict], same: dict[str, list[dict]]) -> list[str]:
+    out = []
+    pos = [r for r in all_points if r["positive"]]
+    neg = [r for r in all_points if not r["positive"]]
+    out.append(f"pytest-ckpt, every resume point: {sum(r['hit'] for r in pos)}/{len(pos)} detected "
+               f"({sum(r['right'] for r in pos)} with the right cause first, {sum(r['only'] for r in pos)} "
+               f"with no other cause), {sum(r['false_alarm'] for r in neg)}/{len(neg)} false alarms "
+               f"(correct loops, and bugs at a point where they change nothing).")
+    for name, rows in same.items():
+        pos = [r for r in rows if r["positive"]]
+        neg = [r for r in rows if not r["positive"]]
+        errors = sum(bool(r.get("error")) for r in rows)
+        out.append(f"{name}, same cases: {sum(r['hit'] for r in pos)}/{len(pos)} detected, "
+                   f"{sum(r['right'] for r in pos)} right {'cause' if name == 'pytest-ckpt' else 'component'} "
+                   f"first, {sum(r['false_alarm'] for r in neg)}/{len(neg)} false alarms, "
+                   f"median {_median([r['seconds'] for r in rows])} s a case"
+                   + (f", {errors} errors" if errors else "") + ".")
+    return out
+
+
+def write_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    body = readme.read_text(encoding="utf-8")
+    if MARK_START in body and MARK_END in body:
+        head, rest = body.split(MARK_START, 1)
+        _, tail = rest.split(MARK_END, 1)
+        readme.write_text(head + MARK_START + "\n" + text + "\n" + MARK_END + tail, encoding="utf-8")
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default=",".join(loops.FAMILIES))
+    parser.add_argument("--no-peers", action="store_true", help="pytest-ckpt only (no peers venv needed)")
+    parser.add_argument("--jobs", type=int, default=2, help="peer cases run at a time")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md and results/ alone")
+    args = parser.parse_args(argv)
+    families = tuple(f for f in args.families.split(",") if f)
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+
+    refs = reference(families)
+    print(f"reference: {len(refs)} (family, bug, resume point) cases in {time.perf_counter() - began:.0f}s",
+          flush=True)
+
+    all_points: list[dict] = []
+    same: dict[str, list[dict]] = {"pytest-ckpt": []}
+    for family in families:
+        points = tuple(sorted(set(loops.resume_points(family).values())))
+        for bug in (None,) + loops.BUGS[family]:
+            rows = [r for r in refs if r["family"] == family and r["bug"] == bug]
+            everywhere = ours(family, bug, points)
+            for r in rows:
+                got = everywhere["points"].get(r["at"])
+                all_points.append({"family": family, "bug": bug, "point": r["point"], "at": r["at"],
+                                   "error": everywhere.get("error"), "seconds": everywhere["seconds"],
+                                   "text": (got or {}).get("text")} | score_ours(r, got))
+            main_point = primary_point(rows)
+            once = ours(family, bug, (main_point["at"],))
+            got = once["points"].get(main_point["at"])
+            same["pytest-ckpt"].append({"family": family, "bug": bug, "at": main_point["at"],
+                                        "seconds": once["seconds"], "error": once.get("error")}
+                                       | score_ours(main_point, got))
+            flagged = [p for p, v in everywhere["points"].items() if not v["ok"]]
+            print(f"  {family:4} {str(bug):28} {everywhere['seconds']:5.1f}s  flagged at {flagged}"
+                  + (f"  ERROR {everywhere['error']}" if everywhere.get("error") else ""), flush=True)
+
+    peers_ran: tuple[str, ...] = ()
+    if not args.no_peers:
+        python = os.environ.get("PEERS_PYTHON")
+        if not python or not Path(python).exists():
+            print("no peers venv (PEERS_PYTHON): run `make detection`, which builds it, or pass --no-peers")
+            return 2
+        peers_ran = PEERS
+        cases = [primary_point([r for r in refs if r["family"] == f and r["bug"] == b])
+                 for f in families for b in (None,) + loops.BUGS[f]]
+        for name in PEERS:
+            with ThreadPoolExecutor(args.jobs) as pool:
+                same[name] = [r | {"family": c["family"], "bug": c["bug"], "at": c["at"]}
+                              for c, r in zip(cases, pool.map(lambda c, n=name: peer(n, c), cases))]
+            print(f"  {name}: {len(cases)} cases done at {time.perf_counter() - began:.0f}s", flush=True)
+
+    elapsed = time.perf_counter() - began
+    import platform
+
+    header = (f"Measured by `make detection` on {platform.machine()}, {os.cpu_count()} cores, "
+              f"torch {torch.__version__}, in {elapsed:.0f} s; {len(families)} loop families, "
+              f"{sum(len(loops.BUGS[f]) for f in families)} bug variants of "
+              f"{len({b for f in families for b in loops.BUGS[f]})} classes, "
+              f"{len({(r['family'], r['point']) for r in all_points})} resume points. Peers: "
+              + (", ".join(f"{p} (its own venv)" for p in peers_ran) or "not run (--no-peers)") + ".")
+    lines = [header, "", *table(all_points, same, peers_ran), "", *(f"- {t}" for t in totals(all_points, same))]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_readme:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "resume_detection.md").write_text(text + "\n", encoding="utf-8")
+        (RESULTS / "resume_detection.json").write_text(json.dumps(
+            {"all_points": all_points, "same_cases": same, "elapsed": elapsed}, indent=1, default=str) + "\n")
+        write_readme(text)
+    misses = [r for r in all_points if r["positive"] and not r["right"]]
+    alarms = [r for r in all_points if r["false_alarm"]]
+    for r in misses + alarms:
+        print("MISS" if r in misses else "FALSE ALARM", r["family"], r["bug"], r["point"], r.get("text"))
+    return 1 if misses or alarms else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
