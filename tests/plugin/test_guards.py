@@ -32,31 +32,44 @@ def snapshot_file(pytester) -> Path:
     return pytester.path / o.DEFAULT_SNAPSHOT_DIR / "test_snap" / "test_architecture.json"
 
 
-@pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["serial", "xdist"])
-def test_snapshot_workflow(project, workers):
+def test_snapshot_workflow(project):
     project.makepyfile(test_snap=SNAPSHOT_TEST)
     golden = snapshot_file(project)
 
-    first = run(project, *workers)  # no snapshot yet: fail, write nothing
+    first = run(project)  # no snapshot yet: fail, write nothing
     first.assert_outcomes(failed=1)
     first.stdout.fnmatch_lines(["*no golden schema snapshot at*--ckpt-update*"])
     assert not golden.exists()
 
-    run(project, o.OPT_UPDATE, *workers).assert_outcomes(passed=1)  # written
+    run(project, o.OPT_UPDATE).assert_outcomes(passed=1)  # written
     assert golden.exists()
     text = golden.read_text()
     assert json.loads(text)["config"]["num_layers"] == 3
 
-    run(project, *workers).assert_outcomes(passed=1)  # rerun: match
+    run(project).assert_outcomes(passed=1)  # rerun: match
 
-    changed = run(project, *workers, LAYERS="2")  # model changed: fail naming the block, file untouched
+    changed = run(project, LAYERS="2")  # model changed: fail naming the block, file untouched
     changed.assert_outcomes(failed=1)
     changed.stdout.fnmatch_lines(["*blocks.2.*", "*--ckpt-update*"])
     assert golden.read_text() == text
 
-    run(project, o.OPT_UPDATE, *workers, LAYERS="2").assert_outcomes(passed=1)  # accepted
+    run(project, o.OPT_UPDATE, LAYERS="2").assert_outcomes(passed=1)  # accepted
     assert "blocks.2." not in golden.read_text()
-    run(project, *workers, LAYERS="2").assert_outcomes(passed=1)
+    run(project, LAYERS="2").assert_outcomes(passed=1)
+
+
+def test_snapshot_workflow_under_xdist(project):
+    # the same files from a worker: written under --ckpt-update, compared (and left alone) after
+    project.makepyfile(test_snap=SNAPSHOT_TEST)
+    golden = snapshot_file(project)
+    workers = ("-p", "xdist", "-n", "2")
+    run(project, o.OPT_UPDATE, *workers).assert_outcomes(passed=1)
+    text = golden.read_text()
+    assert json.loads(text)["config"]["num_layers"] == 3
+    changed = run(project, *workers, LAYERS="2")
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines(["*blocks.2.*", "*--ckpt-update*"])
+    assert golden.read_text() == text
 
 
 def test_snapshot_dir_ini_and_named_snapshots_and_stale_files(project):
