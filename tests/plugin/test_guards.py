@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  (imported before any inline run: see run())
 
 from pytest_ckpt.plugin import options as o
 
@@ -22,9 +23,14 @@ def test_architecture(ckpt_snapshot):
 """
 
 
-def run(pytester, *args, **env):
+def run(pytester, *args, inline=False, **env):
+    """A pytest run of the project. ``inline``: in this process, for snapshot checks and the audit (torch
+    is imported here already, so the run imports nothing torch cannot import twice; 4 s less a run);
+    round trips (torch.compile, process groups) and xdist runs go to a subprocess."""
     for key, value in env.items():
         pytester._monkeypatch.setenv(key, value)
+    if inline:
+        return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
 
 
@@ -36,26 +42,26 @@ def test_snapshot_workflow(project):
     project.makepyfile(test_snap=SNAPSHOT_TEST)
     golden = snapshot_file(project)
 
-    first = run(project)  # no snapshot yet: fail, write nothing
+    first = run(project, inline=True)  # no snapshot yet: fail, write nothing
     first.assert_outcomes(failed=1)
     first.stdout.fnmatch_lines(["*no golden schema snapshot at*--ckpt-update*"])
     assert not golden.exists()
 
-    run(project, o.OPT_UPDATE).assert_outcomes(passed=1)  # written
+    run(project, o.OPT_UPDATE, inline=True).assert_outcomes(passed=1)  # written
     assert golden.exists()
     text = golden.read_text()
     assert json.loads(text)["config"]["num_layers"] == 3
 
-    run(project).assert_outcomes(passed=1)  # rerun: match
+    run(project, inline=True).assert_outcomes(passed=1)  # rerun: match
 
-    changed = run(project, LAYERS="2")  # model changed: fail naming the block, file untouched
+    changed = run(project, LAYERS="2", inline=True)  # model changed: fail naming the block, file untouched
     changed.assert_outcomes(failed=1)
     changed.stdout.fnmatch_lines(["*blocks.2.*", "*--ckpt-update*"])
     assert golden.read_text() == text
 
-    run(project, o.OPT_UPDATE, LAYERS="2").assert_outcomes(passed=1)  # accepted
+    run(project, o.OPT_UPDATE, LAYERS="2", inline=True).assert_outcomes(passed=1)  # accepted
     assert "blocks.2." not in golden.read_text()
-    run(project, LAYERS="2").assert_outcomes(passed=1)
+    run(project, LAYERS="2", inline=True).assert_outcomes(passed=1)
 
 
 def test_snapshot_workflow_under_xdist(project):
@@ -84,7 +90,7 @@ def test_two(ckpt_snapshot):
     stale = project.path / "golden" / "test_snap" / "test_gone.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("{}")
-    result = run(project, o.OPT_UPDATE)
+    result = run(project, o.OPT_UPDATE, inline=True)
     result.assert_outcomes(passed=1)
     assert (project.path / "golden" / "test_snap" / "test_two.base.json").exists()
     assert (project.path / "golden" / "test_snap" / "test_two.sd.json").exists()
@@ -113,8 +119,8 @@ def test_fails_anyway_after_dropping():
 
 def test_audit_catches_a_dropping_strict_false_load_and_is_silent_otherwise(project):
     project.makepyfile(test_audit=AUDIT_TEST)
-    run(project).assert_outcomes(passed=2, failed=1)  # off by default: nothing changes
-    result = run(project, o.OPT_AUDIT_LOADS)
+    run(project, inline=True).assert_outcomes(passed=2, failed=1)  # off by default: nothing changes
+    result = run(project, o.OPT_AUDIT_LOADS, inline=True)
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines([
         "*test_drops_a_layer*",
@@ -127,7 +133,7 @@ def test_audit_catches_a_dropping_strict_false_load_and_is_silent_otherwise(proj
         "*test_audit.py:14: Model.load_state_dict(strict=False) silently dropped 4 missing (blocks.1.*)*",
     ])
     project.makeini("[pytest]\nckpt_audit_loads = true\n")
-    run(project).assert_outcomes(passed=1, failed=2)
+    run(project, inline=True).assert_outcomes(passed=1, failed=2)
 
 
 REPORT_TESTS = """
@@ -210,7 +216,7 @@ def test_more_than_allowed():
     build(Config()).load_state_dict(without("blocks."), strict=False)
 """)
     project.makeini("[pytest]\nckpt_audit_allow =\n    blocks.1.norm.*\n")
-    result = run(project, o.OPT_AUDIT_LOADS)
+    result = run(project, o.OPT_AUDIT_LOADS, inline=True)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
         "*test_audit.py:16: Model.load_state_dict(strict=False) silently dropped 6 missing "
@@ -230,14 +236,14 @@ def test_a(ckpt_snapshot):
 def test_b(ckpt_snapshot):
     ckpt_snapshot.assert_match(build(Config()))
 """)
-    result = run(project, o.OPT_UPDATE)
+    result = run(project, o.OPT_UPDATE, inline=True)
     result.stdout.fnmatch_lines(["wrote 2 snapshot files:",
                                  f"  {o.DEFAULT_SNAPSHOT_DIR}/test_snap/test_a.json",
                                  f"  {o.DEFAULT_SNAPSHOT_DIR}/test_snap/test_b.json"])
     gone = project.path / o.DEFAULT_SNAPSHOT_DIR / "test_snap" / "test_gone.json"
     gone.write_text("{}")
     for selection in (["-k", "test_a"], ["test_snap.py::test_a"]):
-        result = run(project, o.OPT_UPDATE, *selection)
+        result = run(project, o.OPT_UPDATE, *selection, inline=True)
         result.assert_outcomes(passed=1)
         out = result.stdout.str()
         assert "test_b.json" not in out  # deselected, not unused
