@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if not python or not Path(python).exists():
             print("no peers venv (PEERS_PYTHON): run `make detection`, which builds it, or pass --no-peers")
             return 2
+        os.environ["PEERS_PYTHON"] = os.path.abspath(python)  # the peers run in their own directories
         peers_ran = PEERS
         cases = [primary_point([r for r in refs if r["family"] == f and r["bug"] == b])
                  for f in families for b in (None,) + loops.BUGS[f]]

@@ -18,37 +18,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable
 from ..resume.report import ResumeReport
-from .options import DEFAULT_FSDP_TIMEOUT, MARKER, MARKER_RESUME, RESUME_ID_PREFIX
+from .checks import VariationChecks
+from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
 from .resume_variations import RESUME_VARIATIONS
 from .resume_variations.base import ResumeJob
 from .variations import VariationUnavailable
 
 
-class CkptResume:
+class CkptResume(VariationChecks):
     """One variation's resume checks within one test; ``variation`` is its name (``"plain"``, ...)."""
-
-    def __init__(
-        self,
-        variation: str,
-        *,
-        directory: Path,
-        compile_backend: str = "eager",
-        fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT,
-        process_group: Callable[[], None] = lambda: None,
-        record: Callable[[dict], None] | None = None,
-    ) -> None:
-        self.variation = variation
-        self._directory = Path(directory)
-        self._compile_backend = compile_backend
-        self._fsdp_timeout = fsdp_timeout
-        self._process_group = process_group
-        self._record = record
-        self._count = 0
 
     def __repr__(self) -> str:
         return f"<ckpt resume variation={self.variation!r}>"
@@ -75,12 +57,10 @@ class CkptResume:
         __tracebackhide__ = True
         import pytest
 
-        self._count += 1
-        suffix = "" if self._count == 1 else f"-{self._count}"
         label = f"{RESUME_ID_PREFIX}{self.variation}"
         job = ResumeJob(
             variation=self.variation, start=start, step=step, save=save, load=load, steps=steps, at=at,
-            config=config, atol=atol, rtol=rtol, workdir=self._directory / f"{label}{suffix}",
+            config=config, atol=atol, rtol=rtol, workdir=self._next_directory(label),
             compile_backend=self._compile_backend, process_group=self._process_group,
             fsdp_timeout=self._fsdp_timeout,
         )
@@ -112,9 +92,6 @@ class CkptResume:
                     f"@pytest.mark.{MARKER_RESUME}(...): a test carries one of the two markers; put the round "
                     "trip in a test of its own", pytrace=False)
 
-    def _log(self, **entry: Any) -> None:
-        if self._record is not None:
-            self._record({"variation": self.variation, **entry})
 
 
 def first_cause(report: ResumeReport) -> str:

@@ -25,36 +25,19 @@ from ..compare import load_error
 from ..compare.rules.context import plural
 from ..errors import CheckpointMismatch
 from . import explain
-from .options import ATTR_TRIM, DEFAULT_FSDP_TIMEOUT, MARKER, MARKER_RESUME
+from .checks import VariationChecks
+from .options import ATTR_TRIM, MARKER, MARKER_RESUME
 from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
                               named_parameters)
 from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
 
-class Ckpt:
+class Ckpt(VariationChecks):
     """One variation's round trips within one test.
 
     ``variation`` is the variation's name (``"plain"``, ``"ddp+compile"``, ...).
     """
-
-    def __init__(
-        self,
-        variation: str,
-        *,
-        directory: Path,
-        compile_backend: str = "eager",
-        fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT,
-        process_group: Callable[[], None] = lambda: None,
-        record: Callable[[dict], None] | None = None,
-    ) -> None:
-        self.variation = variation
-        self._directory = Path(directory)
-        self._compile_backend = compile_backend
-        self._fsdp_timeout = fsdp_timeout
-        self._process_group = process_group
-        self._record = record
-        self._count = 0
 
     def __repr__(self) -> str:
         return f"<ckpt variation={self.variation!r}>"
@@ -88,9 +71,7 @@ class Ckpt:
         import pytest
 
         check_arguments(factory, config=config, save=save, load=load)
-        self._count += 1
-        suffix = "" if self._count == 1 else f"-{self._count}"
-        directory = self._directory / f"ckpt-{self.variation}{suffix}"
+        directory = self._next_directory(f"ckpt-{self.variation}")
         directory.mkdir(parents=True, exist_ok=True)
         job = SaveJob(
             variation=self.variation,
@@ -291,9 +272,6 @@ class Ckpt:
                         atol=compare.atol, rtol=compare.rtol)
         return None if diff.ok else f"the checkpoint of the configured depth reloads differently:\n{diff}"
 
-    def _log(self, **entry: Any) -> None:
-        if self._record is not None:
-            self._record({"variation": self.variation, **entry})
 
 
 class _Compare:
