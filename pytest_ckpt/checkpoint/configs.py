@@ -51,6 +51,20 @@ class _Absent:
 ABSENT = _Absent()
 
 
+def readable_config(cfg: Any) -> dict[str, Any] | None:
+    """:func:`config_to_dict`, or ``None`` for no config or one that cannot be read as one.
+
+    >>> readable_config(None), readable_config({"n_layer": 2})
+    (None, {'n_layer': 2})
+    """
+    if cfg is None:
+        return None
+    try:
+        return config_to_dict(cfg)
+    except (TypeError, ValueError):
+        return None
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any] | None:
     """A config (mapping, object with ``to_dict()``, dataclass, or plain object) as a JSON-ready dict.
 

@@ -13,7 +13,7 @@ import torch
 from .notes import Note
 from ..errors import CheckpointError
 from . import canonical, locate
-from .configs import config_to_dict
+from .configs import config_to_dict, readable_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
 from .view import View, holds_values
@@ -125,22 +125,12 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
         tensors=tensors,
         has_values=holds_values(tensors),
         ties=ties,
-        config=_model_config(inner),
+        config=readable_config(getattr(inner, "config", None)),
         notes=notes,
         format="module",
         module=inner,
         source_names={c: s for s, c in rename.items()},
     )
-
-
-def _model_config(module: torch.nn.Module) -> dict | None:
-    config = getattr(module, "config", None)
-    if config is None:
-        return None
-    try:
-        return config_to_dict(config)
-    except (TypeError, ValueError):
-        return None
 
 
 def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import api
-from ..checkpoint.configs import config_to_dict
+from ..checkpoint.configs import readable_config
 from ..checkpoint.resolve import module_view
 from ..compare import load_error
 from ..compare.rules.context import plural
@@ -101,7 +101,7 @@ class Ckpt(VariationChecks):
             else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
         )
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
-        compare = _Compare(atol=atol, rtol=rtol, config=_config(config), dtype=dtype)
+        compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype)
         if saved.layer_delta:
             return self._expect_refusal(job, saved, load, header, compare)
 
@@ -376,15 +376,6 @@ def _signature(fn: Callable) -> str:
         return str(inspect.signature(fn))
     except (TypeError, ValueError):
         return ""
-
-
-def _config(config: Any) -> dict | None:
-    if config is None:
-        return None
-    try:
-        return config_to_dict(config)
-    except (TypeError, ValueError):
-        return None
 
 
 def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:
