@@ -21,7 +21,7 @@ Columns:
   does, plus each correct loop. The peers run in their own venv (``make peers``,
   ``PEERS_PYTHON``), never in ours.
 
-    python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--jobs 2]
+    python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--jobs 2] [--from-json]
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def peer(name: str, ref: dict[str, Any]) -> dict[str, Any]:
     return got | {"positive": positive, "hit": positive and got["detected"],
                   "false_alarm": (not positive) and got["detected"],
                   "right": positive and got["detected"] and got["component"] in expected,
-                  "ref_first": ref["first_step"]}
+                  "first": got.get("first_step"), "ref_first": ref["first_step"]}
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def _median(xs: list[float]) -> str:
 def _first(rows: list[dict[str, Any]]) -> str:
     """Of the detected cases whose losses differ, how many are dated to the reference's step."""
     dated = [r for r in rows if r["hit"] and r["ref_first"] is not None]
-    return _frac(sum(r["first"] == r["ref_first"] for r in dated), len(dated))
+    return _frac(sum(r.get("first") == r["ref_first"] for r in dated), len(dated))
 
 
 def table(all_points: list[dict], same: dict[str, list[dict]], peers_ran: tuple[str, ...]) -> list[str]:
@@ -245,8 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(loops.FAMILIES))
     parser.add_argument("--no-peers", action="store_true", help="pytest-ckpt only (no peers venv needed)")
     parser.add_argument("--jobs", type=int, default=2, help="peer cases run at a time")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md and results/ alone")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="leave README.md and results/resume_detection.md alone (the raw JSON is still written)")
+    parser.add_argument("--from-json", action="store_true",
+                        help="render the tables again from results/resume_detection.json, running nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        raw = json.loads((RESULTS / "resume_detection.json").read_text())
+        return render(raw["all_points"], raw["same_cases"], raw["elapsed"], raw["families"],
+                      tuple(raw["peers_ran"]), readme=not args.no_readme)
     families = tuple(f for f in args.families.split(",") if f)
     torch.set_num_threads(1)
     began = time.perf_counter()
@@ -294,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {len(cases)} cases done at {time.perf_counter() - began:.0f}s", flush=True)
 
     elapsed = time.perf_counter() - began
+    RESULTS.mkdir(exist_ok=True)
+    raw = RESULTS / "resume_detection.json"  # written before the tables: a rendering bug loses no run
+    raw.write_text(json.dumps({"all_points": all_points, "same_cases": same, "elapsed": elapsed,
+                               "families": families, "peers_ran": list(peers_ran)}, indent=1, default=str) + "\n")
+    return render(all_points, same, elapsed, families, peers_ran, readme=not args.no_readme)
+
+
+def render(all_points: list[dict], same: dict[str, list[dict]], elapsed: float, families: list[str],
+           peers_ran: tuple[str, ...], *, readme: bool) -> int:
     import platform
 
     header = (f"Measured by `make detection` on {platform.machine()}, {os.cpu_count()} cores, "
@@ -305,11 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [header, "", *table(all_points, same, peers_ran), "", *(f"- {t}" for t in totals(all_points, same))]
     text = "\n".join(lines)
     print("\n" + text)
-    if not args.no_readme:
-        RESULTS.mkdir(exist_ok=True)
+    if readme:
         (RESULTS / "resume_detection.md").write_text(text + "\n", encoding="utf-8")
-        (RESULTS / "resume_detection.json").write_text(json.dumps(
-            {"all_points": all_points, "same_cases": same, "elapsed": elapsed}, indent=1, default=str) + "\n")
         write_readme(text)
     misses = [r for r in all_points if r["positive"] and not r["right"]]
     alarms = [r for r in all_points if r["false_alarm"]]
