@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError, ResumeError, ResumeUnavailable
 from . import processes
+from .processes import NotPicklable, pickled
 
 #: the errors a child sends back to be raised again in the parent, as themselves
 _RERAISED = {"ResumeError": ResumeError, "TypeError": TypeError, "ValueError": ValueError}
@@ -40,13 +41,10 @@ class FreshProcess:
         """Check now that a new process can rebuild the functions and the config, else ResumeUnavailable."""
         names = {role: importable(getattr(fns, role), role) for role in ("start", "step", "save", "load")}
         names["wrap"] = importable(fns.wrap, "wrap") if fns.wrap is not None else None
-        blob = None
-        if fns.config is not None:
-            try:
-                blob = pickle.dumps(fns.config)
-            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
-                raise ResumeUnavailable(f"cannot run in a fresh process: the config {type(fns.config).__name__} "
-                                        f"cannot be pickled ({type(exc).__name__}: {exc})") from None
+        try:
+            blob = None if fns.config is None else pickled(fns.config, "config")
+        except NotPicklable as exc:
+            raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
         return cls(names, blob, timeout)
 
     def run(self, path: Path, at: int, steps: int, streams: tuple[str, ...], workdir: Path, *, prints: str = "none"):

@@ -46,6 +46,29 @@ def importable(obj: Any, what: str) -> tuple[str, str]:
     return module, qualname
 
 
+class NotPicklable(ValueError):
+    """An object another process cannot receive; the message says which and why."""
+
+
+def pickled(obj: Any, what: str) -> bytes:
+    """``obj`` pickled for another process, else :class:`NotPicklable`.
+
+    >>> len(pickled({"n_layer": 2}, "config")) > 0
+    True
+    >>> import threading
+    >>> pickled(threading.Lock(), "config")
+    Traceback (most recent call last):
+    pytest_ckpt.resume.processes.NotPicklable: the config lock cannot be pickled for another process (TypeError: cannot pickle '_thread.lock' object)
+    """
+    import pickle
+
+    try:
+        return pickle.dumps(obj)
+    except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all meaning the same here
+        raise NotPicklable(f"the {what} {type(obj).__name__} cannot be pickled for another process "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
 def import_object(module: str, qualname: str) -> Any:
     """The object ``module.qualname``, imported."""
     obj: Any = importlib.import_module(module)

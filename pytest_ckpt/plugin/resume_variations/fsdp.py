@@ -62,13 +62,10 @@ class Fsdp(ResumeSide):
                 functions[role] = processes.importable(getattr(job, role), role)
             except processes.NotImportable as exc:
                 raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
-        config_blob = None
-        if job.config is not None:
-            try:
-                config_blob = pickle.dumps(job.config)
-            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
-                raise ResumeUnavailable(f"the config {type(job.config).__name__} cannot be pickled for the "
-                                        f"ranks ({type(exc).__name__}: {exc})") from None
+        try:
+            config_blob = None if job.config is None else processes.pickled(job.config, "config")
+        except processes.NotPicklable as exc:
+            raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
         ranks = job.workdir / "ranks"
         rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
                            str(job.workdir / "checkpoints"))

@@ -7,7 +7,6 @@ reference is the full state gathered from the ranks at save time.
 
 from __future__ import annotations
 
-import pickle
 
 import torch
 
@@ -25,12 +24,7 @@ class Fsdp(SaveSide):
         _check_available()
         factory = processes.importable(job.factory, "factory")
         save = processes.importable(job.save, "save function") if job.save is not None else None
-        config_blob = None
-        if job.has_config:
-            try:
-                config_blob = pickle.dumps(job.config)
-            except Exception as exc:  # noqa: BLE001 - pickling can fail in many ways
-                raise VariationUnavailable(f"the config cannot be pickled for the workers: {exc}")
+        config_blob = processes.pickled(job.config, "config") if job.has_config else None
         checkpoint_dir = job.directory / "dcp"
         full_state = job.directory / "full_state.pt"
         processes.run_fsdp_save(

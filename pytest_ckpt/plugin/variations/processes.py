@@ -75,6 +75,14 @@ def importable(obj: Any, what: str) -> tuple[str, str]:
         raise VariationUnavailable(str(exc)) from None
 
 
+def pickled(obj: Any, what: str) -> bytes:
+    """``obj`` pickled for the rank processes, or ``VariationUnavailable``."""
+    try:
+        return processes.pickled(obj, what)
+    except processes.NotPicklable as exc:
+        raise VariationUnavailable(str(exc)) from None
+
+
 @dataclass
 class FsdpJob:
     """What the ranks need; pickled to ``job.pkl`` (``sys.path`` first, so the rest can unpickle)."""
