@@ -362,7 +362,9 @@ def _cut_own_head(exc: BaseException) -> None:
 
 def _own_dir() -> str:
     """pytest-ckpt's own package directory, with a trailing separator."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    from .audit import PACKAGE_DIR
+
+    return PACKAGE_DIR
 
 
 def _uses_ckpt(item: pytest.Item, exc: BaseException) -> bool:

@@ -33,8 +33,9 @@ class DroppedLoad:
                 f"{'; '.join(parts)}")
 
 
-#: this package's files: a load called from here is the library's own
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: pytest-ckpt's own package directory, with a trailing separator: a load called from here is the
+#: library's own, and failures hide these frames
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _caller() -> tuple[str, bool]:
@@ -49,7 +50,7 @@ def _caller() -> tuple[str, bool]:
     if frame is None:
         return "<unknown>", False
     filename = frame.f_code.co_filename
-    return f"{filename}:{frame.f_lineno}", filename.startswith(_PACKAGE)
+    return f"{filename}:{frame.f_lineno}", filename.startswith(PACKAGE_DIR)
 
 
 class LoadAudit:

@@ -44,3 +44,11 @@ class VariationChecks:
     def _log(self, **entry: Any) -> None:
         if self._record is not None:
             self._record({"variation": self.variation, **entry})
+
+
+def as_dict(report: Any) -> dict | None:
+    """``report.to_dict()`` for the record, or ``None``: the record is a courtesy, never a test failure."""
+    try:
+        return report.to_dict()
+    except Exception:  # noqa: BLE001 - the record is a courtesy; never fail a test over it
+        return None

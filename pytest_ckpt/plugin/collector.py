@@ -38,7 +38,7 @@ class CheckCollector:
         self.skips: Counter = Counter()
         #: (variation, note) of round trips that passed with something to say
         self.notes: Counter = Counter()
-        #: test module file -> names of the tests that ran (for snapshots no test used)
+        #: test module file -> names of the tests that ran (under --ckpt-update: for snapshots no test used)
         self.ran: dict[str, set[str]] = defaultdict(set)
         #: test module file -> names of the test functions it defines (collected, run or not)
         self.defined: dict[str, set[str]] = defaultdict(set)
@@ -46,7 +46,7 @@ class CheckCollector:
     # -- collecting --------------------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" or (report.when == "setup" and report.skipped):
+        if self.update and (report.when == "call" or (report.when == "setup" and report.skipped)):
             path, _, name = report.nodeid.partition("::")
             self.ran[path].add(name.rpartition("::")[2])
         props = report.user_properties
@@ -134,7 +134,7 @@ class CheckCollector:
         for path, names in output.get(DEFINED_KEY, {}).items():
             self.defined[path].update(names)
 
-    def stale_snapshots(self, rootpath: Path, snapshot_dir: str) -> list[Path]:
+    def stale_snapshots(self, rootpath: Path) -> list[Path]:
         """Snapshot files beside the modules of this run that no test used: the files of a
         test that ran and did not ask for them, or of a test that is gone. A test that was
         deselected (``-k``) or not selected keeps its files."""
@@ -143,7 +143,7 @@ class CheckCollector:
         used = {p.resolve() for p in self.used_snapshots}
         by_dir: dict[Path, tuple[set[str], set[str]]] = {}
         for module in set(self.ran) | set(self.defined):
-            directory = snapshot_path(rootpath / module, snapshot_dir, "x", None).parent
+            directory = snapshot_path(rootpath / module, self.snapshot_dir, "x", None).parent
             ran, defined = by_dir.setdefault(directory.resolve(), (set(), set()))
             ran.update(snapshot_path(Path("m.py"), "d", n, None).stem for n in self.ran.get(module, ()))
             defined.update(self.defined.get(module, ()))
@@ -160,7 +160,7 @@ class CheckCollector:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         tr = terminalreporter
-        stale = self.stale_snapshots(tr.config.rootpath, self.snapshot_dir) if self.update else []
+        stale = self.stale_snapshots(tr.config.rootpath) if self.update else []
         if not (self.failures or self.skips or stale or self.written or self.notes):
             return
         tr.section("pytest-ckpt")

@@ -29,13 +29,13 @@ from ..checkpoint.resolve import module_view, resolve
 from ..checkpoint.view import View
 from ..compare import load_error
 from ..report.diff import CheckpointDiff
+from .audit import PACKAGE_DIR
 
 SAVED = "saved model"
 RELOADED = "reloaded model"
 BUILT = "model your load built"
 CHECKPOINT = "checkpoint"
 
-_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep
 
 
 # -- the sides -----------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def user_frame(tb) -> tuple[str, int, str] | None:
 
 
 def _library_dirs() -> tuple[str, ...]:
-    dirs = {_PACKAGE, os.path.dirname(torch.__file__) + os.sep}
+    dirs = {PACKAGE_DIR, os.path.dirname(torch.__file__) + os.sep}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable
 from ..resume.report import ResumeReport
-from .checks import VariationChecks
+from .checks import VariationChecks, as_dict
 from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
 from .resume_variations import RESUME_VARIATIONS
 from .resume_variations.base import ResumeJob
@@ -72,7 +72,7 @@ class CkptResume(VariationChecks):
             self._log(outcome="skipped", reason=reason)
         except ResumeMismatch as exc:
             cause = first_cause(exc.report)
-            self._log(outcome="failed", cause=cause, report=_to_dict(exc.report))
+            self._log(outcome="failed", cause=cause, report=as_dict(exc.report))
             failure = ResumeMismatch(exc.report)
             failure.args = (f"{label}: {cause}\n{exc.report}",)
             raise failure from None
@@ -80,7 +80,7 @@ class CkptResume(VariationChecks):
             self._log(outcome="failed")  # the failure's own first line says what (the project's error)
             raise
         else:
-            self._log(outcome="passed", report=_to_dict(report))
+            self._log(outcome="passed", report=as_dict(report))
             return report
         pytest.skip(f"{label}: {reason}")  # outside the except: the skip carries no exception context
 
@@ -105,10 +105,3 @@ def first_cause(report: ResumeReport) -> str:
     if notes:
         return f"[{notes[0].kind}] {' '.join(str(notes[0].text).split())}"
     return str(report).splitlines()[0]
-
-
-def _to_dict(report: ResumeReport) -> dict | None:
-    try:
-        return report.to_dict()
-    except Exception:  # noqa: BLE001 - the record is a courtesy; never fail a test over it
-        return None

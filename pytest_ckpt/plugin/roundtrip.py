@@ -25,7 +25,7 @@ from ..compare import load_error
 from ..compare.rules.context import plural
 from ..errors import CheckpointMismatch
 from . import explain
-from .checks import VariationChecks
+from .checks import VariationChecks, as_dict
 from .options import ATTR_TRIM, MARKER, MARKER_RESUME
 from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
@@ -117,7 +117,7 @@ class Ckpt(VariationChecks):
                 rtol=rtol if outputs_rtol is None else outputs_rtol)
         if diff.ok and not problems:
             self._log(outcome="passed", saved_with=saved.saved_with, loaded_with=loaded_with,
-                      path=str(saved.path), diff=_to_dict(diff))
+                      path=str(saved.path), diff=as_dict(diff))
             return reloaded
 
         body: list[str] = []
@@ -138,7 +138,7 @@ class Ckpt(VariationChecks):
             if any(" differs (max " in p for p in problems):
                 body.append("      fix: " + _outputs_fix(expected, actual, diff, atol, rtol))
         self._log(outcome="failed", saved_with=saved.saved_with, loaded_with=loaded_with,
-                  path=str(saved.path), diff=_to_dict(shown), outputs=problems, cause=cause)
+                  path=str(saved.path), diff=as_dict(shown), outputs=problems, cause=cause)
         raise CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body))
 
     def resume(self, *args: Any, **kwargs: Any) -> Any:
@@ -182,17 +182,17 @@ class Ckpt(VariationChecks):
         wrong = compare.file_differs(saved)
         if wrong is not None:
             cause = explain.lead(wrong)
-            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(wrong), cause=cause)
+            self._log(outcome="failed", path=str(saved.path), diff=as_dict(wrong), cause=cause)
             raise CheckpointMismatch(wrong, f"{header}: {cause}\n{wrong}\nand so {said}") from None
         diff = getattr(exc, "diff", None)
         if diff is not None:  # pc.load_into (ours or the project's): its report is the evidence
             cause = explain.lead(diff)
-            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(diff), cause=cause)
+            self._log(outcome="failed", path=str(saved.path), diff=as_dict(diff), cause=cause)
             raise CheckpointMismatch(diff, f"{header}: {cause}\n{said}") from None
         found = explain.explain_raised(failure, saved.path, saved.reference, config=compare.config,
                                        wrapped_by=saved.wrapped_by)
         if found is not None:
-            self._log(outcome="failed", path=str(saved.path), diff=_to_dict(found.diff), cause=found.cause)
+            self._log(outcome="failed", path=str(saved.path), diff=as_dict(found.diff), cause=found.cause)
             raise CheckpointMismatch(found.diff, f"{header}: {found.cause}\n{said}\n{found.body}") from None
         # an error that names no keys: the project's own, with what pytest-ckpt reads in the file
         text, cause = explain_file(saved, saved.path)
@@ -238,7 +238,7 @@ class Ckpt(VariationChecks):
                 return reloaded
             cause = (f"[layer-count] your load builds {plural(saved_count, 'block')} whatever the "
                      f"checkpoint holds: it accepted one with one block {fewer_more} ({what})")
-            self._log(outcome="failed", layers=what, diff=_to_dict(same), cause=cause)
+            self._log(outcome="failed", layers=what, diff=as_dict(same), cause=cause)
             raise CheckpointMismatch(same, f"{header}: {cause}, and {why}")
         # expected = what the load built, actual = the drifted checkpoint it accepted
         built = module_view(reloaded, label=f"the {explain.BUILT} ({type(reloaded).__name__})")
@@ -255,7 +255,7 @@ class Ckpt(VariationChecks):
             if not note.info:
                 diff.notes[i] = type(note)(note.kind, note.text, refuse, note.names, note.info)
         cause = (f"[layer-count] your load accepted a checkpoint with one block {fewer_more} ({what})")
-        self._log(outcome="failed", layers=what, diff=_to_dict(diff), cause=cause)
+        self._log(outcome="failed", layers=what, diff=as_dict(diff), cause=cause)
         raise CheckpointMismatch(diff, f"{header}: {cause}; it should raise\n{diff}")
 
     def _configured_depth_fails(self, job: SaveJob, load: Callable | None, compare: "_Compare") -> str | None:
@@ -436,10 +436,3 @@ def explain_file(saved: Saved, path: Path) -> tuple[str, str]:
         *how,
         "  fix: read the file the same way in your load (pc.load_into(model, path) does)",
     ]), cause
-
-
-def _to_dict(diff: Any) -> dict | None:
-    try:
-        return diff.to_dict()
-    except Exception:  # noqa: BLE001 - the record is a courtesy; never fail a test over it
-        return None

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import streams as global_streams
-from .state import Component, RunState, is_ndarray, unwrap
+from .state import Component, RunState, is_ndarray, optimizer_params, unwrap
 
 
 #: tensors up to this size are fingerprinted by a hash of their bytes, larger ones by a sum of their bits
@@ -197,7 +197,7 @@ def _bits(t: torch.Tensor) -> Any:
 
 def _optimizer(opt: torch.optim.Optimizer, names: Mapping[int, str]) -> dict[str, Any]:
     sd = opt.state_dict()
-    params = [p for group in opt.param_groups for p in group["params"]]
+    params = optimizer_params(opt)
     order = [i for group in sd["param_groups"] for i in group["params"]]
     by_index = dict(zip(order, params))  # state_dict numbers the parameters in param_groups order
 

@@ -102,24 +102,23 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     clock = {"start": time.perf_counter()}
     # The uninterrupted run saves after each resume point and goes on, as training that checkpoints
     # does: its first `at` steps are the interrupted run's first half, so that half costs nothing.
-    paths = _saves(workdir, "uninterrupted")
+    checkpoints = _saves(workdir, "uninterrupted", points)
     ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps),
-                        save_to=paths(points))
+                        save_to=checkpoints)
     clock["uninterrupted"] = time.perf_counter()
     compared = _compared(ref, points)
     unstable: list[str] = []
-    checkpoints = paths(points)
 
     def resume(at: int, prints: str = "none") -> Trace:
         if job is not None:
             return job.run(checkpoints[at], at, steps, streams, workdir, prints=prints)
         return resumed_half(fns, checkpoints[at], at, steps, streams, prints=prints)
 
-    rerun = _Rerun(fns, steps, streams, resume, _saves(workdir, "rerun")(points))
+    rerun = _Rerun(fns, steps, streams, resume, _saves(workdir, "rerun", points))
     if reproducible:
         # the same run again, saves included (a save that draws from an RNG does it in both)
         again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
-                              prints="none", save_to=_saves(workdir, "again")(points))
+                              prints="none", save_to=_saves(workdir, "again", points))
         unstable = _gate(ref, again, steps, compared, atol, rtol, rerun)
         compared = {p: k for p, k in compared.items() if p not in unstable}
     clock["reproducible"] = time.perf_counter()
@@ -135,9 +134,9 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
         atol=atol, rtol=rtol, seconds=seconds)
 
 
-def _saves(workdir: Path, run: str) -> Callable[[Iterable[int]], dict[int, Path]]:
+def _saves(workdir: Path, run: str, points: Iterable[int]) -> dict[int, Path]:
     """Where one run's checkpoints go: step -> path, a folder per run."""
-    return lambda points: {at: workdir / run / f"checkpoint-after-step-{at}" for at in points}
+    return {at: workdir / run / f"checkpoint-after-step-{at}" for at in points}
 
 
 class _Rerun:

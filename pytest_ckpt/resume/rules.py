@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..checkpoint.notes import Note
+from ..compare.rules.context import plural
 from .compare import ABSENT, Difference, LedgerEntry
 from .streams import SAVE_RESTORE
 
@@ -89,7 +90,7 @@ def weights(f: Findings) -> list[Note]:
         if d.untouched:
             held = ("it holds" if d.kind == "tensor" or d.total == 1 else "they hold") + " what start built"
             text = (f"{what} is not restored: after load {held}" if d.kind == "tensor" else
-                    f"{what} is not restored: none of its {_n(d.total, 'tensor')} was restored (after load {held})")
+                    f"{what} is not restored: none of its {plural(d.total, 'tensor')} was restored (after load {held})")
             if ema:
                 clause, fix = _saved(f, d, f"copy it back into {d.path} in your load",
                                      f"save {d.path} with the checkpoint and copy it back in your load")
@@ -131,7 +132,7 @@ def weights(f: Findings) -> list[Note]:
                 continue
             if n.kind == "values":
                 worst = max(d.diff.values.items(), key=lambda kv: kv[1])
-                text = (f"{what}: {len(d.diff.values)} of {_n(d.total, 'tensor')} differ after load "
+                text = (f"{what}: {len(d.diff.values)} of {plural(d.total, 'tensor')} differ after load "
                         f"(largest |diff| {_fmt(worst[1])} at {worst[0]})")
                 fix = (f"restore {d.path} from the state saved with the rest of the checkpoint "
                        f"(the same step)")
@@ -149,16 +150,16 @@ def optimizer(f: Findings) -> list[Note]:
         parts = []
         if o["empty"]:
             keys = _unique(k for ks in o["empty"].values() for k in ks)
-            parts.append(f"{_and(keys)} of {_n(len(o['empty']), 'parameter')} "
+            parts.append(f"{_and(keys)} of {plural(len(o['empty']), 'parameter')} "
                          f"({_list(o['empty'])}) {'is' if len(o['empty']) == 1 else 'are'} empty after load")
         for key, names in o["values"].items():
-            parts.append(f"{key} of {_n(len(names), 'parameter')} ({_list(names)}) "
+            parts.append(f"{key} of {plural(len(names), 'parameter')} ({_list(names)}) "
                          f"differ{'s' if len(names) == 1 else ''} after load")
         if o["steps"]:
             name, e, a = o["steps"][0]
             parts.append(f"step count {_fmt(a)} (uninterrupted: {_fmt(e)})")
         if o["extra"]:
-            parts.append(f"{_n(len(o['extra']), 'parameter')} ({_list(o['extra'])}) hold state the "
+            parts.append(f"{plural(len(o['extra']), 'parameter')} ({_list(o['extra'])}) hold state the "
                          f"uninterrupted run's do not")
         for where, e, a in o["groups"][:SHOW_NAMES]:
             parts.append(f"{_friendly(where)} {_fmt(a)} (uninterrupted: {_fmt(e)})")
@@ -389,7 +390,3 @@ def _at(located: tuple) -> str:
 
 def _article(word: str) -> str:
     return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -215,14 +215,13 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
 
 
 def _describe(trace: Trace, rs: RunState) -> None:
-    for c in rs:
-        trace.kinds.setdefault(c.path, c.kind)
-    for s in rs.streams:
-        trace.kinds.setdefault(s, "global-rng")
+    for path, kind in rs.kinds().items():
+        trace.kinds.setdefault(path, kind)
     trace.classes.update(classes(rs))
     trace.trained = trace.trained | {c.path for c in rs.trained_modules()}
     for c in rs.of_kind("module"):
-        trace.wrappers.setdefault(c.path, wrapper_prefix(c.obj))
+        if c.path not in trace.wrappers:  # two state_dict() calls: once per module, not per snapshot
+            trace.wrappers[c.path] = wrapper_prefix(c.obj)
 
 
 def wrapper_prefix(module: torch.nn.Module) -> str:

@@ -29,8 +29,6 @@ DATA_ATTRIBUTES = frozenset({"dataset", "data_source", "_dataset", "collate_fn",
 #: component kinds, in the order ``str(RunState)`` lists them
 KINDS = ("module", "optimizer", "scheduler", "scaler", "data", "generator", "state",
          "tensors", "tensor", "counter", "global-rng")
-#: the global random streams, compared when a step of the uninterrupted run draws from them
-STREAMS = ("python", "numpy", "torch", "cuda")
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class RunState:
 
     def trained_modules(self) -> list[Component]:
         """The top-level modules one of the run's optimizers trains (those a variation wraps)."""
-        trained = {id(p) for opt in self.of_kind("optimizer") for p in _optimizer_params(opt.obj)}
+        trained = {id(p) for opt in self.of_kind("optimizer") for p in optimizer_params(opt.obj)}
         return [c for c in self.of_kind("module")
                 if any(id(p) in trained for p in c.obj.parameters())]
 
@@ -303,7 +301,7 @@ def classes(rs: RunState) -> dict[str, str]:
 
 def _trained_by(found) -> dict[int, list[str]]:
     owner: dict[int, list[str]] = {}
-    by_param = {id(p): opt.path for opt in found if opt.kind == "optimizer" for p in _optimizer_params(opt.obj)}
+    by_param = {id(p): opt.path for opt in found if opt.kind == "optimizer" for p in optimizer_params(opt.obj)}
     for c in found:
         if c.kind == "module":
             paths = sorted({by_param[id(p)] for p in c.obj.parameters() if id(p) in by_param})
@@ -312,7 +310,7 @@ def _trained_by(found) -> dict[int, list[str]]:
     return owner
 
 
-def _optimizer_params(optimizer) -> list[torch.Tensor]:
+def optimizer_params(optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 

@@ -4,6 +4,6 @@ The registry (:mod:`.registry`) is torch-free, so the plugin can validate marker
 collection time; each variation's module is imported on first use.
 """
 
-from .registry import RESUME_DEFAULT, RESUME_VARIATIONS, ResumeVariation
+from .registry import RESUME_DEFAULT, RESUME_VARIATIONS
 
-__all__ = ["RESUME_DEFAULT", "RESUME_VARIATIONS", "ResumeVariation"]
+__all__ = ["RESUME_DEFAULT", "RESUME_VARIATIONS"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,19 +160,18 @@ def sharded(start: Callable, mesh: Any) -> Callable:
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
+    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, read_rank_job
 
     workdir = Path(job_path).parent
-    with open(job_path, "rb") as f:
-        sys.path[:0] = [p for p in pickle.load(f) if p not in sys.path]
-        try:
-            job: RankJob = pickle.load(f)
-            fns = {role: processes.import_object(*name) for role, name in job.functions.items()}
-            config = pickle.loads(job.config_blob) if job.config_blob is not None else None
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
-            (workdir / "skip.txt").write_text(f"the project's functions or config cannot be rebuilt in a rank "
-                                              f"process: {type(exc).__name__}: {exc}")
-            return EXIT_UNAVAILABLE
+
+    def rebuild(job: RankJob):
+        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
+                pickle.loads(job.config_blob) if job.config_blob is not None else None)
+
+    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
+    if rebuilt is None:
+        return EXIT_UNAVAILABLE
+    job, fns, config = rebuilt
 
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -213,8 +211,6 @@ FSDP = Fsdp()
 
 
 if __name__ == "__main__":
-    code = _rank_main(sys.argv[1], int(sys.argv[2]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # skip interpreter teardown: gloo's threads can abort it after the work is done
-    os._exit(code)
+    from ..variations.processes import rank_entry
+
+    rank_entry(_rank_main)

@@ -12,47 +12,27 @@ each variation's code lives in its own module and is imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+from ..variations.registry import Variation
+
+def _v(name: str, summary: str, impl: str) -> Variation:
+    return Variation(name, summary, f"pytest_ckpt.plugin.resume_variations.{impl}")
 
 
-@dataclass(frozen=True)
-class ResumeVariation:
-    """One way of running the project's training; ``impl`` is ``"module:attr"``, imported lazily.
-
-    ``catches``: what a failure under this variation (and not under ``plain``) points at.
-    """
-
-    name: str
-    summary: str
-    catches: str
-    impl: str
-
-    def load(self):
-        """The implementation object (see :class:`pytest_ckpt.plugin.resume_variations.base.ResumeSide`)."""
-        module, _, attr = self.impl.partition(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-def _v(name: str, summary: str, catches: str, impl: str) -> ResumeVariation:
-    return ResumeVariation(name, summary, catches, f"pytest_ckpt.plugin.resume_variations.{impl}")
-
-
+# each comment: what a failure under this variation, and not under plain, points at (docs/resume.md)
 _ALL = (
-    _v("plain", "the run as start builds it",
-       "state the checkpoint does not carry, or load does not restore", "plain:PLAIN"),
-    _v("compile", "every trained top-level module wrapped in torch.compile",
-       "a save or load that breaks on torch.compile's _orig_mod. names", "compile:COMPILE"),
-    _v("ddp", "every trained top-level module wrapped in DistributedDataParallel (gloo)",
-       "a save or load that breaks on DDP's module. names", "ddp:DDP"),
-    _v("fresh-process", "the resumed half in a new Python process",
-       "a resume that works only because this process still holds the state (module globals, caches)",
-       "fresh_process:FRESH_PROCESS"),
-    _v("fsdp", "FSDP2 fully_shard on 2 processes, each rank checked",
-       "a save or load that loses a rank's shards of weights or optimizer state", "fsdp:FSDP"),
+    # state the checkpoint does not carry, or load does not restore
+    _v("plain", "the run as start builds it", "plain:PLAIN"),
+    # a save or load that breaks on torch.compile's _orig_mod. names
+    _v("compile", "every trained top-level module wrapped in torch.compile", "compile:COMPILE"),
+    # a save or load that breaks on DDP's module. names
+    _v("ddp", "every trained top-level module wrapped in DistributedDataParallel (gloo)", "ddp:DDP"),
+    # a resume that works only because this process still holds the state (module globals, caches)
+    _v("fresh-process", "the resumed half in a new Python process", "fresh_process:FRESH_PROCESS"),
+    # a save or load that loses a rank's shards of weights or optimizer state
+    _v("fsdp", "FSDP2 fully_shard on 2 processes, each rank checked", "fsdp:FSDP"),
 )
 
 #: every resume variation, by exact name, in the documented order
-RESUME_VARIATIONS: dict[str, ResumeVariation] = {v.name: v for v in _ALL}
+RESUME_VARIATIONS: dict[str, Variation] = {v.name: v for v in _ALL}
 #: what ``@pytest.mark.ckpt_resume()`` runs: all but fsdp (two processes; for projects that shard)
 RESUME_DEFAULT: tuple[str, ...] = ("plain", "compile", "ddp", "fresh-process")

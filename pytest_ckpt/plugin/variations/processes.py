@@ -19,7 +19,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
 from ...resume import processes
@@ -81,6 +81,30 @@ def pickled(obj: Any, what: str) -> bytes:
         return processes.pickled(obj, what)
     except processes.NotPicklable as exc:
         raise VariationUnavailable(str(exc)) from None
+
+
+def read_rank_job(job_path: str, rebuild: Callable[[Any], Any], what: str) -> Any:
+    """In a rank: the job it was started with, ``rebuild(job)`` (the project's objects imported back);
+    ``None`` after writing ``skip.txt`` (``what`` cannot be rebuilt here) when that fails.
+
+    The file holds ``sys.path`` first, so the rest can unpickle."""
+    with open(job_path, "rb") as f:
+        sys.path[:0] = [p for p in pickle.load(f) if p not in sys.path]
+        try:
+            return rebuild(pickle.load(f))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
+            (Path(job_path).parent / "skip.txt").write_text(
+                f"{what} cannot be rebuilt in a rank process: {type(exc).__name__}: {exc}")
+            return None
+
+
+def rank_entry(main: Callable[[str, int], int]) -> None:
+    """A rank module's ``__main__``: ``main(job_path, rank)``, then exit without interpreter teardown
+    (gloo's threads can abort it after the work is done)."""
+    code = main(sys.argv[1], int(sys.argv[2]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @dataclass
@@ -192,21 +216,17 @@ def default_fsdp_save(model: Any, path: Path) -> None:
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    with open(job_path, "rb") as f:
-        paths = pickle.load(f)
-        sys.path[:0] = [p for p in paths if p not in sys.path]
-        workdir = Path(job_path).parent
-        try:
-            job: FsdpJob = pickle.load(f)
-            factory = processes.import_object(*job.factory)
-            config = pickle.loads(job.config_blob) if job.config_blob is not None else None
-            save = processes.import_object(*job.save) if job.save is not None else default_fsdp_save
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
-            (workdir / "skip.txt").write_text(
-                f"the factory, config or save function cannot be rebuilt in a worker process: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            return EXIT_UNAVAILABLE
+    workdir = Path(job_path).parent
+
+    def rebuild(job: FsdpJob):
+        return (job, processes.import_object(*job.factory),
+                pickle.loads(job.config_blob) if job.config_blob is not None else None,
+                processes.import_object(*job.save) if job.save is not None else default_fsdp_save)
+
+    rebuilt = read_rank_job(job_path, rebuild, "the factory, config or save function")
+    if rebuilt is None:
+        return EXIT_UNAVAILABLE
+    job, factory, config, save = rebuilt
 
     import torch
     import torch.distributed as dist
@@ -294,8 +314,4 @@ def _holds(tree: Any, kind: type, depth: int = 0) -> bool:
 
 
 if __name__ == "__main__":
-    code = _rank_main(sys.argv[1], int(sys.argv[2]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # skip interpreter teardown: gloo's threads can abort it after the work is done
-    os._exit(code)
+    rank_entry(_rank_main)

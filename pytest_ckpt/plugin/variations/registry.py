@@ -26,14 +26,16 @@ class UnknownVariation(ValueError):
 
 @dataclass(frozen=True)
 class Variation:
-    """One way of wrapping and saving a model; ``impl`` is ``"module:attr"``, imported lazily."""
+    """One variation (of a round trip: a way of wrapping and saving a model; of a resume check: a way
+    of running the training); ``impl`` is ``"module:attr"``, imported lazily."""
 
     name: str
     summary: str
     impl: str
 
     def load(self):
-        """The implementation object (see :class:`pytest_ckpt.plugin.variations.base.SaveSide`)."""
+        """The implementation object (:class:`pytest_ckpt.plugin.variations.base.SaveSide` or
+        :class:`pytest_ckpt.plugin.resume_variations.base.ResumeSide`)."""
         module, _, attr = self.impl.partition(":")
         return getattr(importlib.import_module(module), attr)
 
