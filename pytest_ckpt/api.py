@@ -14,6 +14,7 @@ import torch
 from .checkpoint.configs import config_to_dict
 from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
+from .checkpoint.view import dataless
 from .compare.compare import compare
 from .errors import CheckpointMismatch
 from .report.diff import CheckpointDiff
@@ -166,6 +167,8 @@ def load_into(
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
     target, source_view = align(target, source_view)
+    # a load copies values: a tensor without any (a meta tensor) is a cause, whatever the source
+    source_view.dataless = dataless(source_view.tensors)
     configs, config_strict = None, False
     if config is not None:
         configs = (config_to_dict(config), source_view.config)
@@ -178,6 +181,7 @@ def load_into(
         name: tensor
         for name, tensor in source_view.tensors.items()
         if name in target.schema and target.schema[name].shape == tuple(tensor.shape)
+        and not tensor.is_meta  # saved without data: reported in the diff, nothing to copy
     }
     _copy_into(target, loadable)
     return LoadReport(

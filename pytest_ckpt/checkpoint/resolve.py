@@ -16,7 +16,7 @@ from . import canonical, locate
 from .configs import config_to_dict, readable_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
-from .view import View, holds_values
+from .view import View, dataless, holds_values
 
 
 def resolve(
@@ -152,6 +152,9 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     )
     view.format = contents.format
     view.noun = contents.noun
+    if values and not view.has_values:  # read for its values, yet some tensors hold none
+        view.dataless = dataless(view.tensors)
+        view.has_values = True
     view.stored = stored
     if stored and stored.get("config") is not None:
         view.config = stored["config"]

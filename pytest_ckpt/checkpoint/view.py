@@ -15,6 +15,11 @@ from .schema import Schema
 _is_meta = attrgetter("is_meta")
 
 
+def dataless(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of meta tensors: in a source read with its values, tensors saved without data."""
+    return sorted(name for name, t in tensors.items() if t.is_meta)
+
+
 def holds_values(tensors: Mapping[str, torch.Tensor]) -> bool:
     """True unless some tensor is a meta tensor (read for its schema only)."""
     return not any(map(_is_meta, tensors.values()))  # map runs at C speed: once per tensor
@@ -57,6 +62,9 @@ class View:
     built: str | None = None
     #: whose code made this side, when a fix must point at that code: "load" or "save"
     made_by: str | None = None
+    #: names read with values whose tensors hold no data (a meta tensor was saved): each a
+    #: cause, while the other tensors' values are still compared
+    dataless: list[str] = field(default_factory=list)
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

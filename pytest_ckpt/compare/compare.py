@@ -63,6 +63,7 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
         if e.dtype != a.dtype:
             diff.dtype[name] = (e.dtype, a.dtype)
     diff.values_compared = bool(values and expected.has_values and actual.has_values)
+    diff.dataless = sorted({*expected.dataless, *actual.dataless})
     if diff.values_compared:
         if diff.shape or diff.dtype:
             alike = [not (n in diff.shape or n in diff.dtype) for n in common]

@@ -43,6 +43,8 @@ class Diff:
     expected_info: dict = field(default_factory=dict)
     actual_info: dict = field(default_factory=dict)
     values_compared: bool = False
+    #: names whose tensor holds no data on either side (a meta tensor was saved): never equal
+    dataless: list[str] = field(default_factory=list)
     #: tolerances the values were compared with (0, 0: exactly)
     atol: float = 0.0
     rtol: float = 0.0
@@ -51,7 +53,7 @@ class Diff:
     def ok(self) -> bool:
         return not (
             self.missing or self.unexpected or self.shape or self.dtype
-            or self.values or self.ties or (self.config_strict and self.config)
+            or self.values or self.ties or (self.config_strict and self.config) or self.dataless
         )
 
     def __bool__(self) -> bool:  # a diff is "truthy" when there is a difference

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from . import torchfile, safetensors, sharded, dcp, golden, bare_pickle  # noqa: F401  (registration order)
+from ..errors import CheckpointError
 from .atomic import atomic_path
 from .registry import Contents, Format, detect, formats
 
@@ -33,9 +34,16 @@ def read(path: str | os.PathLike, *, meta: bool, weights_only: bool = True) -> C
     >>> read("ckpt/model.safetensors.index.json", meta=True)   # doctest: +SKIP
     """
     fmt, target = detect(path)
-    contents = fmt.read(target, meta=meta, weights_only=weights_only)
+    try:
+        contents = fmt.read(target, meta=meta, weights_only=weights_only)
+    except RecursionError:
+        raise _too_deep(target) from None
     contents.path = Path(path)
     return contents
+
+
+def _too_deep(path: Path) -> CheckpointError:
+    return CheckpointError(path, "corrupted", "it nests containers too deeply to be a state dict (Python's recursion limit)")
 
 
 def verify(path: str | os.PathLike) -> None:
@@ -45,7 +53,10 @@ def verify(path: str | os.PathLike) -> None:
     ``unsafe``, ...) naming the file at fault; returns None when the file is sound.
     """
     fmt, target = detect(path)
-    fmt.verify(target)
+    try:
+        fmt.verify(target)
+    except RecursionError:
+        raise _too_deep(target) from None
 
 
 def write(tensors: Mapping[str, "torch.Tensor"], path: str | os.PathLike, *, stored: dict,

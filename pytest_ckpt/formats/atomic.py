@@ -36,7 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On error the temporary file is removed and ``path`` is untouched. A file being
     replaced keeps its mode (a 0600 checkpoint stays 0600); a new file gets the mode any
     new file gets here (the umask, applied by the system: the process umask is never
-    changed). Temporary files an earlier, killed save to the same path left behind are
+    changed). A symlink is written through: the file it names is replaced, the link stays.
+    Temporary files an earlier, killed save to the same path left behind are
     removed: only names of this shape, older than this save, and (on POSIX) not locked
     by a save still running.
 
@@ -44,6 +45,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ...     tmp.write_text("{}")
     """
     path = Path(path)
+    if path.is_symlink():  # write through to the file the link names; the link stays a link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     fd, tmp = _create(path)

@@ -6,8 +6,10 @@ import dataclasses
 import enum
 import importlib
 import io
+import math
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from . import pickle_scan
+from .paths import inside, regular
 from .registry import Contents, Format, register
 
 METADATA = ".metadata"
@@ -58,6 +61,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 def read_metadata(path: Path):
     """The DCP ``Metadata``, unpickled with an allowlist (``FileSystemReader.read_metadata`` trusts the pickle)."""
     file = path / METADATA
+    regular(file, role=f"the DCP {METADATA}")
     try:
         data = file.read_bytes()
     except OSError as e:
@@ -84,6 +88,8 @@ def storage_files(path: Path, md) -> dict[str, int]:
     need: dict[str, int] = {}
     try:
         for info in (md.storage_data or {}).values():
+            if not (type(info.offset) is int and type(info.length) is int and info.offset >= 0 and info.length >= 0):
+                raise ValueError(f"storage range offset={info.offset!r} length={info.length!r}")
             end = info.offset + info.length
             if end > need.get(info.relative_path, -1):
                 need[info.relative_path] = end
@@ -100,7 +106,8 @@ def check_files(path: Path, md) -> list[Path]:
     """Every storage file present and long enough; ``incomplete`` otherwise. Returns the files."""
     files = []
     for rel, end in storage_files(path, md).items():
-        file = path / rel
+        file = inside(path, rel, named_by=path / METADATA, what="the storage file")
+        regular(file, role=f"storage file {rel} named by {METADATA}")
         try:
             size = file.stat().st_size
         except FileNotFoundError:
@@ -122,6 +129,7 @@ def read(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     files = check_files(path, md)
     flat: dict[str, Any] = {}
     try:
+        check_sizes(path, md)
         for fqn, item in md.state_dict_metadata.items():
             if isinstance(item, TensorStorageMetadata):
                 flat[fqn] = torch.empty(tuple(item.size), dtype=item.properties.dtype, device="meta" if meta else "cpu")
@@ -130,15 +138,35 @@ def read(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
         planner_data = getattr(md, "planner_data", None) or {}
         if not meta and flat:
             _load_values(path, md, flat, weights_only)
-        tree = _nest(flat, planner_data)
+        tree = _nest(flat, planner_data, limit=len(flat))
     except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:  # fields lost to damage
         raise _damaged(path, e) from None
     return Contents(path, "dcp", tree, meta, files=[path / METADATA, *files])
 
 
 def verify(path: Path) -> None:
-    """Metadata readable; every referenced storage file present and long enough."""
-    check_files(path, read_metadata(path))
+    """What a load reads: the metadata, every storage file and byte range, the tensors, and the
+    pickled entries through the weights-only loader. DCP stores no checksums: a flipped bit in
+    tensor data is not found."""
+    read(path, meta=False)
+
+
+def check_sizes(path: Path, md) -> None:
+    """Every tensor's declared size: non-negative integers, no more bytes than its storage holds."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    stored: dict[str, int] = {}
+    for index, info in (md.storage_data or {}).items():
+        stored[index.fqn] = stored.get(index.fqn, 0) + info.length
+    for fqn, item in md.state_dict_metadata.items():
+        if not isinstance(item, TensorStorageMetadata):
+            continue
+        size = tuple(item.size)
+        if not all(type(d) is int and d >= 0 for d in size):
+            raise ValueError(f"tensor {fqn!r} has size {size}")
+        nbytes = math.prod(size) * item.properties.dtype.itemsize
+        if nbytes > stored.get(fqn, 0):
+            raise ValueError(f"tensor {fqn!r} of size {size} needs {nbytes} bytes; its storage holds {stored.get(fqn, 0)}")
 
 
 def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
@@ -155,6 +183,7 @@ def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
     class Planner(DefaultLoadPlanner):
         def load_bytes(self, read_item, value):  # DCP's own default is weights_only=False
             fqn = read_item.dest_index.fqn
+            _scan_entry(path, fqn, value, weights_only)
             try:
                 loaded[fqn] = torch.load(value, weights_only=weights_only)
             except pickle.UnpicklingError as e:
@@ -177,15 +206,38 @@ def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
         raise _storage_error(path, e) from None
 
 
+def _scan_entry(path: Path, fqn: str, value: io.IOBase, weights_only: bool) -> None:
+    """Name the globals a pickled entry asks for (``unsafe``) before torch.load refuses it."""
+    start = value.tell()
+    raw = value.read()
+    value.seek(start)
+    try:  # torch.save's zip: its data.pkl
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("/data.pkl")), None)
+            raw = zf.read(name) if name else raw
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        pass  # not a zip: the legacy pickle stream itself
+    try:
+        pickle_scan.scan(path, raw, f"non-tensor entry {fqn!r}", allowlist=weights_only)
+    except CheckpointError as e:
+        if e.kind == "unsafe":
+            raise
+        # damaged: torch.load below says how
+
+
 def _storage_error(path: Path, e: BaseException) -> CheckpointError:
     text = str(e).strip().splitlines()
     return CheckpointError(path, "corrupted", f"DCP storage could not be read ({type(e).__name__}: {text[0] if text else ''})")
 
 
-def _nest(flat: dict[str, Any], planner_data: dict[str, tuple]) -> Any:
+def _nest(flat: dict[str, Any], planner_data: dict[str, tuple], *, limit: int) -> Any:
     root: dict = {}
     for fqn, value in flat.items():
         keys = planner_data.get(fqn) or (fqn,)
+        # a list index is bounded by the entries there are: a damaged one must not allocate
+        bad = [k for k in keys if isinstance(k, int) and not 0 <= k < limit]
+        if bad:
+            raise IndexError(f"planner_data for {fqn!r} has list index {bad[0]} but there are {limit} entries")
         node: Any = root
         for key, nxt in zip(keys[:-1], keys[1:]):
             node = _child(node, key, [] if isinstance(nxt, int) else {})

@@ -7,6 +7,7 @@ import pickletools
 from typing import Callable, Iterable
 
 from ..errors import CheckpointError
+from . import pickle_stub
 
 # Opcodes that push a string: candidates for STACK_GLOBAL's module and name.
 _STRING_OPS = frozenset(
@@ -20,23 +21,48 @@ _NO_PUSH = frozenset({"PROTO", "FRAME", "STOP", "POP", "POP_MARK", "MARK"}) | _P
 
 
 def requested_globals(data: bytes | io.IOBase) -> list[str]:
-    """The globals (``module.name``) a pickle asks for, in order, without unpickling.
+    """The globals (``module.name``) a pickle asks for, in order, without running it.
 
-    Reads GLOBAL, INST and STACK_GLOBAL (resolving memoized strings). One pickle
-    only: it stops at STOP. Raises ``ValueError`` on a malformed stream.
+    One pickle only: it stops at STOP. The opcodes are read first (GLOBAL, INST,
+    STACK_GLOBAL, memoized strings), then the pickle runs on a machine of stubs
+    (:mod:`.pickle_stub`), which resolves what the real loader would, whatever the opcode
+    sequence (memo, POP and MARK tricks). Raises ``ValueError`` on a malformed stream.
 
     >>> import pickle, os
     >>> requested_globals(pickle.dumps(os.path.join, protocol=2))
     ['posixpath.join']
     """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+        found, _ = _opcode_globals(data)
+        raw = data
+    else:
+        start = data.tell()
+        found, end = _opcode_globals(data)
+        data.seek(start)
+        raw = data.read(end - start)
+        data.seek(end)
+    try:
+        _, resolved = pickle_stub.run(raw)
+    except ValueError as e:  # the real loader fails here too: what it resolved before, and the opcodes'
+        return list(dict.fromkeys([*(_display(*n) for n in e.args[1]), *found]))
+    return [_display(*n) for n in resolved]
+
+
+def _opcode_globals(data: bytes | io.IOBase) -> tuple[list[str], int]:
+    """The globals the opcodes name (a coarse stack model), and where the pickle ends."""
     found: list[str] = []
     memo: dict = {}
     stack: list = []  # a coarse model of the stack: strings, else None
-    for op, arg, _ in pickletools.genops(data):
+    end = 0
+    for op, arg, pos in pickletools.genops(data):
         name = op.name
+        end = pos + 1
         if name in _STRING_OPS:
             stack.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
         elif name in _PUT_OPS:
+            if arg > _MAX_MEMO:  # the C unpickler sizes its memo by the index: refuse before it
+                raise ValueError(f"memo index {arg} at byte {pos}: no pickle this size needs it")
             memo[arg] = stack[-1] if stack else None
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1] if stack else None
@@ -58,7 +84,11 @@ def requested_globals(data: bytes | io.IOBase) -> list[str]:
             stack.append(None)
         if len(stack) > 64:  # only the top two matter; keep the model small
             del stack[:-8]
-    return found
+    return found, end
+
+
+#: memo indexes above this are refused before unpickling (the memo is an array that big)
+_MAX_MEMO = 1 << 24
 
 
 def _display(module: str, qual: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
 
 from ..errors import CheckpointError
+from .paths import regular
 
 __all__ = ["Contents", "Format", "register", "unregister", "formats", "detect", "detect_file", "writer_for"]
 
@@ -130,6 +131,7 @@ def _detect_dir(path: Path) -> tuple[Format, Path]:
 
 def detect_file(path: Path) -> Format:
     """The format of one file, from its first bytes; the suffix only sharpens the error."""
+    regular(path)  # a FIFO or a device would block or never end: said, not opened
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -19,6 +19,7 @@ from .registry import Contents, Format, register
 
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
 _FIRST_READ = 1 << 16  # most headers fit: one read
+_MAX_ELEMENTS = 1 << 48  # an empty tensor's other dimensions: beyond this torch cannot index it
 
 DTYPES: dict[str, torch.dtype] = {
     code: getattr(torch, name)
@@ -71,8 +72,8 @@ def read_header(path: Path) -> Header:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     header = stored_mod.json_object(raw, path, "the safetensors header")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise CheckpointError(path, "corrupted", "the safetensors __metadata__ is not a JSON object")
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(path, "corrupted", "the safetensors __metadata__ is not a JSON object of strings")
     data_size = size - 8 - n
     entries = []
     end_max = 0
@@ -83,7 +84,9 @@ def read_header(path: Path) -> Header:
             begin, end = info["data_offsets"]
             # min() and prod() in C: cheaper than a per-dimension Python check; float dims fail below.
             ok = (0 <= begin <= end and end - begin == math.prod(shape) * dtype.itemsize
-                  and (not shape or min(shape) >= 0) and type(end) is int)
+                  and (not shape or min(shape) >= 0) and type(end) is int and type(shape) is list)
+            if ok and begin == end and shape:  # empty: the other dimensions are unbounded by the bytes
+                ok = all(type(d) is int for d in shape) and math.prod(d or 1 for d in shape) < _MAX_ELEMENTS
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(path, "corrupted", f"the header entry for {name!r} is malformed ({type(e).__name__}: {e})") from None
         if not ok:

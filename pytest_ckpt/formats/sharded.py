@@ -10,6 +10,7 @@ from typing import Any, Callable, Hashable
 import torch
 
 from ..errors import CheckpointError
+from .paths import inside, regular
 from .registry import Contents, Format, detect_file, register
 
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
@@ -17,6 +18,7 @@ INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 
 def read_index(index: Path) -> dict[str, list[str]]:
     """Shard file name -> tensor names, in index order. A damaged index is ``corrupted``."""
+    regular(index, role="the index")
     try:
         data = json.loads(index.read_bytes())
         weight_map = data["weight_map"]
@@ -24,11 +26,12 @@ def read_index(index: Path) -> dict[str, list[str]]:
             raise TypeError("weight_map is not an object")
     except OSError as e:
         raise CheckpointError(index, "unreadable", e.strerror or str(e)) from None
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(index, "corrupted", f"the index has no readable weight_map ({type(e).__name__}: {e})") from None
     shards: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
-        shards.setdefault(str(shard), []).append(name)
+        inside(index.parent, shard, named_by=index, what=f"the weight_map entry for {name!r} names")
+        shards.setdefault(shard, []).append(name)
     return shards
 
 
@@ -87,6 +90,7 @@ def _check_format(index: Path, path: Path, name: str) -> None:
 
 def _shard_path(index: Path, shard: str) -> Path:
     path = index.parent / shard
+    regular(path, role=f"shard {shard} named by {index.name}")
     if not path.is_file():
         raise CheckpointError(path, "incomplete", f"shard {shard} named by {index.name} is absent (an interrupted save or copy?)")
     return path

@@ -39,6 +39,10 @@ def json_object(text: str | bytes, path, what: str) -> dict:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(path, "corrupted", f"{what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(path, "corrupted", f"{what} nests too deeply to be a checkpoint's JSON") from None
+    except TypeError:  # not text at all (a number where the JSON text belongs)
+        raise CheckpointError(path, "corrupted", f"{what} is a {type(text).__name__}, not JSON text") from None
     if not isinstance(value, dict):
         raise CheckpointError(path, "corrupted", f"{what} is not a JSON object")
     return value
@@ -80,7 +84,9 @@ def schema_problems(schema: Mapping[str, Any], tree: Any) -> list[str]:
         t = tensors.get(name)
         if t is None or not isinstance(spec, Mapping):
             continue
-        if list(spec.get("shape", ())) != list(t.shape):
+        if not isinstance(spec.get("shape", ()), (list, tuple)):
+            problems.append(f"{name}: stored shape {spec.get('shape')!r} is not a list")
+        elif list(spec.get("shape", ())) != list(t.shape):
             problems.append(f"{name}: shape {tuple(t.shape)}, stored {tuple(spec.get('shape', ()))}")
         if spec.get("dtype") not in (None, dtype_name(t.dtype)):
             problems.append(f"{name}: dtype {dtype_name(t.dtype)}, stored {spec.get('dtype')}")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Hashable, Mapping
 import torch
 
 from ..errors import CheckpointError
-from . import pickle_scan, stored as stored_mod
+from . import pickle_scan, stored as stored_mod, zipcheck
 from .registry import Contents, Format, register
 
 _LEGACY_PICKLES = 5  # magic, protocol, sys info, the object, storage keys
@@ -27,8 +27,11 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     """A torch zip file; ``meta=True`` reads no tensor data."""
     reader = _open_reader(path)
     records = _records(path, reader)
+    data_pkl = _record(path, reader, "data.pkl")
     # DTensors are refused with or without weights_only; unsafe globals only with it
-    pickle_scan.scan(path, _record(path, reader, "data.pkl"), "data.pkl", allowlist=weights_only)
+    pickle_scan.scan(path, data_pkl, "data.pkl", allowlist=weights_only)
+    # one reading of the archive for torch.load (mmap or not), zipfile and us; sizes bounded
+    zipcheck.check(path, data_pkl)
     stored = None
     if stored_mod.RECORD in records:
         stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
@@ -87,7 +90,12 @@ def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties
 
 
 def verify_zip(path: Path) -> None:
-    """Every record's CRC, the pickle (weights-only, on meta) and the stored metadata."""
+    """The layout, every record's CRC, the pickle (weights-only, on meta) and the stored metadata;
+    a tensor saved without data (a meta tensor) is ``incomplete``."""
+    layout = zipcheck.check(path, _record(path, _open_reader(path), "data.pkl"))
+    if layout.dataless:
+        shown = ", ".join(layout.dataless[:3]) + (f" and {len(layout.dataless) - 3} more" if len(layout.dataless) > 3 else "")
+        raise CheckpointError(path, "incomplete", f"{len(layout.dataless)} tensor{'s' if len(layout.dataless) > 1 else ''} without data (saved as meta tensors): {shown}")
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()

@@ -69,6 +69,8 @@ def _verdict(diff: Diff, problems) -> str:
         return f"{text} ({normalized})" if normalized else text
     words = {"values": ("value", "values"), "ties": ("tie broken", "ties broken")}
     parts = [f"{v} {words.get(k, (k, k))[v != 1]}" for k, v in counts(diff).items() if v]
+    if diff.dataless:
+        parts.append(f"{len(diff.dataless)} without data")
     causes = len(problems)
     return (f"{diff.actual} differs from {diff.expected}: {', '.join(parts)} "
             f"({causes} {'cause' if causes == 1 else 'causes'})")

@@ -23,7 +23,7 @@ from .blocks import incomplete, layer_count
 from .context import Context
 from .names import missing, renamed, unexpected
 from .shapes import config, shape
-from .tensors import dtype, tied, tied_copies, values
+from .tensors import dataless, dtype, tied, tied_copies, values
 
 __all__ = ["Context", "Rule", "RULES"]
 
@@ -31,4 +31,4 @@ Rule = Callable[[Diff, View, View, Context], "list[Note]"]
 
 #: the rules, in the order they claim names: specific causes before generic ones
 RULES: list[Rule] = [layer_count, incomplete, renamed, missing, unexpected, shape, config,
-                     dtype, values, tied, tied_copies]
+                     dtype, dataless, values, tied, tied_copies]

@@ -39,6 +39,21 @@ _LOAD_VALUES_FIX = ("the checkpoint holds the saved values: your load does not l
                     "or a change after loading)")
 
 
+def dataless(diff, expected, actual, ctx) -> list[Note]:
+    """Tensors saved without data (meta tensors): nothing to load, nothing equal to compare."""
+    if not diff.dataless:
+        return []
+    n = len(diff.dataless)
+    sides = [v.label for v in (expected, actual) if v.dataless]
+    return [Note(
+        "incomplete",
+        f"{plural(n, 'tensor')} in {' and '.join(sides)} {verb(n, 'holds', 'hold')} no data (saved as "
+        f"meta tensors): {listing(diff.dataless, 3)}",
+        fix="save the tensors after they are materialized (model.to_empty(device=...) and "
+            "initialize or load them; a model built on device='meta' holds shapes only)",
+        names=tuple(diff.dataless))]
+
+
 def values(diff, expected, actual, ctx) -> list[Note]:
     """Tensors of the same shape and dtype whose values differ."""
     if not diff.values:
