@@ -112,7 +112,8 @@ def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | 
     try:
         if meta:
             tensors = {name: torch.empty(shape, dtype=dtype, device="meta") for name, dtype, shape, _, _ in header.entries}
-        else:
+        else:  # values are read: the bytes verify would refuse are refused here too
+            check_crc(path, header)
             tensors = _values(path, header)
     except (TypeError, ValueError) as e:  # a shape of non-integers that passed the size check
         raise CheckpointError(path, "corrupted", f"a header shape is malformed ({e})") from None
@@ -210,14 +211,19 @@ def verify(path: Path) -> Header:
         pos = end
     if pos != header.data_size:
         raise CheckpointError(path, "corrupted", f"the header accounts for {pos} bytes of data but the file has {header.data_size}: trailing bytes")
+    check_crc(path, header)
+    contents = read(path, meta=True, header=header)
+    stored_mod.check(path, contents.stored, contents.tree)
+    return header
+
+
+def check_crc(path: Path, header: Header) -> None:
+    """The data region against the CRC32 ``pc.save`` stored (files of other writers have none)."""
     want = header.metadata.get(stored_mod.CRC_KEY)
     if want is not None:
         got = _crc(path, header.data_start)
         if f"{got:08x}" != want:
             raise CheckpointError(path, "corrupted", f"the data CRC32 is {got:08x} but {want} was stored: the tensor bytes changed after saving")
-    contents = read(path, meta=True, header=header)
-    stored_mod.check(path, contents.stored, contents.tree)
-    return header
 
 
 def _crc(path: Path, start: int) -> int:

@@ -98,10 +98,15 @@ class Mutation:
         if diff.ok:
             return f"false pass: {self!r} gives an ok diff"
         allowed = CAUSES[self.kind]
+        drifted = set(self.names)
         for note in notes:
             if not note.info and note.kind not in allowed:
                 return f"wrong cause for {self!r}: [{note.kind}] {note.text}"
-        covered = {n for note in notes if note.kind in allowed for n in note.names}
+            # a drift not undone by design is never explained away by an informational note
+            if note.info and drifted.intersection(note.names):
+                return f"{self!r} is explained by an informational note: [{note.kind}] {note.text}"
+        # coverage from cause notes only: an informational note covers nothing
+        covered = {n for note in notes if not note.info and note.kind in allowed for n in note.names}
         for name in self.names:
             if name not in covered:
                 return f"{name} is not named by a {'/'.join(allowed)} note for {self!r}"
