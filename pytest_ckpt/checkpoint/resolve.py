@@ -152,7 +152,7 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     )
     view.format = contents.format
     view.noun = contents.noun
-    if values and not view.has_values:  # read for its values, yet some tensors hold none
+    if values and not contents.meta and not view.has_values:  # values read, yet some tensors hold none
         view.dataless = dataless(view.tensors)
         view.has_values = True
     view.stored = stored

@@ -55,7 +55,7 @@ class _MetadataUnpickler(pickle.Unpickler):
         full = f"{module}.{name}"
         if not _allowed(full):
             raise pickle.UnpicklingError(f"global {full} is not allowed in DCP metadata")
-        return super().find_class(module, name)
+        return _resolve(full)  # what _allowed imported: no other lookup
 
 
 def read_metadata(path: Path):
@@ -186,8 +186,8 @@ def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
             _scan_entry(path, fqn, value, weights_only)
             try:
                 loaded[fqn] = torch.load(value, weights_only=weights_only)
-            except pickle.UnpicklingError as e:
-                raise CheckpointError(path, "unsafe", f"non-tensor entry {fqn!r}: weights-only loading refused it ({str(e).splitlines()[0]})") from None
+            except pickle.UnpicklingError as e:  # the scan found no global it refuses: damage
+                raise CheckpointError(path, "corrupted", f"non-tensor entry {fqn!r} cannot be read ({str(e).splitlines()[0][:200]})") from None
 
     try:
         with warnings.catch_warnings():

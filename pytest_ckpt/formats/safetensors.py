@@ -99,7 +99,21 @@ def read_header(path: Path) -> Header:
             path, "truncated",
             f"the safetensors header claims {end_max} bytes of data but the file has {data_size} (an interrupted save?)",
         )
+    _check_coverage(path, entries, data_size)
     return Header(entries, metadata, 8 + n, size)
+
+
+def _check_coverage(path: Path, entries, data_size: int) -> None:
+    """The byte ranges tile the data region from 0 to its end, as the safetensors library requires:
+    a file it refuses is refused here too."""
+    pos = 0
+    for begin, end, name in sorted((b, e, name) for name, _, _, b, e in entries):
+        if begin != pos:
+            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
+            raise CheckpointError(path, "corrupted", f"the byte range of {name!r} {what}")
+        pos = end
+    if pos != data_size:
+        raise CheckpointError(path, "corrupted", f"the header accounts for {pos} bytes of data but the file has {data_size}: trailing bytes")
 
 
 def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | None = None) -> Contents:
@@ -123,6 +137,7 @@ def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | 
             raise CheckpointError(path, "corrupted", f"the stored tie group {group} names {group[0]!r}, which is not in the file")
         for alias in group[1:]:
             tensors[alias] = first
+    stored_mod.check(path, stored, tensors)  # what verify refuses, every read refuses
     # only pc.save records ties in a safetensors file: other writers' files cannot express them
     expressible = bool(stored and "ties" in stored)
     return Contents(path, "safetensors", tensors, meta, stored=stored, ties_expressible=expressible,
@@ -201,19 +216,9 @@ def _bytes(t: torch.Tensor) -> memoryview:
 
 def verify(path: Path) -> Header:
     """Header valid, ranges contiguous from 0, exact file size, data CRC (if stored), stored schema."""
-    header = read_header(path)
-    spans = sorted((b, e, name) for name, _, _, b, e in header.entries)
-    pos = 0
-    for begin, end, name in spans:
-        if begin != pos:
-            what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
-            raise CheckpointError(path, "corrupted", f"the byte range of {name!r} {what}")
-        pos = end
-    if pos != header.data_size:
-        raise CheckpointError(path, "corrupted", f"the header accounts for {pos} bytes of data but the file has {header.data_size}: trailing bytes")
+    header = read_header(path)  # ranges contiguous from 0 to the end: checked on every read
     check_crc(path, header)
-    contents = read(path, meta=True, header=header)
-    stored_mod.check(path, contents.stored, contents.tree)
+    read(path, meta=True, header=header)  # the stored metadata against the header
     return header
 
 

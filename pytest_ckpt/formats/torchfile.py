@@ -39,6 +39,7 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
         stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
     del reader
     tree = _torch_load(path, meta=meta, weights_only=weights_only, zip_format=True)
+    stored_mod.check(path, stored, tree)  # what verify refuses, every read refuses
     return Contents(path, "torch", tree, meta, stored=stored, ties_expressible=True, files=[path],
                     tie_key=_zip_tie_key if meta else None)
 
@@ -99,8 +100,7 @@ def verify_zip(path: Path) -> None:
         shown = ", ".join(layout.dataless[:3]) + (f" and {len(layout.dataless) - 3} more" if len(layout.dataless) > 3 else "")
         raise CheckpointError(path, "incomplete", f"{len(layout.dataless)} tensor{'s' if len(layout.dataless) > 1 else ''} without data (saved as meta tensors): {shown}")
     zipcheck.check_crcs(path, layout)
-    contents = read_zip(path, meta=True)
-    stored_mod.check(path, contents.stored, contents.tree)
+    read_zip(path, meta=True)  # the pickle, weights-only, and the stored metadata
 
 
 def verify_legacy(path: Path) -> None:

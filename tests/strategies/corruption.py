@@ -119,8 +119,8 @@ _hooked: list[bool] = []
 
 
 @contextlib.contextmanager
-def _guarded(what: str):
-    """No hang past LIMIT (main thread only: signals), and no forbidden audit event."""
+def _guarded(what: str, *, audit: bool = True):
+    """No hang past LIMIT (main thread only: signals), and (``audit``) no forbidden audit event."""
     if not _hooked:
         sys.addaudithook(_audit)  # hooks cannot be removed: one per process, armed on demand
         _hooked.append(True)
@@ -131,7 +131,8 @@ def _guarded(what: str):
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, LIMIT)
     _events.clear()
-    _armed.append(True)
+    if audit:
+        _armed.append(True)
     try:
         yield
     finally:
@@ -144,7 +145,8 @@ def _guarded(what: str):
 
 
 def read_back(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Every reader on ``path``: ``{reader: result or CheckpointError}``.
+    """Every reader on ``path``: ``{reader: result or CheckpointError}``, and under ``"truth"``
+    what torch or safetensors themselves read (a state dict, or the exception they raised).
 
     Any other exception propagates (the caller's failure). A ``CheckpointError``
     must name the file.
@@ -161,24 +163,119 @@ def read_back(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
             try:
                 out[name] = run()
             except pc.CheckpointError as e:
-                if path.name not in str(e):
+                if path.name not in str(e) and not _names_a_file_inside(path, e):
                     raise AssertionError(f"pc.{name}: CheckpointError does not name the file: {e}")
                 out[name] = e
+    # the independent readers are the reference, not under test: DCP's own unpickles its metadata
+    with _guarded(f"independent read of {path.name}", audit=False):
+        out["truth"] = truth(path, sd)
     return out
 
 
-def judge(corruption: Corruption, out: dict[str, Any]) -> str | None:
-    """``None`` when the outcomes are consistent and correct, else what is wrong."""
-    failed = {k for k, v in out.items() if isinstance(v, pc.CheckpointError)}
+def _names_a_file_inside(path: Path, e: pc.CheckpointError) -> bool:
+    # a directory checkpoint's error names the file at fault inside it
+    return path.is_dir() and e.path is not None and Path(e.path).parent == path
+
+
+def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
+    """What the project's own reader reads: ``torch.load`` (weights-only, no mmap: the default),
+    ``safetensors.torch.load_file``, an HF index's shards through safetensors, ``dcp.load`` into
+    the original's shapes. The state dict, or the exception it raised."""
+    import json
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if path.is_dir() and (path / ".metadata").exists():
+                import torch.distributed.checkpoint as dcp
+
+                into = {k: torch.empty_like(v) for k, v in sd.items()}
+                dcp.load(into, checkpoint_id=str(path), no_dist=True)
+                return into
+            if path.is_dir():
+                from safetensors.torch import load_file
+
+                index = json.loads((path / "model.safetensors.index.json").read_text())
+                out = {}
+                for shard in sorted(set(index["weight_map"].values())):
+                    out.update(load_file(str(path / shard)))
+                return out
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+                from safetensors.torch import load_file
+
+                out = load_file(str(path))
+                with safe_open(str(path), "pt") as f:
+                    stored = (f.metadata() or {}).get("pytest_ckpt")
+                # pc.save stores a tie group once and lists it in its metadata (a documented JSON)
+                for group in json.loads(stored).get("ties", []) if stored else []:
+                    for alias in group[1:]:
+                        out[alias] = out[group[0]]
+                return out
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except BaseException as e:  # noqa: BLE001 - whatever the independent reader raises is its verdict
+        if isinstance(e, (Hang, KeyboardInterrupt)):
+            raise
+        return e
+
+
+def same(a: Any, b: dict[str, torch.Tensor]) -> bool:
+    """``a`` is a state dict with exactly ``b``'s names, shapes, dtypes and bits."""
+    if not isinstance(a, dict) or a.keys() != b.keys():
+        return False
+    for k, v in b.items():
+        t = a[k]
+        if not isinstance(t, torch.Tensor) or t.shape != v.shape or t.dtype != v.dtype:
+            return False
+        if not torch.equal(t.contiguous().reshape(-1).view(torch.uint8), v.contiguous().reshape(-1).view(torch.uint8)):
+            return False
+    return True
+
+
+def judge(corruption: Corruption, out: dict[str, Any], expected: dict[str, torch.Tensor] | None = None,
+          *, checksummed: bool = True) -> str | None:
+    """``None`` when the outcomes are correct, else what is wrong.
+
+    Judged against ``out["truth"]`` (what torch / safetensors read) and the ``original``
+    tensors (``expected``; default :func:`original`): an ok ``diff`` must be a file they read as the original; a ``load_state_dict``
+    must return what they return; a ``verify`` pass must be a file they read (and, for
+    formats with checksums, read as the original); a ``verify`` refusal must not meet a
+    ``diff`` that says all matches. ``checksummed``: the format stores checksums of its data.
+    """
+    expected = expected if expected is not None else original()
+    failed = {k for k, v in out.items() if k != "truth" and isinstance(v, pc.CheckpointError)}
+    theirs = out.get("truth")
+    readable = isinstance(theirs, dict)
+    as_saved = same(theirs, expected)
     if corruption.kind == "truncate" and "load_state_dict" not in failed:
         return "a truncated file loaded without a CheckpointError"
-    if "verify" not in failed and failed & {"load_state_dict", "schema"}:
-        return f"verify passed but {sorted(failed)} failed: {[str(out[k]) for k in sorted(failed)]}"
-    if not failed & {"schema", "load_state_dict"}:
-        loaded = {k: (tuple(t.shape), t.dtype) for k, t in out["load_state_dict"].items()}
-        declared = {k: (s.shape, s.dtype) for k, s in out["schema"].items()}
-        if loaded != declared:
-            return f"schema and load disagree: {declared} vs {loaded}"
-    if "diff" not in failed and "load_state_dict" in failed:
-        return f"diff read what load_state_dict refused: {out['load_state_dict']}"
+    if "verify" not in failed:
+        if not readable:
+            return f"verify passed, but the independent reader refuses the file: {theirs!r:.200}"
+        if checksummed and not as_saved:
+            return "verify passed, but the file's data changed (the independent reader reads other tensors)"
+        if failed & {"load_state_dict", "schema"}:
+            return f"verify passed but {sorted(failed)} failed: {[str(out[k]) for k in sorted(failed)]}"
+    if "diff" not in failed:
+        d = out["diff"]
+        if d.ok and not as_saved:
+            return f"diff says {str(d).splitlines()[0]!r}, but the independent reader reads " + (
+                "other tensors" if readable else f"nothing ({theirs!r:.200})")
+        if d.ok and "verify" in failed:
+            return f"verify refused ({out['verify']}) but diff says {str(d).splitlines()[0]!r}"
+        if not d.ok and as_saved:
+            return f"diff reports a difference the independent reader does not see: {str(d).splitlines()[0]}"
+        if "load_state_dict" in failed:
+            return f"diff read what load_state_dict refused: {out['load_state_dict']}"
+    if "load_state_dict" not in failed:
+        if not readable:
+            return f"load_state_dict read a file the independent reader refuses: {theirs!r:.200}"
+        if not same(out["load_state_dict"], theirs):
+            return "load_state_dict returned other tensors than the independent reader"
+        if "schema" not in failed:
+            loaded = {k: (tuple(t.shape), t.dtype) for k, t in out["load_state_dict"].items()}
+            declared = {k: (s.shape, s.dtype) for k, s in out["schema"].items()}
+            if loaded != declared:
+                return f"schema and load disagree: {declared} vs {loaded}"
     return None
