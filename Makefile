@@ -34,6 +34,7 @@ bench: $(STAMP)
 detection: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python benchmarks/detection.py
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/resume_detection.py
+	$(BIN)/python benchmarks/fuzz.py
 
 peers: $(PEERS_STAMP)
 

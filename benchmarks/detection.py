@@ -94,7 +94,7 @@ def run_job(job: tuple[str, str, int, int]) -> tuple[str, str, Counter, list[str
             refused = isinstance(out["load_state_dict"], pc.CheckpointError)
             # "detected": refused, or read back as different; an ok diff must be harmless bytes
             changed = refused or not out["diff"].ok
-            record(changed, corruption.judge(c, out), False)
+            record(changed, corruption.judge(c, out, sd, checksummed=kind in corruption.CHECKSUMMED), False)
     elif kind == "config-mismatch":
         fam = family(name)
 

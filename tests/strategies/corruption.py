@@ -24,6 +24,9 @@ import pytest_ckpt as pc
 #: the writers whose files are corrupted
 WRITERS = ("pc.save.pt", "pc.save.safetensors", "torch.save", "torch.save.legacy", "safetensors")
 KINDS = ("truncate", "flip", "zero", "trailing")
+#: writers whose files store checksums of their data (zip CRCs, pc.save's CRC32): a changed bit
+#: must be refused; plain safetensors and legacy torch files carry none
+CHECKSUMMED = frozenset({"pc.save.pt", "pc.save.safetensors", "torch.save"})
 #: seconds one reader may take on a corrupted file before it counts as a hang
 LIMIT = 10
 

@@ -32,8 +32,6 @@ from tests.strategies import corruption
 #: every format a checkpoint comes in: the single-file writers, an HF sharded directory, DCP
 FORMATS = (*corruption.WRITERS, "hf-sharded", "dcp")
 OUTCOMES = ("clear error", "correct", "wrong", "raw", "hang", "code executed")
-#: formats that store checksums of their data (a changed bit must be refused by verify)
-CHECKSUMMED = {"pc.save.pt", "pc.save.safetensors", "torch.save"}
 
 
 def write(fmt: str, sd: dict[str, torch.Tensor], directory: Path) -> Path:
@@ -113,7 +111,7 @@ def run_case(fmt: str, files: dict[str, bytes], name: str, c: corruption.Corrupt
             return "raw", str(e)
         except Exception:  # noqa: BLE001 - any other exception escaping a reader is the finding
             return "raw", traceback.format_exc(limit=3)
-    problem = corruption.judge(c, out, sd, checksummed=fmt in CHECKSUMMED)
+    problem = corruption.judge(c, out, sd, checksummed=fmt in corruption.CHECKSUMMED)
     if problem:
         return "wrong", problem
     return ("clear error" if isinstance(out["load_state_dict"], pc.CheckpointError) else "correct"), None

@@ -30,7 +30,9 @@ def test_corrupted_files_give_a_result_or_a_checkpoint_error(writer, data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"ckpt{suffix}"
         path.write_bytes(c.apply(blob))
-        problem = corruption.judge(c, corruption.read_back(path, corruption.original()))
+        sd = corruption.original()
+        problem = corruption.judge(c, corruption.read_back(path, sd), sd,
+                                   checksummed=writer in corruption.CHECKSUMMED)
     assert problem is None, problem
 
 
@@ -42,6 +44,10 @@ def test_pristine_files_read_back_exactly(writer):
         path.write_bytes(blob)
         out = corruption.read_back(path, corruption.original())
     assert out["verify"] is None and out["diff"].ok, str(out["diff"])
+    # the independent reader (torch / safetensors) reads the original too: the judge's reference
+    assert corruption.same(out["truth"], corruption.original())
+    unchanged = corruption.Corruption("trailing", len(blob), ())
+    assert corruption.judge(unchanged, out, checksummed=writer in corruption.CHECKSUMMED) is None
 
 
 class _RunsCode:
