@@ -22,7 +22,6 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -32,7 +31,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import harness  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 MARK_START, MARK_END = "<!-- detection:start -->", "<!-- detection:end -->"
 CONFIG_KINDS = ("config-mismatch", "config-equivalent")
 
@@ -179,13 +177,7 @@ def main(argv=None) -> int:
     jobs += [("files", w, args.cases, args.seed) for w in corruption.WRITERS]
 
     start = time.perf_counter()
-    if args.jobs > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(run_job, jobs))
-    else:
-        results = [run_job(j) for j in jobs]
+    results = harness.map_jobs(run_job, jobs, args.jobs)
     elapsed = time.perf_counter() - start
 
     by_kind: dict[str, Counter] = {k: Counter() for k in kinds}
@@ -220,13 +212,7 @@ def main(argv=None) -> int:
         "",
         *corruption_table(by_writer),
     ]
-    report = "\n".join(text) + "\n"
-    print(report)
-    if failures:
-        print(f"{len(failures)} failure(s), first ones:", *failures[:5], sep="\n\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "detection.md").write_text(report)
-    harness.fill_readme(MARK_START, MARK_END, report)
+    harness.publish("detection", MARK_START, MARK_END, "\n".join(text) + "\n", failures)
     perfect = all(c["correct"] == c["cases"] and not c["false alarms"]
                   for c in [*by_kind.values(), *by_writer.values()])
     return 0 if perfect else 1

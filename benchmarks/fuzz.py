@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -31,7 +30,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import harness  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 MARK_START, MARK_END = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
 
 
@@ -59,13 +57,7 @@ def main(argv=None) -> int:
     jobs = [(f, args.cases, args.seed) for f in formats]
 
     start = time.perf_counter()
-    if args.jobs > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(run_format, jobs))
-    else:
-        results = [run_format(j) for j in jobs]
+    results = harness.map_jobs(run_format, jobs, args.jobs)
     with tempfile.TemporaryDirectory() as tmp:
         widened = fuzz.modes_widened(Path(tmp))
     elapsed = time.perf_counter() - start
@@ -83,13 +75,7 @@ def main(argv=None) -> int:
         "",
         *fuzz.table(rows, widened),
     ]
-    report = "\n".join(text) + "\n"
-    print(report)
-    if problems:
-        print(f"{len(problems)} problem(s), first ones:", *problems[:5], sep="\n\n")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fuzz.md").write_text(report)
-    harness.fill_readme(MARK_START, MARK_END, report)
+    harness.publish("fuzz", MARK_START, MARK_END, "\n".join(text) + "\n", problems, "problem")
     bad = sum(c[k] for c in rows.values() for k in ("wrong", "raw", "hang", "code executed"))
     return 0 if not bad and not widened else 1
 

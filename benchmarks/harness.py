@@ -181,3 +181,26 @@ def fill_readme(start: str, end: str, text: str) -> None:
         head, rest = content.split(start, 1)
         _, tail = rest.split(end, 1)
         readme.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+
+
+def publish(name: str, start: str, end: str, report: str, problems: list[str], what: str = "failure") -> None:
+    """Print a table ``report`` (and the first ``problems``), keep it as ``results/<name>.md``, and
+    put it into README.md between the ``start`` and ``end`` markers."""
+    print(report)
+    if problems:
+        print(f"{len(problems)} {what}(s), first ones:", *problems[:5], sep="\n\n")
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.md").write_text(report)
+    fill_readme(start, end, report)
+
+
+def map_jobs(fn: Callable[[Any], Any], jobs: list, processes: int) -> list:
+    """``[fn(job) for job in jobs]``, over ``processes`` fresh (spawned) processes when more than one."""
+    if processes <= 1:
+        return [fn(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs))

@@ -182,8 +182,8 @@ def _names_a_file_inside(path: Path, e: pc.CheckpointError) -> bool:
 
 def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
     """What the project's own reader reads: ``torch.load`` (weights-only, no mmap: the default),
-    ``safetensors.torch.load_file``, an HF index's shards through safetensors, ``dcp.load`` into
-    the original's shapes. The state dict, or the exception it raised."""
+    ``safetensors.torch.load_file``, an HF index's shards through safetensors, DCP's own reader of
+    every key its metadata names. The state dict, or the exception it raised."""
     import json
     import warnings
 
@@ -191,11 +191,10 @@ def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if path.is_dir() and (path / ".metadata").exists():
-                import torch.distributed.checkpoint as dcp
+                # DCP's own reader of every key the metadata names (what dcp_to_torch_save reads)
+                from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
-                into = {k: torch.empty_like(v) for k, v in sd.items()}
-                dcp.load(into, checkpoint_id=str(path), no_dist=True)
-                return into
+                return _load_state_dict_from_keys(checkpoint_id=str(path))
             if path.is_dir():
                 from safetensors.torch import load_file
 
