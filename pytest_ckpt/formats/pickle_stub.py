@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["Stub", "Persistent", "run"]
+__all__ = ["Stub", "Persistent", "run", "walk"]
 
 
 class Stub:
@@ -82,3 +82,31 @@ def run(data: bytes) -> tuple[Any, list[tuple[str, str]]]:
         return machine.load(), machine.found
     except Exception as e:  # any failure of a damaged or hostile stream, RecursionError included
         raise ValueError(f"{type(e).__name__}: {str(e)[:200]}", machine.found) from None
+
+
+def walk(tree: Any) -> Iterator[tuple[str, Any]]:
+    """Every node of a stub-built object, once, as ``(dotted path, node)``: dict values by key,
+    list items by index, a stub's set items, arguments and state (iterative: any depth)."""
+    seen: set[int] = set()
+    todo: list[tuple[str, Any]] = [("", tree)]
+    while todo:
+        where, obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        yield where, obj
+        if isinstance(obj, dict):
+            todo.extend((_join(where, k), v) for k, v in obj.items())
+        elif isinstance(obj, (list, tuple)):
+            todo.extend((_join(where, i), v) for i, v in enumerate(obj))
+        elif isinstance(obj, Stub):
+            for item in obj.items:
+                if isinstance(item, tuple) and len(item) == 2:
+                    todo.append((_join(where, item[0]), item[1]))
+            todo.extend((where, a) for a in obj.args)
+            if obj.state is not None:
+                todo.append((where, obj.state))
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)

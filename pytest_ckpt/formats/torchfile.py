@@ -14,10 +14,11 @@ from typing import Any, Callable, Hashable, Mapping
 import torch
 
 from ..errors import CheckpointError
-from . import pickle_scan, stored as stored_mod, zipcheck
+from . import pickle_scan, pickle_stub, stored as stored_mod, zipcheck
 from .registry import Contents, Format, register
 
 _LEGACY_PICKLES = 5  # magic, protocol, sys info, the object, storage keys
+_LEGACY_OBJECT = 3  # the pickle of the object itself: its persistent ids are the storages
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save's legacy format opens with a pickled LONG1 of this magic number.
 LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -69,12 +70,19 @@ def read_legacy(path: Path, *, meta: bool, weights_only: bool = True) -> Content
 
 
 def scan_legacy(path: Path, *, allowlist: bool = True) -> None:
-    """Refuse a legacy file of DTensors, or (``unsafe``) whose pickles ask for disallowed globals."""
+    """Refuse a legacy file of DTensors, or (``unsafe``) whose pickles ask for disallowed globals,
+    or (``corrupted``) whose storages claim more bytes than the file holds (torch.load would
+    allocate them before reading)."""
     try:
         with open(path, "rb") as f:
-            for _ in range(_LEGACY_PICKLES):
+            for i in range(_LEGACY_PICKLES):
+                start = f.tell()
                 try:
                     pickle_scan.scan(path, f, "the pickle", allowlist=allowlist)
+                    if i == _LEGACY_OBJECT:
+                        end = f.tell()
+                        f.seek(start)
+                        _bound_storages(path, f.read(end - start), os.fstat(f.fileno()).st_size)
                 except CheckpointError as e:
                     # The scan ran out of bytes at the end of the file: cut short, not damaged.
                     if e.kind == "corrupted" and f.tell() >= os.fstat(f.fileno()).st_size:
@@ -82,6 +90,30 @@ def scan_legacy(path: Path, *, allowlist: bool = True) -> None:
                     raise
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+
+
+def _bound_storages(path: Path, raw: bytes, size: int) -> None:
+    """The storages a legacy pickle declares fit in the file (each is stored in full after it)."""
+    try:
+        tree, _ = pickle_stub.run(raw)
+    except ValueError:
+        return  # torch.load says how it is damaged
+    need: dict[Any, int] = {}
+    for _, obj in pickle_stub.walk(tree):
+        pid = getattr(obj, "pid", None) if isinstance(obj, pickle_stub.Persistent) else None
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            numel = pid[4]
+            if type(numel) is not int or numel < 0:
+                raise CheckpointError(path, "corrupted", f"a storage declares {numel!r} elements")
+            try:
+                itemsize = zipcheck.storage_itemsize(pid[1])
+            except ValueError:  # a type torch.load refuses itself: count its elements as bytes
+                itemsize = 1
+            need[pid[2] if isinstance(pid[2], (str, int)) else id(pid)] = numel * itemsize
+    if sum(need.values()) > size:
+        raise CheckpointError(
+            path, "corrupted",
+            f"its storages claim {sum(need.values())} bytes but the file has {size}: not read (torch.load would allocate them first)")
 
 
 def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties=()) -> None:

@@ -126,40 +126,19 @@ def _storages(path: Path, layout: Layout, data_pkl: bytes, infos) -> list[str]:
     except ValueError as e:
         raise CheckpointError(path, "corrupted", f"data.pkl cannot be decoded ({e.args[0]})") from None
     dataless: list[str] = []
-    seen: set[int] = set()
-    todo: list[tuple[str, Any]] = [("", tree)]
-    while todo:
-        where, obj = todo.pop()
-        if id(obj) in seen or not isinstance(obj, (dict, list, tuple, pickle_stub.Stub)):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, dict):
-            todo.extend((_join(where, k), v) for k, v in obj.items())
-        elif isinstance(obj, (list, tuple)):
-            todo.extend((_join(where, i), v) for i, v in enumerate(obj))
-        elif obj.global_name == _META:
+    for where, obj in pickle_stub.walk(tree):
+        if isinstance(obj, pickle_stub.Stub) and obj.global_name == _META:
             dataless.append(where)
-        elif obj.global_name == _REBUILD:
+        elif isinstance(obj, pickle_stub.Stub) and obj.global_name == _REBUILD:
             _check_tensor(path, prefix, layout, where, obj.args)
-        else:  # an OrderedDict's items, a parameter's tensor, ...
-            for item in obj.items:
-                if isinstance(item, tuple) and len(item) == 2:
-                    todo.append((_join(where, item[0]), item[1]))
-            todo.extend((where, a) for a in obj.args)
-            if obj.state is not None:
-                todo.append((where, obj.state))
     return sorted(dataless)
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
 def _check_tensor(path: Path, prefix: str, layout: Layout, name: str, args: tuple) -> None:
     try:
         pid, offset, shape, stride = args[0].pid, args[1], tuple(args[2]), tuple(args[3])
         _, storage_type, key, _, numel = pid
-        itemsize = _itemsize(storage_type)
+        itemsize = storage_itemsize(storage_type)
         ints = [offset, numel, *shape, *stride]
         if not all(type(v) is int for v in ints) or min(ints) < 0 or len(shape) != len(stride):
             raise ValueError("sizes are not non-negative integers")
@@ -179,7 +158,8 @@ def _check_tensor(path: Path, prefix: str, layout: Layout, name: str, args: tupl
             raise CheckpointError(path, "corrupted", f"tensor {name} reaches element {extent} of a storage of {numel}")
 
 
-def _itemsize(storage_type: Any) -> int:
+def storage_itemsize(storage_type: Any) -> int:
+    """Bytes per element of a pickled storage type (``torch.FloatStorage``: 4); ``ValueError`` otherwise."""
     from torch.storage import _get_dtype_from_pickle_storage_type
 
     module, _, name = getattr(storage_type, "global_name", "").rpartition(".")

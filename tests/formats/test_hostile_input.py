@@ -314,6 +314,16 @@ def test_a_safetensors_shape_of_unbounded_empty_dimensions_is_corrupted(tmp_path
     every_reader_refuses(path, kind="corrupted", match="does not fit shape")
 
 
+def test_a_legacy_storage_claiming_more_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"a": torch.arange(8.0)}, path, _use_new_zipfile_serialization=False)
+    blob = path.read_bytes()
+    at = blob.index(b"X\x03\x00\x00\x00cpu") + 10  # the storage's element count follows its location
+    assert blob[at:at + 2] == b"K\x08"  # (memoized: BINPUT)
+    path.write_bytes(blob[:at] + b"J" + struct.pack("<i", 2**30) + blob[at + 2:])  # 4 GiB of floats
+    every_reader_refuses(path, kind="corrupted", match="storages claim 4294967296 bytes")
+
+
 # -- FIFOs, devices and directories: said for what they are, never opened ----------------------
 
 def test_a_fifo_as_the_checkpoint_is_said_not_read(tmp_path):
