@@ -127,10 +127,14 @@ def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties
 def verify_zip(path: Path) -> None:
     """The layout, every record's CRC, the pickle (weights-only, on meta) and the stored metadata;
     a tensor saved without data (a meta tensor) is ``incomplete``."""
-    layout = zipcheck.check(path, _record(path, _open_reader(path), "data.pkl"))
+    data_pkl = _record(path, _open_reader(path), "data.pkl")
+    pickle_scan.scan(path, data_pkl, "data.pkl")  # unsafe is said before any other damage
+    layout = zipcheck.check(path, data_pkl)
     if layout.dataless:
-        shown = ", ".join(layout.dataless[:3]) + (f" and {len(layout.dataless) - 3} more" if len(layout.dataless) > 3 else "")
-        raise CheckpointError(path, "incomplete", f"{len(layout.dataless)} tensor{'s' if len(layout.dataless) > 1 else ''} without data (saved as meta tensors): {shown}")
+        n = len(layout.dataless)
+        shown = ", ".join(layout.dataless[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        raise CheckpointError(path, "incomplete", f"{n} tensor{'s' if n > 1 else ''} without data "
+                                                  f"(saved as meta tensors): {shown}")
     zipcheck.check_crcs(path, layout)
     read_zip(path, meta=True)  # the pickle, weights-only, and the stored metadata
 
