@@ -168,8 +168,8 @@ def load_into(
     target, source_view = align(target, source_view)
     configs, config_strict = None, False
     if config is not None:
-        configs = (config_to_dict(config), source_view.config)
-        config_strict = source_view.config is not None
+        configs = (config_to_dict(config), _stored_config(source_view, config_to_dict(config)))
+        config_strict = configs[1] is not None
     result = CheckpointDiff.of(compare(target, source_view, values=False, configs=configs,
                                        config_strict=config_strict, expect_missing=expect_missing))
     if strict and not result.ok:
@@ -186,6 +186,14 @@ def load_into(
         diff=result,
         loaded=sorted(loadable),
     )
+
+
+def _stored_config(view, given: dict | None) -> dict | None:
+    """The config ``view`` stores; a framework's record (Lightning's hyper_parameters mixes the
+    model's settings with training ones such as ``lr``) only for the fields ``given`` has."""
+    if view.config is None or view.saved_by is None or given is None:
+        return view.config
+    return {k: v for k, v in view.config.items() if k in given}
 
 
 def _copy_into(target, loadable: Mapping[str, torch.Tensor]) -> None:
@@ -255,8 +263,11 @@ def inspect(source: Any, *, like: Any = None, weights_only: bool = True) -> Insp
     config, config_at = view.config, None
     if config is None and view.found_config is not None:
         config_at, config = view.found_config
+    elif view.saved_by is not None and config is not None and view.saved_by.config_key:
+        config_at = view.saved_by.config_key
     return Inspection(path=label, format=view.format, schema=view.schema, ties=view.ties,
-                      config=config, config_at=config_at, notes=list(view.notes))
+                      config=config, config_at=config_at, notes=list(view.notes),
+                      saved_by=None if view.saved_by is None else str(view.saved_by))
 
 
 @gc_paused

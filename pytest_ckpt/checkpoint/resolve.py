@@ -12,7 +12,7 @@ import torch
 
 from .notes import Note
 from ..errors import CheckpointError
-from . import canonical, locate
+from . import canonical, frameworks, locate
 from .configs import config_to_dict, readable_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
@@ -66,6 +66,8 @@ def align(expected: View, actual: View) -> tuple[View, View]:
         # a snapshot pins the names: a model moved under self.model is a change to review,
         # since old checkpoints no longer load into it with a plain load_state_dict
         return expected, actual
+    if 2 * len(anames & enames) >= min(len(anames), len(enames)):
+        return expected, actual  # most names match as they are: no prefix to undo
     prefix = canonical.attribute_prefix(anames, enames)
     if prefix is not None:
         return expected, _without_prefix(actual, prefix)
@@ -76,16 +78,20 @@ def align(expected: View, actual: View) -> tuple[View, View]:
 
 
 def _without_prefix(view: View, prefix: str) -> View:
-    n = len(prefix)
-    tensors = {name[n:]: t for name, t in view.tensors.items()}
+    def strip(name: str) -> str:
+        return canonical.strip_prefix(name, prefix)
+
+    tensors = {strip(name): t for name, t in view.tensors.items()}
+    kept = sorted(name for name in view.tensors if not name.startswith(prefix))
     return dataclasses.replace(
         view,
         schema=Schema.of(tensors, located_at=view.schema.located_at,
                          stripped=view.schema.stripped + (prefix,)),
         tensors=tensors,
-        ties=None if view.ties is None else [tuple(sorted(x[n:] for x in g)) for g in view.ties],
-        notes=[*view.notes, attribute_prefix_note(prefix, view.label)],
-        source_names={name[n:]: view.source_names.get(name, name) for name in view.tensors},
+        ties=None if view.ties is None else [tuple(sorted(strip(x) for x in g)) for g in view.ties],
+        notes=[*view.notes, attribute_prefix_note(prefix, view.label, kept=kept)],
+        source_names={strip(name): view.source_names.get(name, name) for name in view.tensors},
+        attribute_prefix=(prefix, "removed"),
     )
 
 
@@ -155,6 +161,14 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     view.stored = stored
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
+    view.saved_by = frameworks.saved_by(contents.tree)
+    if view.config is None and view.saved_by is not None and view.saved_by.config_key:
+        # the framework's own record of the config the model was built from (Lightning's
+        # hyper_parameters) is the file's config: compared like one pc.save stored
+        try:
+            view.config = config_to_dict(contents.tree[view.saved_by.config_key])
+        except (TypeError, ValueError):
+            pass
     return view
 
 
@@ -196,7 +210,7 @@ def tree_view(
         source_names = {c: s for s, c in naming.rename.items()}
     notes = _location_notes(chosen, found, naming, label, chosen_by_target=target is not None)
     if stored_ties is not None:
-        ties = [tuple(g) for g in stored_ties]
+        ties = [tuple(sorted(_renamed(n, naming) for n in g)) for g in stored_ties]
     elif ties_expressible:
         ties = [tuple(sorted(naming.rename.get(n, n) for n in g))
                 for g in tie_groups(chosen.tensors, key=tie_key)]
@@ -212,6 +226,8 @@ def tree_view(
         notes=notes,
         source_names=source_names,
         found_config=_config_beside(tree, chosen.path),
+        attribute_prefix=((naming.foreign[0], "removed") if naming.foreign else
+                          (naming.added[0], "added") if naming.added else None),
     )
 
 
@@ -272,7 +288,9 @@ def _location_notes(chosen, found, naming: canonical.Naming, label: str, *,
             info=True,
         ))
     if naming.foreign:
-        notes.append(attribute_prefix_note(naming.foreign[0], label))
+        notes.append(attribute_prefix_note(naming.foreign[0], label, kept=naming.kept))
+    if naming.added:
+        notes.append(attribute_prefix_note(naming.added[0], label, added=True))
     if naming.inner:
         notes.append(Note(
             "prefix",
@@ -308,14 +326,42 @@ def _candidates_note(chosen: locate.Candidate, rivals: list[locate.Candidate], l
     )
 
 
-def attribute_prefix_note(prefix: str, label: str) -> Note:
-    """A parent module's attribute name (``model.`` of a Lightning module) removed to match the other side."""
+def attribute_prefix_note(prefix: str, label: str, *, kept: Iterable[str] = (),
+                          added: bool = False) -> Note:
+    """A parent module's attribute name (``model.`` of a Lightning module, transformers'
+    ``base_model_prefix``) removed from, or added to, the names of ``label`` to match the
+    other side. ``kept``: names that do not carry it and stay as they are (a head)."""
+    attr = prefix.rstrip(".")
+    if added:
+        return Note(
+            "prefix",
+            f"attribute prefix {prefix} added to every name in {label}: it holds the module "
+            f"that the other side keeps as .{attr} (e.g. a base model's checkpoint read into a "
+            f"model with a head, transformers' base_model_prefix {attr!r})",
+            info=True,
+        )
+    kept = list(kept)
+    where = "every name" if not kept else f"every name but {_listed(kept)}"
     return Note(
         "prefix",
-        f"attribute prefix {prefix} removed from every name in {label}: the other side is the "
-        f"module it holds as .{prefix.rstrip('.')} (e.g. a LightningModule's self.{prefix.rstrip('.')})",
+        f"attribute prefix {prefix} removed from {where} in {label}: the other side is the "
+        f"module it holds as .{attr} (e.g. a LightningModule's self.{attr}, or transformers' "
+        f"base_model_prefix {attr!r})",
         info=True,
     )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _renamed(name: str, naming: canonical.Naming) -> str:
+    """A canonical name (as pc.save stored it) read the way ``naming`` reads the file's names."""
+    if naming.foreign:
+        return canonical.strip_prefix(name, naming.foreign[0])
+    if naming.added:
+        return naming.added[0] + name
+    return name
 
 
 def _passed_over(others: list[locate.Candidate]) -> str:

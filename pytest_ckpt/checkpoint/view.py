@@ -57,6 +57,12 @@ class View:
     built: str | None = None
     #: whose code made this side, when a fix must point at that code: "load" or "save"
     made_by: str | None = None
+    #: an attribute prefix undone to match the other side: ``("model.", "removed")`` (a
+    #: LightningModule's self.model, a ...ForCausalLM read into its base model) or
+    #: ``("model.", "added")`` (a base model's checkpoint read into the model holding it)
+    attribute_prefix: tuple[str, str] | None = None
+    #: the framework that wrote the file (:func:`~.frameworks.saved_by`), when known
+    saved_by: Any = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

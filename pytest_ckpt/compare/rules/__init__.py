@@ -21,6 +21,7 @@ from ...checkpoint.view import View
 from ..diff import Diff
 from .blocks import incomplete, layer_count
 from .context import Context
+from .heads import base_model_head
 from .names import missing, renamed, unexpected
 from .shapes import config, shape
 from .tensors import dtype, tied, tied_copies, values
@@ -30,5 +31,5 @@ __all__ = ["Context", "Rule", "RULES"]
 Rule = Callable[[Diff, View, View, Context], "list[Note]"]
 
 #: the rules, in the order they claim names: specific causes before generic ones
-RULES: list[Rule] = [layer_count, incomplete, renamed, missing, unexpected, shape, config,
+RULES: list[Rule] = [layer_count, incomplete, renamed, base_model_head, missing, unexpected, shape, config,
                      dtype, values, tied, tied_copies]
