@@ -28,7 +28,8 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     reader = _open_reader(path)
     records = _records(path, reader)
     # DTensors are refused with or without weights_only; unsafe globals only with it
-    pickle_scan.scan(path, _record(path, reader, "data.pkl"), "data.pkl", allowlist=weights_only)
+    pickle_scan.scan(path, _record(path, reader, "data.pkl"), "data.pkl", allowlist=weights_only,
+                     advise=True)
     stored = None
     if stored_mod.RECORD in records:
         stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
@@ -68,7 +69,7 @@ def scan_legacy(path: Path, *, allowlist: bool = True) -> None:
         with open(path, "rb") as f:
             for _ in range(_LEGACY_PICKLES):
                 try:
-                    pickle_scan.scan(path, f, "the pickle", allowlist=allowlist)
+                    pickle_scan.scan(path, f, "the pickle", allowlist=allowlist, advise=True)
                 except CheckpointError as e:
                     # The scan ran out of bytes at the end of the file: cut short, not damaged.
                     if e.kind == "corrupted" and f.tell() >= os.fstat(f.fileno()).st_size:
@@ -205,11 +206,11 @@ def _unpickling_error(path: Path, e: Exception, zip_format: bool) -> CheckpointE
     try:
         if zip_format:
             reader = torch._C.PyTorchFileReader(str(path))
-            pickle_scan.scan(path, bytes(reader.get_record("data.pkl")), "data.pkl")
+            pickle_scan.scan(path, bytes(reader.get_record("data.pkl")), "data.pkl", advise=True)
         else:
             scan_legacy(path)
     except CheckpointError as err:
-        if err.kind == "unsafe":
+        if err.kind in ("unsafe", "needs-safe-globals"):
             return err
     except Exception:
         pass
