@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import torch
 
 from .checkpoint.configs import config_to_dict
+from .checkpoint.patterns import restrict
 from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .compare.compare import compare
@@ -89,12 +90,15 @@ def diff(
     configs: tuple[Any, Any] | None = None,
     weights_only: bool = True,
     like: Any = None,
+    only: str | Iterable[str] | None = None,
 ) -> CheckpointDiff:
     """Compare two sources: *expected* is what the code builds, *actual* what is on disk.
 
     The actual side is located like the expected one. ``like``: when *expected* is a
     file holding several models (a training state), the source whose schema says
-    which one (a model, a checkpoint, a schema snapshot).
+    which one (a model, a checkpoint, a schema snapshot). ``only``: glob patterns of the
+    names to compare (as ``expect_missing=`` of :func:`load_into`): a LoRA adapter's
+    ``["*lora_*"]``, not the frozen base it sits on.
 
     >>> d = pc.diff(model, "ckpt.pt")                    # doctest: +SKIP
     >>> d.ok, d.unexpected[:2]                           # doctest: +SKIP
@@ -104,6 +108,8 @@ def diff(
                   label=_label(expected, "expected"))
     act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"))
     exp, act = align(exp, act)
+    if only is not None:
+        exp, act = restrict(exp, act, only)
     cfgs = None
     if configs is not None:
         cfgs = tuple(None if c is None else config_to_dict(c) for c in configs)
@@ -145,6 +151,7 @@ def load_into(
     config: Any = None,
     weights_only: bool = True,
     expect_missing: Iterable[str] = (),
+    only: str | Iterable[str] | None = None,
 ) -> LoadReport:
     """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
 
@@ -156,6 +163,8 @@ def load_into(
     projection trained from scratch, the base weights under LoRA adapters); they keep
     the values the model was built with, and an info note lists them. A pattern also
     covers the names under a module it names. Anything else missing still fails.
+    ``only``: glob patterns of the names to check and load (a LoRA adapter file into a
+    model whose base weights come from elsewhere); the rest of the model is left as it is.
 
     >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
     >>> report.diff.missing                                     # doctest: +SKIP
@@ -166,6 +175,8 @@ def load_into(
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
     target, source_view = align(target, source_view)
+    if only is not None:
+        target, source_view = restrict(target, source_view, only)
     configs, config_strict = None, False
     if config is not None:
         configs = (config_to_dict(config), _stored_config(source_view, config_to_dict(config)))

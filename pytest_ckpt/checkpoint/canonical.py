@@ -251,6 +251,31 @@ def _carried_prefix(names: AbstractSet[str]) -> str | None:
 
 # -- live modules ---------------------------------------------------------------------------
 
+def adapter_name(module: torch.nn.Module) -> str | None:
+    """The one adapter name a PEFT model puts inside its adapter's names (``lora_A.default.weight``),
+    which peft's ``save_pretrained`` leaves out of the file (``lora_A.weight``); ``None`` for
+    any other module, and for a model holding several adapters (their names would collide)."""
+    config = getattr(module, "peft_config", None)
+    if isinstance(config, Mapping) and len(config) == 1:
+        return next(iter(config))
+    return None
+
+
+def without_adapter_name(name: str, adapter: str) -> str:
+    """``name`` as peft saves it: the adapter's own segment removed after a ``lora_*`` module.
+
+    >>> without_adapter_name("q_proj.lora_A.default.weight", "default")
+    'q_proj.lora_A.weight'
+    >>> without_adapter_name("q_proj.base_layer.weight", "default")
+    'q_proj.base_layer.weight'
+    """
+    if ".lora_" not in name:
+        return name
+    parts = name.split(".")
+    kept = [p for i, p in enumerate(parts) if not (p == adapter and i and parts[i - 1].startswith("lora_"))]
+    return ".".join(kept)
+
+
 def unwrap(module: torch.nn.Module) -> tuple[torch.nn.Module, tuple[str, ...]]:
     """Peel DataParallel/DDP/torch.compile/FSDP1 wrappers off a live module, by type.
 

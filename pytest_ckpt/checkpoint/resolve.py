@@ -115,9 +115,19 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
     inner, stripped = canonical.unwrap(module)
     raw = inner.state_dict()
     rename = {name: canonical.remove_inner_segments(name)[0] for name in raw}
+    adapter = canonical.adapter_name(inner)
+    if adapter is not None:  # peft's files hold lora_A.weight for the live lora_A.default.weight
+        rename = {src: canonical.without_adapter_name(cur, adapter) for src, cur in rename.items()}
     tensors = {rename[name]: t.detach() for name, t in raw.items()}
     ties = [tuple(sorted(rename.get(n, n) for n in group)) for group in module_tie_groups(inner)]
     notes = []
+    if adapter is not None:
+        notes.append(Note(
+            "prefix",
+            f"adapter name .{adapter}. removed from the adapter's names in "
+            f"{label or f'model ({type(inner).__name__})'}, as peft's save_pretrained writes them",
+            info=True,
+        ))
     if stripped:
         notes.append(Note(
             "prefix",
