@@ -179,7 +179,7 @@ def load_into(
         target, source_view = restrict(target, source_view, only)
     configs, config_strict = None, False
     if config is not None:
-        configs = (config_to_dict(config), _stored_config(source_view, config_to_dict(config)))
+        configs = _configs(config_to_dict(config), source_view)
         config_strict = configs[1] is not None
     result = CheckpointDiff.of(compare(target, source_view, values=False, configs=configs,
                                        config_strict=config_strict, expect_missing=expect_missing))
@@ -199,12 +199,16 @@ def load_into(
     )
 
 
-def _stored_config(view, given: dict | None) -> dict | None:
-    """The config ``view`` stores; a framework's record (Lightning's hyper_parameters mixes the
-    model's settings with training ones such as ``lr``) only for the fields ``given`` has."""
-    if view.config is None or view.saved_by is None or given is None:
-        return view.config
-    return {k: v for k, v in view.config.items() if k in given}
+def _configs(given: dict | None, view) -> tuple[dict | None, dict | None]:
+    """``(given, stored)`` as compared. A framework's record of the config holds other fields
+    than the config the model is built from (Lightning's hyper_parameters add training settings
+    such as ``lr``; save_pretrained's config.json leaves out defaults and adds ``architectures``):
+    only the fields both name are compared, and none the given config leaves unset."""
+    stored = view.config
+    if stored is None or view.saved_by is None or given is None:
+        return given, stored
+    common = [k for k in given if k in stored and given[k] is not None]
+    return {k: given[k] for k in common}, {k: stored[k] for k in common}
 
 
 def _copy_into(target, loadable: Mapping[str, torch.Tensor]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["SavedBy", "saved_by"]
+__all__ = ["SavedBy", "saved_by", "transformers_saved"]
 
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
 
@@ -53,3 +53,15 @@ def saved_by(tree: Any) -> SavedBy | None:
         detail=detail,
         config_key="hyper_parameters" if isinstance(hparams, Mapping) and hparams else None,
     )
+
+
+def transformers_saved(config: Mapping[str, Any]) -> SavedBy:
+    """A ``save_pretrained`` directory, read from its ``config.json``.
+
+    >>> str(transformers_saved({"architectures": ["LlamaForCausalLM"], "transformers_version": "5.24.0"}))
+    'transformers 5.24.0 (save_pretrained of LlamaForCausalLM; config.json beside the weights)'
+    """
+    arch = config.get("architectures") or [config.get("model_type", "a model")]
+    return SavedBy("transformers", version=config.get("transformers_version"),
+                   detail=f"save_pretrained of {', '.join(map(str, arch))}; config.json beside the weights",
+                   config_key="config.json")

@@ -149,6 +149,10 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
     )
 
 
+#: the formats save_pretrained writes, with a config.json beside them
+HF_FORMATS = ("safetensors", "hf-sharded", "hf-sharded-unindexed")
+
+
 def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:
     from .. import formats
 
@@ -172,6 +176,12 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
     view.saved_by = frameworks.saved_by(contents.tree)
+    if view.config is None and view.saved_by is None and contents.format in HF_FORMATS:
+        from ..formats import hf_config
+
+        hf = hf_config.beside(path)
+        if hf is not None:  # save_pretrained's config.json: the checkpoint's config
+            view.config, view.saved_by = config_to_dict(hf), frameworks.transformers_saved(hf)
     if view.config is None and view.saved_by is not None and view.saved_by.config_key:
         # the framework's own record of the config the model was built from (Lightning's
         # hyper_parameters) is the file's config: compared like one pc.save stored

@@ -99,10 +99,13 @@ class Ckpt(VariationChecks):
         except FactoryError as exc:  # the factory's own error stays its cause, shown above ours
             raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
-        loaded_with = (
-            describe(load) if load is not None
-            else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
-        )
+        if load is None and saved.extra.get("default_load") is not None:
+            loaded_with, load = saved.extra["default_load"]  # the variation's own (hf: from_pretrained)
+        else:
+            loaded_with = (
+                describe(load) if load is not None
+                else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
+            )
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
         compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype, only=only)
         if saved.layer_delta:
