@@ -179,8 +179,8 @@ def load_into(
         target, source_view = restrict(target, source_view, only)
     configs, config_strict = None, False
     if config is not None:
-        configs = _configs(config_to_dict(config), source_view)
-        config_strict = configs[1] is not None
+        configs = (config_to_dict(config), source_view.config)
+        config_strict = source_view.config is not None
     result = CheckpointDiff.of(compare(target, source_view, values=False, configs=configs,
                                        config_strict=config_strict, expect_missing=expect_missing))
     if strict and not result.ok:
@@ -197,18 +197,6 @@ def load_into(
         diff=result,
         loaded=sorted(loadable),
     )
-
-
-def _configs(given: dict | None, view) -> tuple[dict | None, dict | None]:
-    """``(given, stored)`` as compared. A framework's record of the config holds other fields
-    than the config the model is built from (Lightning's hyper_parameters add training settings
-    such as ``lr``; save_pretrained's config.json leaves out defaults and adds ``architectures``):
-    only the fields both name are compared, and none the given config leaves unset."""
-    stored = view.config
-    if stored is None or view.saved_by is None or given is None:
-        return given, stored
-    common = [k for k in given if k in stored and given[k] is not None]
-    return {k: given[k] for k in common}, {k: stored[k] for k in common}
 
 
 def _copy_into(target, loadable: Mapping[str, torch.Tensor]) -> None:

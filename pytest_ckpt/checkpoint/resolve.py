@@ -66,7 +66,7 @@ def align(expected: View, actual: View) -> tuple[View, View]:
         # a snapshot pins the names: a model moved under self.model is a change to review,
         # since old checkpoints no longer load into it with a plain load_state_dict
         return expected, actual
-    if 2 * len(anames & enames) >= min(len(anames), len(enames)):
+    if canonical.mostly_matching(anames, enames) or canonical.mostly_matching(enames, anames):
         return expected, actual  # most names match as they are: no prefix to undo
     prefix = canonical.attribute_prefix(anames, enames)
     if prefix is not None:

@@ -7,7 +7,7 @@ from itertools import compress
 from operator import ne
 from typing import Any, Iterable
 
-from ..checkpoint.configs import config_fields_diff, config_to_dict
+from ..checkpoint.configs import config_fields_diff, config_to_dict, shared_fields
 from ..checkpoint.patterns import matching
 from ..checkpoint.schema import TensorSpec
 from ..checkpoint.view import View
@@ -81,6 +81,8 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     exp_cfg = expected.config if exp_cfg is None else config_to_dict(exp_cfg)
     act_cfg = actual.config if act_cfg is None else config_to_dict(act_cfg)
     if exp_cfg is not None and act_cfg is not None:
+        if actual.saved_by is not None:  # a framework's record (hyper_parameters, config.json)
+            exp_cfg, act_cfg = shared_fields(exp_cfg, act_cfg)
         diff.config = config_fields_diff(exp_cfg, act_cfg)
     diff.expected_info = {**expected.info(), "config": exp_cfg}
     diff.actual_info = {**actual.info(), "config": act_cfg}

@@ -104,10 +104,8 @@ def _all_zero(t: torch.Tensor) -> bool:
 def merged_with_adapter_keys(diff, expected, actual, ctx) -> list[Note]:
     """A merged model (no adapter layers) against a checkpoint that still holds lora_A/lora_B and
     base_layer keys: saved from the PeftModel before merge_and_unload()."""
-    if any(is_adapter(n) for n in expected.schema):
-        return []
     adapter = [n for n in diff.unexpected if is_adapter(n) and n not in ctx.explained]
-    if not adapter:
+    if not adapter or any(is_adapter(n) for n in expected.schema):
         return []
     missing = set(diff.missing) - ctx.explained
     base = {}  # the checkpoint's q_proj.base_layer.weight is the merged model's q_proj.weight
