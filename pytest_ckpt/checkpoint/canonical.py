@@ -143,6 +143,8 @@ def _universal_prefix(names: Iterable[str]) -> str | None:
 def best_naming(
     names: Iterable[str],
     target: Iterable[str] | None = None,
+    *,
+    attributes: bool = True,
 ) -> Naming:
     """The reading of ``names`` that matches ``target`` best; without a target, the most stripped.
 
@@ -150,7 +152,8 @@ def best_naming(
     common first component that the target lacks (``model.`` from a Lightning module),
     that component is removed too, if that makes the names match; when the target's
     names carry one that the names lack (a base model's checkpoint read into the model
-    holding it), it is added.
+    holding it), it is added. ``attributes=False``: wrapper prefixes only (a schema snapshot
+    pins its names).
     """
     options = namings(names)
     if target is None:
@@ -161,7 +164,7 @@ def best_naming(
         best = options[0]
     else:
         best = max(options, key=lambda n: (len(n._names & target), len(n.stripped)))
-    return _foreign_prefix(best, target) or best
+    return (_foreign_prefix(best, target) if attributes else None) or best
 
 
 def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:

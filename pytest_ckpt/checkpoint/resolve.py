@@ -169,6 +169,8 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
         stored_ties=stored_ties,
         tie_key=contents.tie_key,
         origin=path,
+        # a schema snapshot pins the names: a model moved under self.model is a change to review
+        attributes=contents.noun != "snapshot",
     )
     view.format = contents.format
     view.noun = contents.noun
@@ -201,6 +203,7 @@ def tree_view(
     stored_ties=None,
     tie_key=None,
     origin: Path | None = None,
+    attributes: bool = True,
 ) -> View:
     """Locate the state dict inside ``tree`` and read it by canonical names.
 
@@ -218,11 +221,11 @@ def tree_view(
         def score(c: locate.Candidate) -> float:
             # Matching names count, extra and absent names count against: a 6-block EMA
             # beside a 2-block model holds every model name, but is not the model.
-            naming = canonical.best_naming(c.tensors, target)
+            naming = canonical.best_naming(c.tensors, target, attributes=attributes)
             names = naming.names()
             return 2 * len(names & target) - len(names ^ target)
     chosen = locate.choose(found, score)
-    naming = canonical.best_naming(chosen.tensors, target)
+    naming = canonical.best_naming(chosen.tensors, target, attributes=attributes)
     if naming.identity:  # read as they are: no renaming pass (chosen.tensors is our own dict)
         tensors, source_names = chosen.tensors, {}
     else:
