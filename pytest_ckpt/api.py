@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import torch
 
 from .checkpoint.configs import config_to_dict
+from .checkpoint.patterns import restrict
 from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .checkpoint.view import dataless
@@ -90,12 +91,15 @@ def diff(
     configs: tuple[Any, Any] | None = None,
     weights_only: bool = True,
     like: Any = None,
+    only: str | Iterable[str] | None = None,
 ) -> CheckpointDiff:
     """Compare two sources: *expected* is what the code builds, *actual* what is on disk.
 
     The actual side is located like the expected one. ``like``: when *expected* is a
     file holding several models (a training state), the source whose schema says
-    which one (a model, a checkpoint, a schema snapshot).
+    which one (a model, a checkpoint, a schema snapshot). ``only``: glob patterns of the
+    names to compare (as ``expect_missing=`` of :func:`load_into`): a LoRA adapter's
+    ``["*lora_*"]``, not the frozen base it sits on.
 
     >>> d = pc.diff(model, "ckpt.pt")                    # doctest: +SKIP
     >>> d.ok, d.unexpected[:2]                           # doctest: +SKIP
@@ -105,6 +109,8 @@ def diff(
                   label=_label(expected, "expected"))
     act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"))
     exp, act = align(exp, act)
+    if only is not None:
+        exp, act = restrict(exp, act, only)
     cfgs = None
     if configs is not None:
         cfgs = tuple(None if c is None else config_to_dict(c) for c in configs)
@@ -146,6 +152,7 @@ def load_into(
     config: Any = None,
     weights_only: bool = True,
     expect_missing: Iterable[str] = (),
+    only: str | Iterable[str] | None = None,
 ) -> LoadReport:
     """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
 
@@ -157,6 +164,8 @@ def load_into(
     projection trained from scratch, the base weights under LoRA adapters); they keep
     the values the model was built with, and an info note lists them. A pattern also
     covers the names under a module it names. Anything else missing still fails.
+    ``only``: glob patterns of the names to check and load (a LoRA adapter file into a
+    model whose base weights come from elsewhere); the rest of the model is left as it is.
 
     >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
     >>> report.diff.missing                                     # doctest: +SKIP
@@ -167,6 +176,8 @@ def load_into(
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
     target, source_view = align(target, source_view)
+    if only is not None:
+        target, source_view = restrict(target, source_view, only)
     # a load copies values: a tensor without any (a meta tensor) is a cause, whatever the source
     source_view.dataless = dataless(source_view.tensors)
     configs, config_strict = None, False
@@ -259,8 +270,11 @@ def inspect(source: Any, *, like: Any = None, weights_only: bool = True) -> Insp
     config, config_at = view.config, None
     if config is None and view.found_config is not None:
         config_at, config = view.found_config
+    elif view.saved_by is not None and config is not None and view.saved_by.config_key:
+        config_at = view.saved_by.config_key
     return Inspection(path=label, format=view.format, schema=view.schema, ties=view.ties,
-                      config=config, config_at=config_at, notes=list(view.notes))
+                      config=config, config_at=config_at, notes=list(view.notes),
+                      saved_by=None if view.saved_by is None else str(view.saved_by))
 
 
 @gc_paused

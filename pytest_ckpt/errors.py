@@ -16,7 +16,8 @@ class CheckpointError(Exception):
     The message always names the file at fault (for a sharded directory, the
     shard) and the cause. ``kind`` is one of ``"unreadable"``, ``"truncated"``,
     ``"corrupted"``, ``"incomplete"``, ``"unsafe"``, ``"not-a-checkpoint"``,
-    ``"not-found"``.
+    ``"not-found"``, ``"needs-safe-globals"`` (a torch file that pickled data classes such as
+    ``argparse.Namespace``: the message holds the ``add_safe_globals`` line that allows them).
 
     >>> raise CheckpointError("model.pt", "truncated", "zip central directory missing")
     Traceback (most recent call last):

@@ -255,7 +255,8 @@ def test_lightning_round_trip_into_a_bare_model_is_ok_with_an_info_note(tmp_path
     torch.save({"epoch": 0, "state_dict": saved.state_dict()}, path)
     reloaded = _load_stripping_model_prefix(path)
     note = ("attribute prefix model. removed from every name in model (LitNet): the other side "
-            "is the module it holds as .model (e.g. a LightningModule's self.model)")
+            "is the module it holds as .model (e.g. a LightningModule's self.model, or transformers' "
+            "base_model_prefix 'model')")
     d = pc.diff(saved, reloaded)  # module vs module: the saved one carries the prefix
     assert d.ok, str(d)
     assert [n.text for n in d.notes if n.kind == "prefix"] == [note] and d.notes[0].info

@@ -30,7 +30,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 #: pages whose examples need an optional extra
-NEEDS = {"hypothesis.md": "hypothesis"}
+NEEDS = {"hypothesis.md": ("hypothesis",), "frameworks.md": ("transformers", "lightning", "peft")}
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
@@ -105,8 +105,8 @@ def run_console(block: str, directory: Path) -> None:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if runnable(p)], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch) -> None:
-    if page.name in NEEDS:
-        pytest.importorskip(NEEDS[page.name])
+    for module in NEEDS.get(page.name, ()):
+        pytest.importorskip(module, reason=f"{page.name}'s examples need {module}")
     # Not the pytester fixture: its teardown unloads every module the test imported, and
     # torch's compiler modules cannot be imported twice in one process.
     monkeypatch.chdir(tmp_path)

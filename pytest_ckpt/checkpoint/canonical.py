@@ -11,6 +11,7 @@ carries it, and where a target schema is known, only as deep as matches it best
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ class Naming:
     inner: tuple[str, ...] = ()
     #: a non-wrapper common prefix removed because the target schema has no such prefix
     foreign: tuple[str, ...] = field(default=())
+    #: a common prefix the target's names carry, added to every name (a base model's checkpoint
+    #: read into the model that holds it as an attribute)
+    added: tuple[str, ...] = field(default=())
+    #: names that do not carry the ``foreign`` prefix, read as they are (the head beside a base model)
+    kept: tuple[str, ...] = field(default=())
 
     def names(self) -> set[str]:
         return set(self._names)
@@ -70,7 +76,7 @@ class Naming:
     @property
     def identity(self) -> bool:
         """Every name is read as it is: nothing stripped or removed."""
-        return not (self.stripped or self.inner or self.foreign)
+        return not (self.stripped or self.inner or self.foreign or self.added)
 
     @cached_property
     def _names(self) -> frozenset[str]:
@@ -137,13 +143,17 @@ def _universal_prefix(names: Iterable[str]) -> str | None:
 def best_naming(
     names: Iterable[str],
     target: Iterable[str] | None = None,
+    *,
+    attributes: bool = True,
 ) -> Naming:
     """The reading of ``names`` that matches ``target`` best; without a target, the most stripped.
 
-    Among equal matches the most stripped reading wins. When the target shares
-    nothing with any reading but every name carries one common first component
-    that the target lacks (``model.`` from a Lightning module), that component
-    is removed too, if that makes the names match.
+    Among equal matches the most stripped reading wins. When every name carries one
+    common first component that the target lacks (``model.`` from a Lightning module),
+    that component is removed too, if that makes the names match; when the target's
+    names carry one that the names lack (a base model's checkpoint read into the model
+    holding it), it is added. ``attributes=False``: wrapper prefixes only (a schema snapshot
+    pins its names).
     """
     options = namings(names)
     if target is None:
@@ -154,49 +164,133 @@ def best_naming(
         best = options[0]
     else:
         best = max(options, key=lambda n: (len(n._names & target), len(n.stripped)))
-    return _foreign_prefix(best, target) or best
+    return (_foreign_prefix(best, target) if attributes else None) or best
 
 
 def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:
-    """``naming`` with an attribute prefix removed (:func:`attribute_prefix`); else ``None``."""
-    if not naming.rename:
-        return None
+    """``naming`` with an attribute prefix removed (:func:`attribute_prefix`) or added
+    (:func:`attribute_prefix_added`) to match ``target``; else ``None``."""
+    if not naming.rename or mostly_matching(naming._names, target):
+        return None  # most names match as they are (the usual case): no prefix to undo
     prefix = attribute_prefix(naming._names, target)
-    if prefix is None:
-        return None
-    rename = {src: cur[len(prefix):] for src, cur in naming.rename.items()}
-    return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,))
+    if prefix is not None:
+        rename = {src: strip_prefix(cur, prefix) for src, cur in naming.rename.items()}
+        kept = tuple(sorted(cur for cur in naming.rename.values() if not cur.startswith(prefix)))
+        return Naming(naming.stripped, rename, naming.inner, foreign=(prefix,), kept=kept)
+    prefix = attribute_prefix_added(naming._names, target)
+    if prefix is not None:
+        rename = {src: prefix + cur for src, cur in naming.rename.items()}
+        return Naming(naming.stripped, rename, naming.inner, added=(prefix,))
+    return None
+
+
+def mostly_matching(names: AbstractSet[str], target: AbstractSet[str], sample: int = 64) -> bool:
+    """Do at least half of ``names`` match ``target`` as they are? Judged on an evenly spread
+    sample: this guards every read, and 200,000 names would cost a set intersection each time.
+
+    >>> mostly_matching({"a.w", "b.w", "c.w"}, {"a.w", "b.w"}), mostly_matching({"m.a.w"}, {"a.w"})
+    (True, False)
+    """
+    step = max(1, len(names) // sample)
+    picked = list(itertools.islice(names, 0, None, step))
+    return 2 * sum(1 for name in picked if name in target) >= len(picked)
+
+
+def strip_prefix(name: str, prefix: str) -> str:
+    """``name`` without ``prefix`` when it starts with it (the head beside a base model keeps its name)."""
+    return name[len(prefix):] if name.startswith(prefix) else name
 
 
 def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:
-    """The first component every name carries (``model.`` of a LightningModule holding the
-    model as ``self.model``), when ``target`` has no name starting with it and removing it
-    makes more names match ``target``; else ``None``. Never guessed without a target.
+    """The first component that ``names`` carry (``model.`` of a LightningModule holding the
+    model as ``self.model``; transformers' ``base_model_prefix`` of a ``...ForCausalLM``
+    checkpoint read into its base model), when ``target`` has no name starting with it and
+    removing it once makes more names match ``target``; else ``None``. Every name carries
+    it, or all but a few that stay as they are (the ``lm_head`` a base model lacks). Never
+    guessed without a target.
 
     >>> attribute_prefix({"model.l1.weight", "model.l1.bias"}, {"l1.weight", "l1.bias"})
+    'model.'
+    >>> attribute_prefix({"model.l1.weight", "model.norm", "lm_head.weight"}, {"l1.weight", "norm"})
     'model.'
     >>> attribute_prefix({"model.l1.weight"}, {"model.l1.weight", "l1.weight"}) is None
     True
     """
-    # one first component with more name after it in every name: as in _universal_prefix,
-    # the smallest and the largest name decide. The cheap checks come first: this runs on
-    # every read.
+    # The cheap checks come first: this runs on every read.
     if not names or not target:
         return None
-    lo, hi = min(names), max(names)
-    if "." not in lo:
-        return None
-    prefix = lo.split(".", 1)[0] + "."
-    if not hi.startswith(prefix):
-        return None
-    if any(t.startswith(prefix) for t in target):
+    prefix = _carried_prefix(names)
+    if prefix is None or any(t.startswith(prefix) for t in target):
         return None
     n = len(prefix)
-    matched = sum(1 for name in names if name[n:] in target)
+    stripped = [name[n:] for name in names if name.startswith(prefix)]
+    if len(stripped) < len(names) and not names.isdisjoint(stripped):
+        return None  # removing it would give two names the same one: not an attribute prefix
+    matched = sum(1 for name in stripped if name in target)
     return prefix if matched > len(names & target) else None
 
 
+def attribute_prefix_added(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:
+    """The first component ``target``'s names carry and ``names`` lack, when adding it once
+    to every name makes more names match: a base model's checkpoint (``LlamaModel``) read
+    into a model that holds it as an attribute (``LlamaForCausalLM.model``); else ``None``.
+
+    >>> attribute_prefix_added({"l1.weight", "norm"}, {"model.l1.weight", "model.norm", "lm_head.weight"})
+    'model.'
+    """
+    if not names or not target:
+        return None
+    prefix = _carried_prefix(target)
+    if prefix is None or any(name.startswith(prefix) for name in names):
+        return None
+    matched = sum(1 for name in names if prefix + name in target)
+    return prefix if matched > len(names & target) else None
+
+
+def _carried_prefix(names: AbstractSet[str]) -> str | None:
+    """The first component every name carries, else one that more than half carry; else None."""
+    lo, hi = min(names), max(names)
+    if "." in lo:
+        prefix = lo.split(".", 1)[0] + "."
+        if hi.startswith(prefix):
+            return prefix  # every name: as in _universal_prefix, the smallest and the largest decide
+    counts: dict[str, int] = {}
+    for name in names:
+        first, dot, rest = name.partition(".")
+        if dot and rest:
+            counts[first] = counts.get(first, 0) + 1
+    if not counts:
+        return None
+    first, count = max(counts.items(), key=lambda kv: kv[1])
+    return first + "." if 2 * count > len(names) else None
+
+
 # -- live modules ---------------------------------------------------------------------------
+
+def adapter_name(module: torch.nn.Module) -> str | None:
+    """The one adapter name a PEFT model puts inside its adapter's names (``lora_A.default.weight``),
+    which peft's ``save_pretrained`` leaves out of the file (``lora_A.weight``); ``None`` for
+    any other module, and for a model holding several adapters (their names would collide)."""
+    config = getattr(module, "peft_config", None)
+    if isinstance(config, Mapping) and len(config) == 1:
+        return next(iter(config))
+    return None
+
+
+def without_adapter_name(name: str, adapter: str) -> str:
+    """``name`` as peft saves it: the adapter's own segment removed after a ``lora_*`` module.
+
+    >>> without_adapter_name("q_proj.lora_A.default.weight", "default")
+    'q_proj.lora_A.weight'
+    >>> without_adapter_name("q_proj.base_layer.weight", "default")
+    'q_proj.base_layer.weight'
+    """
+    if ".lora_" not in name:
+        return name
+    parts = name.split(".")
+    kept = [p for i, p in enumerate(parts) if not (p == adapter and i and parts[i - 1].startswith("lora_"))]
+    return ".".join(kept)
+
 
 def unwrap(module: torch.nn.Module) -> tuple[torch.nn.Module, tuple[str, ...]]:
     """Peel DataParallel/DDP/torch.compile/FSDP1 wrappers off a live module, by type.

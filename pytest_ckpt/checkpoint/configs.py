@@ -171,3 +171,16 @@ def int_fields_equal(cfg: Mapping[str, Any] | None, value: int) -> list[str]:
     flat = flatten(cfg)
     hits = [k for k, v in flat.items() if _is_int(v) and v == value]
     return sorted(hits, key=lambda k: (k.rsplit(".", 1)[-1] not in LAYER_FIELDS, k))
+
+
+def shared_fields(given: dict[str, Any], recorded: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both configs cut to the fields both name and ``given`` sets: how a config is compared
+    with a framework's record of it, which holds other fields (Lightning's hyper_parameters add
+    training settings such as ``lr``; save_pretrained's config.json leaves out defaults and adds
+    ``architectures``).
+
+    >>> shared_fields({"hidden": 8, "dtype": None, "extra": 1}, {"hidden": 16, "lr": 0.1, "dtype": "float32"})
+    ({'hidden': 8}, {'hidden': 16})
+    """
+    common = [k for k in given if k in recorded and given[k] is not None]
+    return {k: given[k] for k in common}, {k: recorded[k] for k in common}

@@ -19,6 +19,9 @@ NOTE_KINDS = (
     "unexpected",
     "renamed",
     "candidates",
+    # only= cut both sides down to a subset of names (info); adapters (PEFT/LoRA) that do not load
+    "only",
+    "adapter",
     # resume equivalence (pytest_ckpt.resume): one kind per piece of training state
     "resume-weights",
     "resume-optimizer",

@@ -12,7 +12,7 @@ import torch
 
 from .notes import Note
 from ..errors import CheckpointError
-from . import canonical, locate
+from . import canonical, frameworks, locate
 from .configs import config_to_dict, readable_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
@@ -66,6 +66,8 @@ def align(expected: View, actual: View) -> tuple[View, View]:
         # a snapshot pins the names: a model moved under self.model is a change to review,
         # since old checkpoints no longer load into it with a plain load_state_dict
         return expected, actual
+    if canonical.mostly_matching(anames, enames) or canonical.mostly_matching(enames, anames):
+        return expected, actual  # most names match as they are: no prefix to undo
     prefix = canonical.attribute_prefix(anames, enames)
     if prefix is not None:
         return expected, _without_prefix(actual, prefix)
@@ -76,16 +78,20 @@ def align(expected: View, actual: View) -> tuple[View, View]:
 
 
 def _without_prefix(view: View, prefix: str) -> View:
-    n = len(prefix)
-    tensors = {name[n:]: t for name, t in view.tensors.items()}
+    def strip(name: str) -> str:
+        return canonical.strip_prefix(name, prefix)
+
+    tensors = {strip(name): t for name, t in view.tensors.items()}
+    kept = sorted(name for name in view.tensors if not name.startswith(prefix))
     return dataclasses.replace(
         view,
         schema=Schema.of(tensors, located_at=view.schema.located_at,
                          stripped=view.schema.stripped + (prefix,)),
         tensors=tensors,
-        ties=None if view.ties is None else [tuple(sorted(x[n:] for x in g)) for g in view.ties],
-        notes=[*view.notes, attribute_prefix_note(prefix, view.label)],
-        source_names={name[n:]: view.source_names.get(name, name) for name in view.tensors},
+        ties=None if view.ties is None else [tuple(sorted(strip(x) for x in g)) for g in view.ties],
+        notes=[*view.notes, attribute_prefix_note(prefix, view.label, kept=kept)],
+        source_names={strip(name): view.source_names.get(name, name) for name in view.tensors},
+        attribute_prefix=(prefix, "removed"),
     )
 
 
@@ -109,9 +115,19 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
     inner, stripped = canonical.unwrap(module)
     raw = inner.state_dict()
     rename = {name: canonical.remove_inner_segments(name)[0] for name in raw}
+    adapter = canonical.adapter_name(inner)
+    if adapter is not None:  # peft's files hold lora_A.weight for the live lora_A.default.weight
+        rename = {src: canonical.without_adapter_name(cur, adapter) for src, cur in rename.items()}
     tensors = {rename[name]: t.detach() for name, t in raw.items()}
     ties = [tuple(sorted(rename.get(n, n) for n in group)) for group in module_tie_groups(inner)]
     notes = []
+    if adapter is not None:
+        notes.append(Note(
+            "prefix",
+            f"adapter name .{adapter}. removed from the adapter's names in "
+            f"{label or f'model ({type(inner).__name__})'}, as peft's save_pretrained writes them",
+            info=True,
+        ))
     if stripped:
         notes.append(Note(
             "prefix",
@@ -133,6 +149,10 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
     )
 
 
+#: the formats save_pretrained writes, with a config.json beside them
+HF_FORMATS = ("safetensors", "hf-sharded", "hf-sharded-unindexed")
+
+
 def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:
     from .. import formats
 
@@ -149,6 +169,8 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
         stored_ties=stored_ties,
         tie_key=contents.tie_key,
         origin=path,
+        # a schema snapshot pins the names: a model moved under self.model is a change to review
+        attributes=contents.noun != "snapshot",
     )
     view.format = contents.format
     view.noun = contents.noun
@@ -158,6 +180,20 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     view.stored = stored
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
+    view.saved_by = frameworks.saved_by(contents.tree)
+    if view.config is None and view.saved_by is None and contents.format in HF_FORMATS:
+        from ..formats import hf_config
+
+        hf = hf_config.beside(path)
+        if hf is not None:  # save_pretrained's config.json: the checkpoint's config
+            view.config, view.saved_by = config_to_dict(hf), frameworks.transformers_saved(hf)
+    if view.config is None and view.saved_by is not None and view.saved_by.config_key:
+        # the framework's own record of the config the model was built from (Lightning's
+        # hyper_parameters) is the file's config: compared like one pc.save stored
+        try:
+            view.config = config_to_dict(contents.tree[view.saved_by.config_key])
+        except (TypeError, ValueError):
+            pass
     return view
 
 
@@ -170,6 +206,7 @@ def tree_view(
     stored_ties=None,
     tie_key=None,
     origin: Path | None = None,
+    attributes: bool = True,
 ) -> View:
     """Locate the state dict inside ``tree`` and read it by canonical names.
 
@@ -187,11 +224,11 @@ def tree_view(
         def score(c: locate.Candidate) -> float:
             # Matching names count, extra and absent names count against: a 6-block EMA
             # beside a 2-block model holds every model name, but is not the model.
-            naming = canonical.best_naming(c.tensors, target)
+            naming = canonical.best_naming(c.tensors, target, attributes=attributes)
             names = naming.names()
             return 2 * len(names & target) - len(names ^ target)
     chosen = locate.choose(found, score)
-    naming = canonical.best_naming(chosen.tensors, target)
+    naming = canonical.best_naming(chosen.tensors, target, attributes=attributes)
     if naming.identity:  # read as they are: no renaming pass (chosen.tensors is our own dict)
         tensors, source_names = chosen.tensors, {}
     else:
@@ -199,7 +236,7 @@ def tree_view(
         source_names = {c: s for s, c in naming.rename.items()}
     notes = _location_notes(chosen, found, naming, label, chosen_by_target=target is not None)
     if stored_ties is not None:
-        ties = [tuple(g) for g in stored_ties]
+        ties = [tuple(sorted(_renamed(n, naming) for n in g)) for g in stored_ties]
     elif ties_expressible:
         ties = [tuple(sorted(naming.rename.get(n, n) for n in g))
                 for g in tie_groups(chosen.tensors, key=tie_key)]
@@ -215,6 +252,8 @@ def tree_view(
         notes=notes,
         source_names=source_names,
         found_config=_config_beside(tree, chosen.path),
+        attribute_prefix=((naming.foreign[0], "removed") if naming.foreign else
+                          (naming.added[0], "added") if naming.added else None),
     )
 
 
@@ -275,7 +314,9 @@ def _location_notes(chosen, found, naming: canonical.Naming, label: str, *,
             info=True,
         ))
     if naming.foreign:
-        notes.append(attribute_prefix_note(naming.foreign[0], label))
+        notes.append(attribute_prefix_note(naming.foreign[0], label, kept=naming.kept))
+    if naming.added:
+        notes.append(attribute_prefix_note(naming.added[0], label, added=True))
     if naming.inner:
         notes.append(Note(
             "prefix",
@@ -311,14 +352,42 @@ def _candidates_note(chosen: locate.Candidate, rivals: list[locate.Candidate], l
     )
 
 
-def attribute_prefix_note(prefix: str, label: str) -> Note:
-    """A parent module's attribute name (``model.`` of a Lightning module) removed to match the other side."""
+def attribute_prefix_note(prefix: str, label: str, *, kept: Iterable[str] = (),
+                          added: bool = False) -> Note:
+    """A parent module's attribute name (``model.`` of a Lightning module, transformers'
+    ``base_model_prefix``) removed from, or added to, the names of ``label`` to match the
+    other side. ``kept``: names that do not carry it and stay as they are (a head)."""
+    attr = prefix.rstrip(".")
+    if added:
+        return Note(
+            "prefix",
+            f"attribute prefix {prefix} added to every name in {label}: it holds the module "
+            f"that the other side keeps as .{attr} (e.g. a base model's checkpoint read into a "
+            f"model with a head, transformers' base_model_prefix {attr!r})",
+            info=True,
+        )
+    kept = list(kept)
+    where = "every name" if not kept else f"every name but {_listed(kept)}"
     return Note(
         "prefix",
-        f"attribute prefix {prefix} removed from every name in {label}: the other side is the "
-        f"module it holds as .{prefix.rstrip('.')} (e.g. a LightningModule's self.{prefix.rstrip('.')})",
+        f"attribute prefix {prefix} removed from {where} in {label}: the other side is the "
+        f"module it holds as .{attr} (e.g. a LightningModule's self.{attr}, or transformers' "
+        f"base_model_prefix {attr!r})",
         info=True,
     )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _renamed(name: str, naming: canonical.Naming) -> str:
+    """A canonical name (as pc.save stored it) read the way ``naming`` reads the file's names."""
+    if naming.foreign:
+        return canonical.strip_prefix(name, naming.foreign[0])
+    if naming.added:
+        return naming.added[0] + name
+    return name
 
 
 def _passed_over(others: list[locate.Candidate]) -> str:

@@ -65,6 +65,12 @@ class View:
     #: names read with values whose tensors hold no data (a meta tensor was saved): each a
     #: cause, while the other tensors' values are still compared
     dataless: list[str] = field(default_factory=list)
+    #: an attribute prefix undone to match the other side: ``("model.", "removed")`` (a
+    #: LightningModule's self.model, a ...ForCausalLM read into its base model) or
+    #: ``("model.", "added")`` (a base model's checkpoint read into the model holding it)
+    attribute_prefix: tuple[str, str] | None = None
+    #: the framework that wrote the file (:func:`~.frameworks.saved_by`), when known
+    saved_by: Any = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

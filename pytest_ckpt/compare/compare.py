@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from fnmatch import fnmatchcase
 from itertools import compress
 from operator import ne
 from typing import Any, Iterable
 
-from ..checkpoint.configs import config_fields_diff, config_to_dict
+from ..checkpoint.configs import config_fields_diff, config_to_dict, shared_fields
+from ..checkpoint.patterns import matching
 from ..checkpoint.schema import TensorSpec
 from ..checkpoint.view import View
 from .diagnose import Context, diagnose
@@ -82,6 +82,8 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     exp_cfg = expected.config if exp_cfg is None else config_to_dict(exp_cfg)
     act_cfg = actual.config if act_cfg is None else config_to_dict(act_cfg)
     if exp_cfg is not None and act_cfg is not None:
+        if actual.saved_by is not None:  # a framework's record (hyper_parameters, config.json)
+            exp_cfg, act_cfg = shared_fields(exp_cfg, act_cfg)
         diff.config = config_fields_diff(exp_cfg, act_cfg)
     diff.expected_info = {**expected.info(), "config": exp_cfg}
     diff.actual_info = {**actual.info(), "config": act_cfg}
@@ -107,17 +109,13 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
 def expected_missing(names: list[str], patterns: Iterable[str]) -> tuple[list[str], list[str]]:
     """``(still missing, expected missing)``: ``names`` split by the patterns.
 
-    A pattern is a glob (``fnmatch``, case-sensitive, ``*`` crosses dots) matched against
-    the canonical name; it also covers everything under a module it names, so
-    ``"text_projection"`` covers ``text_projection.weight``.
+    Patterns as in :mod:`~pytest_ckpt.checkpoint.patterns`: a glob, which also covers
+    everything under a module it names (``"text_projection"`` covers ``text_projection.weight``).
 
     >>> expected_missing(["proj.weight", "layers.0.lora_A.weight", "head.bias"], ["proj", "*.lora_*"])
     (['head.bias'], ['proj.weight', 'layers.0.lora_A.weight'])
     """
-    if isinstance(patterns, str):  # expect_missing="proj": one pattern, not five letters
-        patterns = [patterns]
-    globs = [p for pattern in patterns for p in (pattern, f"{pattern}.*")]
-    expected = [n for n in names if any(fnmatchcase(n, g) for g in globs)]
+    expected = matching(names, patterns)
     if not expected:
         return names, []
     chosen = set(expected)

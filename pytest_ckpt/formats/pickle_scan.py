@@ -109,21 +109,33 @@ def torch_allowed() -> Callable[[str], bool]:
     return allowed.__contains__
 
 
-def check_globals(path, names: Iterable[str], allowed: Callable[[str], bool], what: str) -> None:
-    """Raise ``CheckpointError(kind="unsafe")`` naming every global ``allowed`` rejects."""
+def check_globals(path, names: Iterable[str], allowed: Callable[[str], bool], what: str, *,
+                  advise: bool = False) -> None:
+    """Raise ``CheckpointError(kind="unsafe")`` naming every global ``allowed`` rejects.
+    ``advise``: a torch file, which ``torch.serialization.add_safe_globals`` can open to data
+    classes (:mod:`.safe_globals`: their own kind, and the line that allows them)."""
     bad = list(dict.fromkeys(n for n in names if not allowed(n)))
     if bad:
+        hint = ""
+        if advise:
+            from . import safe_globals
+
+            refusal = safe_globals.data_class_refusal(path, bad, what)
+            if refusal is not None:
+                raise refusal
+            hint = safe_globals.unknown_hint(bad)
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise CheckpointError(
             path,
             "unsafe",
             f"{what} asks for {shown}, which weights-only loading does not allow; "
-            "nothing was run. Load it with weights_only=False only if you trust its origin",
+            f"nothing was run{hint}. Load it with weights_only=False only if you trust its origin",
             globals=bad,
         )
 
 
-def scan(path, data: bytes | io.IOBase, what: str = "the pickle", *, allowlist: bool = True) -> list[str]:
+def scan(path, data: bytes | io.IOBase, what: str = "the pickle", *, allowlist: bool = True,
+         advise: bool = False) -> list[str]:
     """Refuse a pickle of DTensors (:func:`refuse_dtensors`), and (``unsafe``, when
     ``allowlist``) one asking for globals outside torch's weights-only allowlist.
 
@@ -135,7 +147,7 @@ def scan(path, data: bytes | io.IOBase, what: str = "the pickle", *, allowlist: 
         raise CheckpointError(path, "corrupted", f"{what} is damaged ({_short(e)})") from None
     refuse_dtensors(path, names)
     if allowlist:
-        check_globals(path, names, torch_allowed(), what)
+        check_globals(path, names, torch_allowed(), what, advise=advise)
     return names
 
 

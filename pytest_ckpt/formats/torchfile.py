@@ -30,7 +30,7 @@ def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     records = _records(path, reader)
     data_pkl = _record(path, reader, "data.pkl")
     # DTensors are refused with or without weights_only; unsafe globals only with it
-    pickle_scan.scan(path, data_pkl, "data.pkl", allowlist=weights_only)
+    pickle_scan.scan(path, data_pkl, "data.pkl", allowlist=weights_only, advise=True)
     # one reading of the archive for torch.load (mmap or not), zipfile and us; sizes bounded
     layout = zipcheck.check(path, data_pkl)
     if not meta:  # values are read: the bytes verify would refuse are refused here too
@@ -78,7 +78,7 @@ def scan_legacy(path: Path, *, allowlist: bool = True) -> None:
             for i in range(_LEGACY_PICKLES):
                 start = f.tell()
                 try:
-                    pickle_scan.scan(path, f, "the pickle", allowlist=allowlist)
+                    pickle_scan.scan(path, f, "the pickle", allowlist=allowlist, advise=True)
                     if i == _LEGACY_OBJECT:
                         end = f.tell()
                         f.seek(start)
@@ -241,11 +241,11 @@ def _unpickling_error(path: Path, e: Exception, zip_format: bool) -> CheckpointE
     try:
         if zip_format:
             reader = torch._C.PyTorchFileReader(str(path))
-            pickle_scan.scan(path, bytes(reader.get_record("data.pkl")), "data.pkl")
+            pickle_scan.scan(path, bytes(reader.get_record("data.pkl")), "data.pkl", advise=True)
         else:
             scan_legacy(path)
     except CheckpointError as err:
-        if err.kind == "unsafe":
+        if err.kind in ("unsafe", "needs-safe-globals"):
             return err
     except Exception:
         pass

@@ -87,13 +87,14 @@ def lead(diff: CheckpointDiff | None) -> str:
     return f"[{note.kind}] {' '.join(note.text.split())}" if note is not None else ""
 
 
-def check_file(reference: Any, path: Path, *, atol: float, rtol: float, config: Any) -> CheckpointDiff | None:
+def check_file(reference: Any, path: Path, *, atol: float, rtol: float, config: Any,
+               only: Any = None) -> CheckpointDiff | None:
     """The saved model against the file your save wrote; ``None`` when it cannot be read (the
     load's own error then says more than we could)."""
     try:
         expected = saved_side(reference)
         actual = file_side(path, like=expected, values=True, made_by="save")
-        return diff(expected, actual, atol=atol, rtol=rtol, configs=(config, None))
+        return diff(expected, actual, atol=atol, rtol=rtol, configs=(config, None), only=only)
     except Exception:  # noqa: BLE001 - an unreadable file is the load's problem to report
         return None
 

@@ -56,6 +56,7 @@ class Ckpt(VariationChecks):
         dtype: torch.dtype | None = None,
         outputs_atol: float | None = None,
         outputs_rtol: float | None = None,
+        only: str | list[str] | None = None,
     ) -> Any:
         """Save ``factory(config)`` as this variation does, load it back, compare.
 
@@ -63,7 +64,9 @@ class Ckpt(VariationChecks):
         signature names them: the config the model was built from, a real AdamW after one
         step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
         compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
-        own tolerance (default: the weights'). Returns the reloaded model; for
+        own tolerance (default: the weights'). ``only``: glob patterns of the names compared
+        (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
+        it on a freshly built base. Returns the reloaded model; for
         ``layers-1``/``layers+1`` the exception the load raised. Raises one
         :class:`CheckpointMismatch` whose first line names the cause.
         """
@@ -96,19 +99,23 @@ class Ckpt(VariationChecks):
         except FactoryError as exc:  # the factory's own error stays its cause, shown above ours
             raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
-        loaded_with = (
-            describe(load) if load is not None
-            else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
-        )
+        if load is None and saved.extra.get("default_load") is not None:
+            loaded_with, load = saved.extra["default_load"]  # the variation's own (hf: from_pretrained)
+        else:
+            loaded_with = (
+                describe(load) if load is not None
+                else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
+            )
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
-        compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype)
+        compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype, only=only)
         if saved.layer_delta:
             return self._expect_refusal(job, saved, load, header, compare)
 
         reference = explain.cast(saved.reference, dtype)
         reloaded = self._load(job, saved, load, header, compare)
         expected, actual = explain.saved_side(reference), explain.reloaded_side(reloaded)
-        diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None))
+        diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None),
+                        only=only)
         problems: list[str] = []
         if inputs is not None and isinstance(reference, nn.Module):
             problems = compare_outputs(
@@ -160,7 +167,7 @@ class Ckpt(VariationChecks):
         if load is None:
             model = job.build()
             try:
-                api.load_into(model, saved.path)
+                api.load_into(model, saved.path, only=compare.only)
             except CheckpointMismatch as exc:
                 self._load_failed(exc, None, saved, header, compare)
             return model
@@ -277,8 +284,9 @@ class Ckpt(VariationChecks):
 class _Compare:
     """How this round trip compares: tolerances, the training config, a declared cast."""
 
-    def __init__(self, *, atol: float, rtol: float, config: Any, dtype: torch.dtype | None) -> None:
-        self.atol, self.rtol, self.config, self.dtype = atol, rtol, config, dtype
+    def __init__(self, *, atol: float, rtol: float, config: Any, dtype: torch.dtype | None,
+                 only: Any = None) -> None:
+        self.atol, self.rtol, self.config, self.dtype, self.only = atol, rtol, config, dtype, only
 
     def file_differs(self, saved: Saved):
         """The diff of the file against the saved model when the file is wrong (both as saved
@@ -288,7 +296,7 @@ class _Compare:
         first = None
         for reference in (saved.reference, explain.cast(saved.reference, self.dtype))[:2 if self.dtype else 1]:
             result = explain.check_file(reference, saved.path, atol=self.atol, rtol=self.rtol,
-                                        config=self.config)
+                                        config=self.config, only=self.only)
             if result is None or result.ok:
                 return None
             first = first or result

@@ -29,6 +29,8 @@ class Inspection:
     #: where in the file ``config`` was found (nanoGPT's ``model_args``); None: stored by pc.save
     config_at: str | None = None
     notes: list[Note] = field(default_factory=list)
+    #: the framework that wrote the file ("Lightning 2.6.6 (Trainer.save_checkpoint, ...)")
+    saved_by: str | None = None
 
     @property
     def dtypes(self) -> Counter:
@@ -53,6 +55,7 @@ class Inspection:
             "blocks": self.blocks,
             "ties": [list(g) for g in self.ties] if self.ties is not None else None,
             "notes": [n.to_dict() for n in self.notes],
+            "saved_by": self.saved_by,
         }
         if tensors:
             out["schema"] = self.schema.to_dict()
@@ -64,6 +67,7 @@ class Inspection:
     def render(self, *, every_tensor: bool = False) -> str:
         s = self.schema
         lines = [f"{self.path}: {self.format}, {len(s)} tensors, {_human_bytes(s.nbytes)}",
+                 *([f"  saved by:   {self.saved_by}"] if self.saved_by else []),
                  f"  located at: {'.'.join(map(str, s.located_at)) or '<top level>'}",
                  f"  stripped:   {' '.join(s.stripped) or '-'}",
                  f"  dtypes:     {', '.join(f'{k} x{v}' for k, v in self.dtypes.most_common())}"]

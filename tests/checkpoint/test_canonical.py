@@ -97,3 +97,23 @@ def test_attribute_prefix_only_when_it_makes_names_match():
     assert canonical.attribute_prefix(names, {"other.weight"}) is None  # matches nothing more
     assert canonical.attribute_prefix({"model.a", "net.b"}, {"a", "b"}) is None  # not one prefix
     assert canonical.attribute_prefix(names, set()) is None
+
+
+def test_attribute_prefix_carried_by_all_but_a_head():
+    names = {"model.l1.weight", "model.norm.weight", "lm_head.weight"}
+    assert canonical.attribute_prefix(names, {"l1.weight", "norm.weight"}) == "model."
+    # stripping would give two names the same one: not an attribute prefix
+    assert canonical.attribute_prefix({"model.a.w", "model.b.w", "a.w"}, {"a.w", "b.w"}) is None
+    # carried by half the names only: not one prefix
+    assert canonical.attribute_prefix({"model.a.w", "model.b.w", "x.w", "y.w"}, {"a.w", "b.w"}) is None
+
+
+def test_attribute_prefix_added_when_the_target_holds_the_names_under_an_attribute():
+    target = {"model.l1.weight", "model.norm.weight", "lm_head.weight"}
+    assert canonical.attribute_prefix_added({"l1.weight", "norm.weight"}, target) == "model."
+    assert canonical.attribute_prefix_added({"model.l1.weight"}, target) is None  # carried already
+    assert canonical.attribute_prefix_added({"other.weight"}, target) is None  # matches nothing
+    naming = canonical.best_naming(["l1.weight", "norm.weight"], target)
+    assert naming.added == ("model.",) and naming.names() == {"model.l1.weight", "model.norm.weight"}
+    # no target: nothing is ever added
+    assert canonical.best_naming(["l1.weight", "norm.weight"]).identity

@@ -56,14 +56,15 @@ def dataless(diff, expected, actual, ctx) -> list[Note]:
 
 def values(diff, expected, actual, ctx) -> list[Note]:
     """Tensors of the same shape and dtype whose values differ."""
-    if not diff.values:
+    found = {n: d for n, d in diff.values.items() if n not in ctx.explained}
+    if not found:  # none, or each explained by a more specific rule (a no-op adapter)
         return []
-    worst = max(diff.values, key=lambda n: diff.values[n])
-    d = diff.values[worst]
+    worst = max(found, key=lambda n: found[n])
+    d = found[worst]
     how = (f"atol={ctx.atol:g}, rtol={ctx.rtol:g}" if ctx.atol or ctx.rtol
            else "compared exactly")
     size = "bits only, e.g. -0.0 vs 0.0" if d == 0 else f"largest max-abs difference {d:.3g}"
-    n = len(diff.values)
+    n = len(found)
     return [Note(
         "values",
         f"{plural(n, 'tensor')} {verb(n, 'differs', 'differ')} in value ({how}): {size} at {worst}",
@@ -72,7 +73,7 @@ def values(diff, expected, actual, ctx) -> list[Note]:
                     load=_LOAD_VALUES_FIX,
                     save="your save writes other values than the model it is given holds (a copy "
                          "taken earlier, or a lossy cast): save model.state_dict() as it is"),
-        names=tuple(sorted(diff.values)))]
+        names=tuple(sorted(found)))]
 
 
 def tied(diff, expected, actual, ctx) -> list[Note]:

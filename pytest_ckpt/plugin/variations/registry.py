@@ -59,6 +59,8 @@ _ALL = (
        "layers:FEWER"),
     _v("layers+1", "saved with one block more than config says; the load must raise",
        "layers:MORE"),
+    _v("hf", "save_pretrained(path, max_shard_size=...): sharded safetensors and config.json; "
+             "loaded with from_pretrained", "hf:HF_VARIATION"),
 )
 
 #: every variation, by exact name, in the documented order
