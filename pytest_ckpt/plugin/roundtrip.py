@@ -56,6 +56,7 @@ class Ckpt(VariationChecks):
         dtype: torch.dtype | None = None,
         outputs_atol: float | None = None,
         outputs_rtol: float | None = None,
+        load_sharded: Callable[..., Any] | None = None,
     ) -> Any:
         """Save ``factory(config)`` as this variation does, load it back, compare.
 
@@ -63,7 +64,9 @@ class Ckpt(VariationChecks):
         signature names them: the config the model was built from, a real AdamW after one
         step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
         compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
-        own tolerance (default: the weights'). Returns the reloaded model; for
+        own tolerance (default: the weights'). ``load_sharded(model, path)``: under ``reshard-N``,
+        the project's load on each loading rank into the ``fully_shard``'ed model (may take
+        ``optimizer=``, ``config=``); other variations ignore it. Returns the reloaded model; for
         ``layers-1``/``layers+1`` the exception the load raised. Raises one
         :class:`CheckpointMismatch` whose first line names the cause.
         """
@@ -84,6 +87,7 @@ class Ckpt(VariationChecks):
             fsdp_timeout=self._fsdp_timeout,
             process_group=self._process_group,
             layers_field=layers_field,
+            load_sharded=load_sharded,
         )
         impl = VARIATIONS[self.variation].load()
         try:
@@ -96,7 +100,7 @@ class Ckpt(VariationChecks):
         except FactoryError as exc:  # the factory's own error stays its cause, shown above ours
             raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
-        loaded_with = (
+        loaded_with = saved.loaded_with or (
             describe(load) if load is not None
             else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
         )
@@ -106,7 +110,7 @@ class Ckpt(VariationChecks):
             return self._expect_refusal(job, saved, load, header, compare)
 
         reference = explain.cast(saved.reference, dtype)
-        reloaded = self._load(job, saved, load, header, compare)
+        reloaded = saved.reloaded if saved.reloaded is not None else self._load(job, saved, load, header, compare)
         expected, actual = explain.saved_side(reference), explain.reloaded_side(reloaded)
         diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None))
         problems: list[str] = []
@@ -123,8 +127,12 @@ class Ckpt(VariationChecks):
         body: list[str] = []
         shown = diff
         cause = explain.lead(diff)
+        own = saved.explain(diff) if saved.explain is not None and not diff.ok else None
+        if own is not None:  # the variation knows the cause (reshard: rows in another order)
+            cause = f"[{own.kind}] {own.text}"
+            body.append(f"  {cause}\n      fix: {own.fix}")
         if not diff.ok:
-            wrong = compare.file_differs(saved)
+            wrong = compare.file_differs(saved) if saved.reloaded is None else None
             if wrong is not None:  # the file itself is not the saved model: the save is at fault
                 shown, cause = wrong, explain.lead(wrong)
                 body += [str(wrong), f"and so {diff}"]

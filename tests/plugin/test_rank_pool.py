@@ -46,7 +46,7 @@ def test_workers_are_reused_forget_the_last_project_and_a_killed_one_is_replaced
         assert isinstance(saved.reference, nn.Module) and saved.reference.weight.shape == (out, 4)
     assert pool.shared().pids()[:2] == ranks  # the same two processes did all three jobs
 
-    killed = next(w for w in pool.shared().workers if w.pid == ranks[1])
+    killed = pool.shared().workers[1]
     os.kill(ranks[1], signal.SIGKILL)  # a worker that crashed between two tests
     killed.proc.wait(timeout=10)  # its threads gone too (/proc says Z before they are)
     saved = fsdp_save(tmp_path / "after-kill")

@@ -2,9 +2,9 @@
 
 A rank job used to pay a fresh Python and a torch import per rank per test (about 4 s); a pooled
 worker (:mod:`.rank_worker`) pays them once. The pool grows to the largest world size asked for; a
-job of world size ``n`` runs on its first ``n`` workers. A worker that died, or that a failed job
-retired or the launcher discarded (a rank may be stuck in a collective), is replaced by a fresh one
-on the next job.
+job of world size ``n`` runs on its first ``n`` workers (rank ``r`` always on worker ``r``). A worker
+that died, or that a failed job retired or the launcher discarded (a rank may be stuck in a
+collective), is replaced by a fresh one in its slot on the next job.
 
 No worker outlives this process: :meth:`RankPool.close` runs at exit, and each worker watches its
 parent and exits (with its process group) when the parent is gone, even after a ``SIGKILL``.
@@ -69,33 +69,42 @@ class RankPool:
 
     def __init__(self, *, reuse: bool = True) -> None:
         self.reuse = reuse
-        self.workers: list[Worker] = []
+        #: slot ``r`` runs rank ``r`` (None: to be started)
+        self.workers: list[Worker | None] = []
         self._dir: Path | None = None
         self._started = 0
 
     def take(self, world_size: int) -> list[Worker]:
-        """``world_size`` live workers, rank order; dead ones replaced, missing ones started."""
-        self.workers = [w for w in self.workers if w.alive() or self._reap(w)]
+        """``world_size`` live workers, rank order; dead ones replaced, missing ones started.
+
+        The worker in slot ``r`` always runs rank ``r``: torch keeps per-process state keyed by the
+        mesh (a device mesh equal to an earlier one is the earlier one, with its rank's coordinates),
+        so a process must not be rank 2 in one job and rank 0 in the next."""
         while len(self.workers) < world_size:
-            self.workers.append(self._start())
-        return self.workers[:world_size]
+            self.workers.append(None)
+        for rank in range(world_size):
+            worker = self.workers[rank]
+            if worker is None or not (worker.alive() or self._reap(worker)):
+                self.workers[rank] = self._start()
+        return list(self.workers[:world_size])
 
     def discard(self, workers: list[Worker]) -> None:
         """Kill ``workers`` (a failed job may have left them in a collective); the next job starts new ones."""
         for w in workers:
             processes.kill(w.proc)
             if w in self.workers:
-                self.workers.remove(w)
+                self.workers[self.workers.index(w)] = None
 
     def close(self) -> None:
         """Kill every worker and remove the pool's files."""
-        self.discard(list(self.workers))
+        self.discard([w for w in self.workers if w is not None])
+        self.workers = []
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
     def pids(self) -> list[int]:
-        return [w.pid for w in self.workers if w.alive()]
+        return [w.pid for w in self.workers if w is not None and w.alive()]
 
     def _reap(self, worker: Worker) -> bool:
         processes.kill(worker.proc)  # its process group too: whatever the job started

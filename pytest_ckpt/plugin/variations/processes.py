@@ -182,8 +182,8 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
     finally:
         if not ranks.reuse:
             ranks.close()
-        elif any(c != 0 for c in codes):
-            ranks.discard(workers)
+        elif not (all(c == 0 for c in codes) or all(c == EXIT_UNAVAILABLE for c in codes)):
+            ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
 
 
 def _code(result: Path, worker: "pool.Worker") -> int | None:
@@ -260,6 +260,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
             (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
+            dist.destroy_process_group()  # every rank refuses the same model: none waits on another
             return EXIT_UNAVAILABLE
         kw: dict = {}
         if "optimizer" in job.save_takes:

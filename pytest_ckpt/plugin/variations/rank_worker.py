@@ -8,7 +8,7 @@ code to ``RESULT`` (atomically). Between jobs it forgets what the last one impor
 the interpreter's own prefixes (a project's modules, a test's), so two projects with a module of the
 same name never see each other's.
 
-A job that failed, or left a process group open, retires the worker (it exits with the job's code):
+A job that failed (other than "cannot run here"), or left a process group open, retires the worker (it exits with the job's code):
 the pool starts a fresh one. It exits on its own when stdin closes or its parent dies (it polls
 ``os.getppid()``), killing its process group with it: a worker never outlives the pytest process.
 """
@@ -27,6 +27,8 @@ import traceback
 
 #: seconds between two looks at the parent
 PARENT_POLL_S = 0.2
+#: a job's "cannot run here" (processes.EXIT_UNAVAILABLE; not imported: this module starts light)
+EXIT_UNAVAILABLE = 3
 
 
 def watch_parent() -> None:
@@ -113,7 +115,7 @@ def main(ready_path: str) -> None:
             continue
         request = json.loads(line)
         code = run_job(request)
-        retire = code != 0 or dist.is_initialized()
+        retire = code not in (0, EXIT_UNAVAILABLE) or dist.is_initialized()
         write_result(request["result"], code)
         if retire:
             break

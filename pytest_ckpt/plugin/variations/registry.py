@@ -59,6 +59,11 @@ _ALL = (
        "layers:FEWER"),
     _v("layers+1", "saved with one block more than config says; the load must raise",
        "layers:MORE"),
+    # issue 14: a checkpoint written on 2 ranks, loaded on another world size
+    _v("reshard-3", "FSDP2 + DCP saved on 2 ranks, loaded on 3 (uneven shards); weights and optimizer "
+       "state compared by name", "reshard:RESHARD_3"),
+    _v("reshard-1", "FSDP2 + DCP saved on 2 ranks, loaded on 1; weights and optimizer state compared by name",
+       "reshard:RESHARD_1"),
 )
 
 #: every variation, by exact name, in the documented order
