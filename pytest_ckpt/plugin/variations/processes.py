@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
 from ...resume import processes
-from . import pool
+from . import pool, world
 from .registry import VariationUnavailable
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
@@ -47,6 +47,8 @@ class ProcessGroupScope:
 
         if not dist.is_available():
             raise VariationUnavailable("torch.distributed is not available in this torch build")
+        if world.launched():  # under torchrun: DDP runs on the launched world
+            world.ensure()
         if dist.is_initialized():
             return
         self.rendezvous_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,8 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
     or time runs out. Workers of a job that did not succeed on every rank are killed before this
     returns (one may be stuck in a collective): they never outlive the call that failed.
     """
+    if world.launched():
+        return _run_in_world(module, function, job, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
@@ -184,6 +188,51 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
             ranks.close()
         elif not (all(c == 0 for c in codes) or all(c == EXIT_UNAVAILABLE for c in codes)):
             ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
+
+
+def _run_in_world(module: str, function: str, job: Any, workdir: Path) -> None:
+    """Under torchrun: this process is one rank; run its part here, then agree with the others.
+
+    ``workdir`` must be the same on every rank (:func:`world.shared`)."""
+    import importlib
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rank = world.rank()
+    job_path = workdir / f"job-{rank}.pkl"
+    with open(job_path, "wb") as f:
+        pickle.dump(list(sys.path), f)
+        pickle.dump(job, f)
+    code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
+    codes = world.gather(code)
+    if all(c == 0 for c in codes):
+        return
+    if all(c == EXIT_UNAVAILABLE for c in codes):
+        reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
+        raise VariationUnavailable(reason)
+    failed = ", ".join(str(r) for r, c in enumerate(codes) if c not in (0, EXIT_UNAVAILABLE))
+    raise RuntimeError(f"fsdp: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
+                       f"{world.backend()}); its traceback is in that rank's output")
+
+
+def join(workdir: Path, rank: int, world_size: int) -> tuple[int, bool]:
+    """In a rank: join the ranks' group, a file rendezvous in ``workdir``, or the launched world when
+    pytest runs under torchrun. ``(world size, whether this call opened the group)``."""
+    import torch.distributed as dist
+
+    if world.launched():
+        world.ensure()
+        return dist.get_world_size(), False
+    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
+                            world_size=world_size)
+    return world_size, True
+
+
+def leave(owned: bool) -> None:
+    """Close the group :func:`join` opened (never the launched world)."""
+    import torch.distributed as dist
+
+    if owned:
+        dist.destroy_process_group()
 
 
 def _code(result: Path, worker: "pool.Worker") -> int | None:
@@ -244,23 +293,19 @@ def _rank_main(job_path: str, rank: int) -> int:
     from ... import api
     from .base import perturb, train_one_step
 
-    dist.init_process_group(
-        "gloo",
-        init_method=(workdir / "fsdp-rendezvous").resolve().as_uri(),
-        rank=rank,
-        world_size=FSDP_WORLD_SIZE,
-    )
+    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
     try:
         torch.manual_seed(job.seed)  # every rank starts from the same weights, as in real training
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, job.seed)
-        mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
+        model.to(world.device_type() if world.launched() else "cpu")
+        mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
         try:
             shard(model, mesh)
         except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
             (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
-            dist.destroy_process_group()  # every rank refuses the same model: none waits on another
+            leave(owned)  # every rank refuses the same model: none waits on another
             return EXIT_UNAVAILABLE
         kw: dict = {}
         if "optimizer" in job.save_takes:
@@ -284,7 +329,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         traceback.print_exc()
         return 1
     (workdir / f"done-{rank}").touch()
-    dist.destroy_process_group()
+    leave(owned)
     return 0
 
 

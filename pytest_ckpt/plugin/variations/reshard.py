@@ -19,6 +19,7 @@ import torch
 
 from ...checkpoint.notes import Note
 from .base import SaveJob, Saved, SaveSide, describe
+from .registry import VariationUnavailable
 
 SAVE_WORLD_SIZE = 2
 
@@ -36,6 +37,12 @@ class Reshard(SaveSide):
         from ... import api
 
         _check_available()
+        from . import world
+
+        if world.launched():
+            raise VariationUnavailable(
+                f"reshard-{self.world_size} runs on its own 2 and {self.world_size} spawned ranks, not under "
+                "torchrun yet: run it in a pytest without torchrun (the launched world runs ddp and fsdp)")
         factory = processes.importable(job.factory, "factory")
         save = processes.importable(job.save, "save function") if job.save is not None else None
         load = (processes.importable(job.load_sharded, "load_sharded function")
