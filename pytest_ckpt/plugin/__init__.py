@@ -17,7 +17,7 @@ from . import options as o
 from .collector import DEFINED_KEY, CheckCollector, defined_tests
 from .resume_variations import RESUME_DEFAULT
 from .selection import RESUME, MarkerError, marker_kind, marker_variations, select, validate_selection
-from .variations import DEFAULT, VARIATIONS, UnknownVariation
+from .variations import DEFAULT, VARIATIONS, UnknownVariation, world
 
 #: the session's resolved options
 SETTINGS_KEY = pytest.StashKey[o.Settings]()
@@ -118,6 +118,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if _is_xdist_worker(config):
         return  # the controller collects from the reports the workers send
+    if world.launched():  # under torchrun: the ranks agree on each outcome; rank 0 alone summarizes
+        from .launched import LaunchedWorld
+
+        config.pluginmanager.register(LaunchedWorld(), "ckpt-launched-world")
+        if world.rank() != 0:
+            return
     settings = config.stash[SETTINGS_KEY]
     summary = config.stash[SUMMARY_KEY] = CheckCollector(
         report_path=settings.report, update=settings.update,

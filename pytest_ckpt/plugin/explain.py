@@ -50,9 +50,13 @@ def saved_side(reference: nn.Module | Mapping[str, torch.Tensor]) -> View:
     return view
 
 
-def reloaded_side(model: nn.Module) -> View:
-    """What the project's load returned; its differences are the load's doing."""
-    view = module_view(model, label=f"the {RELOADED} ({type(model).__name__})")
+def reloaded_side(model: nn.Module | Mapping[str, torch.Tensor]) -> View:
+    """What the project's load returned (reshard-N: the state gathered from the loading ranks); its
+    differences are the load's doing."""
+    if isinstance(model, nn.Module):
+        view = module_view(model, label=f"the {RELOADED} ({type(model).__name__})")
+    else:
+        view = resolve(dict(model), values=True, label=f"the {RELOADED}")
     view.noun, view.expected_noun, view.made_by = RELOADED, RELOADED, "load"
     return view
 

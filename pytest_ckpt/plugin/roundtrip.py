@@ -57,6 +57,7 @@ class Ckpt(VariationChecks):
         outputs_atol: float | None = None,
         outputs_rtol: float | None = None,
         only: str | list[str] | None = None,
+        load_sharded: Callable[..., Any] | None = None,
     ) -> Any:
         """Save ``factory(config)`` as this variation does, load it back, compare.
 
@@ -66,7 +67,9 @@ class Ckpt(VariationChecks):
         compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
         own tolerance (default: the weights'). ``only``: glob patterns of the names compared
         (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
-        it on a freshly built base. Returns the reloaded model; for
+        it on a freshly built base. ``load_sharded(model, path)``: under ``reshard-N``,
+        the project's load on each loading rank into the ``fully_shard``'ed model (may take
+        ``optimizer=``, ``config=``); other variations ignore it. Returns the reloaded model; for
         ``layers-1``/``layers+1`` the exception the load raised. Raises one
         :class:`CheckpointMismatch` whose first line names the cause.
         """
@@ -87,6 +90,7 @@ class Ckpt(VariationChecks):
             fsdp_timeout=self._fsdp_timeout,
             process_group=self._process_group,
             layers_field=layers_field,
+            load_sharded=load_sharded,
         )
         impl = VARIATIONS[self.variation].load()
         try:
@@ -102,7 +106,7 @@ class Ckpt(VariationChecks):
         if load is None and saved.extra.get("default_load") is not None:
             loaded_with, load = saved.extra["default_load"]  # the variation's own (hf: from_pretrained)
         else:
-            loaded_with = (
+            loaded_with = saved.loaded_with or (
                 describe(load) if load is not None
                 else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
             )
@@ -112,7 +116,7 @@ class Ckpt(VariationChecks):
             return self._expect_refusal(job, saved, load, header, compare)
 
         reference = explain.cast(saved.reference, dtype)
-        reloaded = self._load(job, saved, load, header, compare)
+        reloaded = saved.reloaded if saved.reloaded is not None else self._load(job, saved, load, header, compare)
         expected, actual = explain.saved_side(reference), explain.reloaded_side(reloaded)
         diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None),
                         only=only)
@@ -130,8 +134,12 @@ class Ckpt(VariationChecks):
         body: list[str] = []
         shown = diff
         cause = explain.lead(diff)
+        own = saved.explain(diff) if saved.explain is not None and not diff.ok else None
+        if own is not None:  # the variation knows the cause (reshard: rows in another order)
+            cause = f"[{own.kind}] {own.text}"
+            body.append(f"  {cause}\n      fix: {own.fix}")
         if not diff.ok:
-            wrong = compare.file_differs(saved)
+            wrong = compare.file_differs(saved) if saved.reloaded is None else None
             if wrong is not None:  # the file itself is not the saved model: the save is at fault
                 shown, cause = wrong, explain.lead(wrong)
                 body += [str(wrong), f"and so {diff}"]

@@ -207,14 +207,15 @@ def _alive(pid: int) -> bool:
 def test_fsdp_workers_never_outlive_a_failure_or_timeout(tmp_path, monkeypatch, factory, timeout,
                                                         match, within):
     started = []
-    real_popen = distributed.subprocess.Popen
+    real_popen = distributed.pool.subprocess.Popen
 
     def popen(*args, **kw):
         proc = real_popen(*args, **kw)
         started.append(proc.pid)
         return proc
 
-    monkeypatch.setattr(distributed.subprocess, "Popen", popen)
+    distributed.pool.shared().close()  # fresh workers, so that this test sees them start
+    monkeypatch.setattr(distributed.pool.subprocess, "Popen", popen)
     job = distributed.FsdpJob(factory=("tests.plugin.workers", factory), config_blob=None, save=None,
                               seed=0, checkpoint_dir=str(tmp_path / "dcp"),
                               full_state_path=str(tmp_path / "full.pt"))

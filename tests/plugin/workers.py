@@ -35,3 +35,63 @@ def torch_save_state_dict(model, path):
 
     Path(path).mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), Path(path) / f"rank{dist.get_rank()}.pt")
+
+
+class OddTied(nn.Module):
+    """What breaks resharding: rows that do not divide by 2 or 3, a tied head, buffers (one 0-dim)."""
+
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.embed = nn.Embedding(7, 5)
+        self.blocks = nn.ModuleList(nn.Linear(5, 5) for _ in range(2))
+        self.odd = nn.Linear(5, 11)
+        self.head = nn.Linear(5, 7, bias=False)
+        self.head.weight = self.embed.weight
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 5))
+        self.register_buffer("temperature", torch.tensor(0.7))
+
+
+def odd_tied():
+    return OddTied()
+
+
+class ScalarParameter(nn.Module):
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))  # CLIP's
+
+
+def scalar_parameter():
+    return ScalarParameter()
+
+
+def save_model_only(model, path):
+    """An FSDP2 project's save of the weights alone: each rank writes its shards with DCP."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(model.state_dict(), checkpoint_id=str(path))
+
+
+def load_shards_last_rank_first(model, path):
+    """A resharding load with the bug of Megatron-LM PR #63: it rebuilds each full tensor from the
+    2 saved shards, concatenated in the wrong rank order, and hands it to the sharded model."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    state = model.state_dict()
+    full = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in state.items()}
+    dcp.load(full, checkpoint_id=str(path))
+    with torch.no_grad():
+        for name, target in state.items():
+            t = full[name]
+            wrong = torch.cat(list(t.chunk(2))[::-1]) if t.dim() else t
+            if isinstance(target, DTensor):
+                target.to_local().copy_(distribute_tensor(wrong, target.device_mesh, target.placements).to_local())
+            else:
+                target.copy_(wrong)

@@ -65,19 +65,24 @@ class Fsdp(ResumeSide):
             config_blob = None if job.config is None else processes.pickled(job.config, "config")
         except processes.NotPicklable as exc:
             raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
-        ranks = job.workdir / "ranks"
+        from ..variations import world
+
+        # under torchrun every rank of the launched world is one of the ranks: rank 0's directory
+        workdir = world.shared(job.workdir) if world.launched() else job.workdir
+        world_size = world.size() if world.launched() else FSDP_WORLD_SIZE
+        ranks = workdir / "ranks"
         rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
-                           str(job.workdir / "checkpoints"))
+                           str(workdir / "checkpoints"))
         try:
             run_ranks(__name__, rank_job, ranks, timeout=job.fsdp_timeout)
         except RuntimeError:
             # a rank whose project code raised stops the other: its error is the news, not the tails
-            for rank, (kind, payload) in enumerate(_results(ranks, FSDP_WORLD_SIZE)):
+            for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
                 if kind == "error":
-                    raise ResumeError(f"rank {rank} of {FSDP_WORLD_SIZE}: {payload} (the ranks' output: "
+                    raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
                                       f"{ranks}/rank*.log)") from None
             raise
-        return judge(_results(ranks, FSDP_WORLD_SIZE))
+        return judge(_results(ranks, world_size))
 
 
 def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:
@@ -160,7 +165,8 @@ def sharded(start: Callable, mesh: Any) -> Callable:
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, read_rank_job
+    from ..variations import world
+    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, join, leave, read_rank_job
 
     workdir = Path(job_path).parent
 
@@ -173,14 +179,12 @@ def _rank_main(job_path: str, rank: int) -> int:
         return EXIT_UNAVAILABLE
     job, fns, config = rebuilt
 
-    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     from ...resume.check import check_resume
 
-    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
-                            world_size=FSDP_WORLD_SIZE)
-    mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
+    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
+    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
     try:
         report = check_resume(sharded(fns["start"], mesh), fns["step"], save=fns["save"], load=fns["load"],
                               steps=job.steps, at=job.at, config=config, atol=job.atol, rtol=job.rtol,
@@ -203,7 +207,7 @@ def _rank_main(job_path: str, rank: int) -> int:
     (workdir / f"done-{rank}").touch()
     if result[0] == "error":
         return 1  # the other rank may be stuck in a collective: no teardown, and the launcher stops waiting
-    dist.destroy_process_group()
+    leave(owned)
     return 0
 
 

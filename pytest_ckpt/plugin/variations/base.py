@@ -54,6 +54,8 @@ class SaveJob:
     #: opens (or reuses) the single-process gloo group; called by the DDP variations
     process_group: Callable[[], None] = lambda: None
     layers_field: str | None = None
+    #: reshard-N: the project's load on each loading rank, ``load_sharded(model, path)`` (None: DCP's)
+    load_sharded: Callable[..., Any] | None = None
 
     @property
     def has_config(self) -> bool:
@@ -73,6 +75,12 @@ class SaveJob:
         except Exception as exc:
             call = f"{describe(self.factory)}({'' if config is NO_CONFIG else 'config'})"
             raise FactoryError(f"the factory {call} raised {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def load_sharded_takes(self) -> set[str]:
+        """The keywords of :data:`SAVE_KEYWORDS` the project's ``load_sharded`` names."""
+        return (named_parameters(self.load_sharded) & set(SAVE_KEYWORDS) if self.load_sharded is not None
+                else set())
 
     @property
     def save_takes(self) -> set[str]:
@@ -108,6 +116,13 @@ class Saved:
     #: the wrapper prefixes the variation's wrappers add to every name, outermost first
     wrapped_by: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    #: what the variation loaded itself (reshard-N: gathered from the loading ranks); None: the round
+    #: trip loads ``path`` with the project's load
+    reloaded: Any = None
+    #: how the variation loaded it, for messages
+    loaded_with: str | None = None
+    #: ``explain(diff) -> Note | None``: the variation's own cause for a failed diff (it leads the report)
+    explain: Callable[[Any], Any] | None = None
 
 
 class SaveSide:

@@ -1,4 +1,5 @@
-"""``fsdp``: FSDP2 ``fully_shard`` across 2 real processes, each rank saving its shards with DCP.
+"""``fsdp``: FSDP2 ``fully_shard`` across 2 real processes, each rank saving its shards with DCP
+(under torchrun: across the launched world, every rank of it).
 
 The ranks rebuild the model from the factory, so it must be importable
 (module-level); otherwise this variation is skipped with the reason. The
@@ -25,8 +26,12 @@ class Fsdp(SaveSide):
         factory = processes.importable(job.factory, "factory")
         save = processes.importable(job.save, "save function") if job.save is not None else None
         config_blob = processes.pickled(job.config, "config") if job.has_config else None
-        checkpoint_dir = job.directory / "dcp"
-        full_state = job.directory / "full_state.pt"
+        from . import world
+
+        # under torchrun every rank writes its shards into rank 0's directory
+        directory = world.shared(job.directory) if world.launched() else job.directory
+        checkpoint_dir = directory / "dcp"
+        full_state = directory / "full_state.pt"
         processes.run_fsdp_save(
             processes.FsdpJob(
                 factory=factory,
@@ -37,7 +42,7 @@ class Fsdp(SaveSide):
                 full_state_path=str(full_state),
                 save_takes=tuple(sorted(job.save_takes)),
             ),
-            job.directory / "workers",
+            directory / "workers",
             timeout=job.fsdp_timeout,
         )
         from ... import api

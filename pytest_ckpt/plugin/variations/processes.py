@@ -4,16 +4,15 @@
 Rendezvous always goes through a ``file://`` in the test's temporary directory,
 so parallel pytest-xdist workers never share a port or a store.
 
-The FSDP2 workers are this module run as ``python -m pytest_ckpt.plugin.variations.processes
-JOB RANK``; the launcher kills them in ``finally`` and on timeout, so they never
-outlive the test.
+The ranks run on this process's rank workers (:mod:`.pool`), started once and reused; a job that
+fails or times out has its workers killed before the launcher returns, and no worker outlives the
+pytest process. ``python -m pytest_ckpt.plugin.variations.processes JOB RANK`` still runs one rank.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
 import time
 import traceback
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
 from ...resume import processes
+from . import pool, world
 from .registry import VariationUnavailable
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
@@ -47,6 +47,8 @@ class ProcessGroupScope:
 
         if not dist.is_available():
             raise VariationUnavailable("torch.distributed is not available in this torch build")
+        if world.launched():  # under torchrun: DDP runs on the launched world
+            world.ensure()
         if dist.is_initialized():
             return
         self.rendezvous_dir.mkdir(parents=True, exist_ok=True)
@@ -131,41 +133,37 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
-              world_size: int = FSDP_WORLD_SIZE) -> None:
-    """Run ``python -m MODULE JOB RANK`` on ``world_size`` fresh processes and wait for all.
+              world_size: int = FSDP_WORLD_SIZE, function: str = "_rank_main") -> None:
+    """Run ``MODULE.function(JOB_PATH, RANK)`` on ``world_size`` rank workers and wait for all.
 
-    ``job`` is pickled to ``workdir/job.pkl`` after this process's ``sys.path`` (read that first,
-    so the rest can unpickle). A rank that finished its work touches ``workdir/done-RANK``; one that
-    cannot run here exits :data:`EXIT_UNAVAILABLE` with its reason in ``workdir/skip.txt``.
-    Raises ``VariationUnavailable`` for the latter, ``RuntimeError`` with the ranks' output when one
-    fails or time runs out. The ranks are killed in ``finally``: they never outlive the call.
+    The workers are this process's :mod:`.pool` (started once, reused by later calls). ``job`` is
+    pickled to ``workdir/job.pkl`` after this process's ``sys.path`` (read that first, so the rest
+    can unpickle). A rank that finished its work touches ``workdir/done-RANK``; one that cannot run
+    here returns :data:`EXIT_UNAVAILABLE` with its reason in ``workdir/skip.txt``. Raises
+    ``VariationUnavailable`` for the latter, ``RuntimeError`` with the ranks' output when one fails
+    or time runs out. Workers of a job that did not succeed on every rank are killed before this
+    returns (one may be stuck in a collective): they never outlive the call that failed.
     """
+    if world.launched():
+        return _run_in_world(module, function, job, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
         pickle.dump(list(sys.path), f)
         pickle.dump(job, f)
-    env = processes.child_env()
-    if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    procs: list[subprocess.Popen] = []
     logs = [workdir / f"rank{rank}.log" for rank in range(world_size)]
+    results = [workdir / f"exit-{rank}" for rank in range(world_size)]
+    ranks = pool.shared()
+    workers = ranks.take(world_size)
+    codes: list[int | None] = [None] * world_size
     try:
-        for rank in range(world_size):
-            with open(logs[rank], "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", module, str(job_path), str(rank)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        env=env,
-                        start_new_session=True,  # its own process group: killed with its children
-                    )
-                )
+        env, cwd = pool.rank_env(), os.getcwd()
+        for rank, worker in enumerate(workers):
+            worker.send({"target": f"{module}:{function}", "job": str(job_path), "rank": rank,
+                         "log": str(logs[rank]), "result": str(results[rank]), "cwd": cwd, "env": env})
         deadline = time.monotonic() + timeout
         while True:
-            codes = [p.poll() for p in procs]  # poll every rank: `any(...)` would stop at the first
+            codes = [_code(results[r], w) for r, w in enumerate(workers)]  # every rank: not any()
             if all(c is not None for c in codes):
                 break
             # a rank that died leaves the other blocked in a collective: stop waiting
@@ -175,24 +173,83 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                 raise RuntimeError(
                     f"fsdp: the {world_size} ranks did not finish within {timeout:g}s "
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
-                    + _tails(logs)
+                    + _tails(logs, workers)
                 )
-            time.sleep(0.05)
-        codes = [p.returncode for p in procs]
+            time.sleep(0.02)
         if any(c == EXIT_UNAVAILABLE for c in codes):
             reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
             raise VariationUnavailable(reason)
         done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
         # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
-            raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs))
+            raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs, workers))
     finally:
-        for p in procs:
-            processes.kill(p)
+        if not ranks.reuse:
+            ranks.close()
+        elif not (all(c == 0 for c in codes) or all(c == EXIT_UNAVAILABLE for c in codes)):
+            ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
 
 
-def _tails(logs: list[Path]) -> str:
-    return "\n".join(processes.tail(log, f"rank {rank} output") for rank, log in enumerate(logs))
+def _run_in_world(module: str, function: str, job: Any, workdir: Path) -> None:
+    """Under torchrun: this process is one rank; run its part here, then agree with the others.
+
+    ``workdir`` must be the same on every rank (:func:`world.shared`)."""
+    import importlib
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rank = world.rank()
+    job_path = workdir / f"job-{rank}.pkl"
+    with open(job_path, "wb") as f:
+        pickle.dump(list(sys.path), f)
+        pickle.dump(job, f)
+    code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
+    codes = world.gather(code)
+    if all(c == 0 for c in codes):
+        return
+    if all(c == EXIT_UNAVAILABLE for c in codes):
+        reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
+        raise VariationUnavailable(reason)
+    failed = ", ".join(str(r) for r, c in enumerate(codes) if c not in (0, EXIT_UNAVAILABLE))
+    raise RuntimeError(f"fsdp: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
+                       f"{world.backend()}); its traceback is in that rank's output")
+
+
+def join(workdir: Path, rank: int, world_size: int) -> tuple[int, bool]:
+    """In a rank: join the ranks' group, a file rendezvous in ``workdir``, or the launched world when
+    pytest runs under torchrun. ``(world size, whether this call opened the group)``."""
+    import torch.distributed as dist
+
+    if world.launched():
+        world.ensure()
+        return dist.get_world_size(), False
+    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
+                            world_size=world_size)
+    return world_size, True
+
+
+def leave(owned: bool) -> None:
+    """Close the group :func:`join` opened (never the launched world)."""
+    import torch.distributed as dist
+
+    if owned:
+        dist.destroy_process_group()
+
+
+def _code(result: Path, worker: "pool.Worker") -> int | None:
+    """The rank's exit code: what its worker wrote, or how the worker died; None while it runs."""
+    if not result.exists():
+        if worker.alive():
+            return None
+        if not result.exists():  # it may have written the code just before it exited
+            return worker.proc.returncode or 1
+    return int(result.read_text())  # written whole: the worker renames it into place
+
+
+def _tails(logs: list[Path], workers: list["pool.Worker"]) -> str:
+    out = [processes.tail(log, f"rank {rank} output") for rank, log in enumerate(logs)]
+    out += [processes.tail(w.log, f"rank {rank} worker output") for rank, w in enumerate(workers)
+            if w.log.exists() and w.log.stat().st_size]
+    return "\n".join(out)
 
 
 def shard(model: Any, mesh: Any) -> None:
@@ -236,22 +293,19 @@ def _rank_main(job_path: str, rank: int) -> int:
     from ... import api
     from .base import perturb, train_one_step
 
-    dist.init_process_group(
-        "gloo",
-        init_method=(workdir / "fsdp-rendezvous").resolve().as_uri(),
-        rank=rank,
-        world_size=FSDP_WORLD_SIZE,
-    )
+    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
     try:
         torch.manual_seed(job.seed)  # every rank starts from the same weights, as in real training
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, job.seed)
-        mesh = init_device_mesh("cpu", (FSDP_WORLD_SIZE,))
+        model.to(world.device_type() if world.launched() else "cpu")
+        mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
         try:
             shard(model, mesh)
         except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
             (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
+            leave(owned)  # every rank refuses the same model: none waits on another
             return EXIT_UNAVAILABLE
         kw: dict = {}
         if "optimizer" in job.save_takes:
@@ -275,7 +329,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         traceback.print_exc()
         return 1
     (workdir / f"done-{rank}").touch()
-    dist.destroy_process_group()
+    leave(owned)
     return 0
 
 

@@ -61,6 +61,11 @@ _ALL = (
        "layers:MORE"),
     _v("hf", "save_pretrained(path, max_shard_size=...): sharded safetensors and config.json; "
              "loaded with from_pretrained", "hf:HF_VARIATION"),
+    # issue 14: a checkpoint written on 2 ranks, loaded on another world size
+    _v("reshard-3", "FSDP2 + DCP saved on 2 ranks, loaded on 3 (uneven shards); weights and optimizer "
+       "state compared by name", "reshard:RESHARD_3"),
+    _v("reshard-1", "FSDP2 + DCP saved on 2 ranks, loaded on 1; weights and optimizer state compared by name",
+       "reshard:RESHARD_1"),
 )
 
 #: every variation, by exact name, in the documented order

@@ -1,0 +1,44 @@
+"""pytest under ``torchrun``: every rank runs the same tests; a ckpt test that fails on any rank fails
+on every rank, naming the ranks; only rank 0 writes the summary and ``--ckpt-report``.
+
+Registered by the plugin when :func:`pytest_ckpt.plugin.variations.world.launched` is true.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .variations import world
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    text = str(report.longrepr or "")
+    lines = [line for line in text.splitlines() if line.startswith("E ")] or text.splitlines() or [""]
+    return lines[0].removeprefix("E ").strip()[:500]
+
+
+class LaunchedWorld:
+    """The ranks agree on each ckpt test's outcome (a gloo all-gather after its call phase)."""
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        return (f"pytest-ckpt: rank {world.rank()} of a launched world of {world.size()} (torchrun); "
+                f"ddp, fsdp and resume fsdp run on it, backend {world.backend()}")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        if call.when != "call" or "ckpt" not in getattr(item, "fixturenames", ()):
+            return report
+        outcomes = world.gather((report.outcome, _first_line(report) if report.failed else ""))
+        failed = [r for r, (outcome, _) in enumerate(outcomes) if outcome == "failed"]
+        if not failed:
+            return report
+        ranks = ", ".join(str(r) for r in failed)
+        line = (f"pytest-ckpt: failed on rank{'s' if len(failed) > 1 else ''} {ranks} of {len(outcomes)} "
+                f"(torchrun, backend {world.backend()})")
+        if report.failed:
+            report.sections.append(("pytest-ckpt launched world", line))
+        else:
+            report.outcome = "failed"
+            report.longrepr = f"{line}; rank {failed[0]}: {outcomes[failed[0]][1]}"
+        return report
