@@ -131,14 +131,14 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
-              world_size: int = FSDP_WORLD_SIZE) -> None:
+              world_size: int = FSDP_WORLD_SIZE, label: str = "fsdp") -> None:
     """Run ``python -m MODULE JOB RANK`` on ``world_size`` fresh processes and wait for all.
 
     ``job`` is pickled to ``workdir/job.pkl`` after this process's ``sys.path`` (read that first,
     so the rest can unpickle). A rank that finished its work touches ``workdir/done-RANK``; one that
     cannot run here exits :data:`EXIT_UNAVAILABLE` with its reason in ``workdir/skip.txt``.
     Raises ``VariationUnavailable`` for the latter, ``RuntimeError`` with the ranks' output when one
-    fails or time runs out. The ranks are killed in ``finally``: they never outlive the call.
+    fails or time runs out (its message starts with ``label``). The ranks are killed in ``finally``: they never outlive the call.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
@@ -173,7 +173,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"fsdp: the {world_size} ranks did not finish within {timeout:g}s "
+                    f"{label}: the {world_size} ranks did not finish within {timeout:g}s "
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs)
                 )
@@ -185,7 +185,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
         done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
         # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
-            raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs))
+            raise RuntimeError(f"{label}: a rank failed (exit codes {codes})\n" + _tails(logs))
     finally:
         for p in procs:
             processes.kill(p)

@@ -59,6 +59,8 @@ _ALL = (
        "layers:FEWER"),
     _v("layers+1", "saved with one block more than config says; the load must raise",
        "layers:MORE"),
+    _v("interrupted", "your save killed at every file boundary; your load must return a whole checkpoint",
+       "interrupted:INTERRUPTED"),
 )
 
 #: every variation, by exact name, in the documented order

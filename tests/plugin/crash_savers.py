@@ -1,0 +1,110 @@
+"""Real savers and loaders for the ``interrupted`` variation's tests: module-level, so the child
+process that kills them can import them."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import pytest_ckpt as pc
+
+
+def tiny() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def save_in_place(model: nn.Module, path: Path) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def save_tmp_rename(model: nn.Module, path: Path) -> None:
+    tmp = Path(f"{path}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def save_pc(model: nn.Module, path: Path) -> None:
+    pc.save(model, path)
+
+
+def save_safetensors(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def save_steps(model: nn.Module, path: Path) -> None:
+    """Each checkpoint in its own file under ``path``: step-1.pt, step-2.pt, ... written in place."""
+    path.mkdir(exist_ok=True)
+    step = 1 + max((int(m.group(1)) for p in path.iterdir()
+                    if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))), default=0)
+    torch.save(model.state_dict(), path / f"step-{step}.pt")
+
+
+def load_latest(path: Path) -> nn.Module:
+    """Resume from the newest complete checkpoint under ``path``."""
+    model = tiny()
+    pc.load_into(model, pc.latest_complete(path).path)
+    return model
+
+
+def load_or_fresh(path: Path) -> nn.Module:
+    """A resume that swallows a bad checkpoint and starts again: lost work."""
+    model = tiny()
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True))
+    except Exception:  # noqa: BLE001 - the bug under test
+        pass
+    return model
+
+
+def save_nothing(model: nn.Module, path: Path) -> None:
+    pass
+
+
+SAVE_ELSEWHERE = Path(os.environ.get("TMPDIR", "/tmp")) / "pytest-ckpt-crash-elsewhere.pt"
+
+
+def save_elsewhere(model: nn.Module, path: Path) -> None:
+    torch.save(model.state_dict(), SAVE_ELSEWHERE)
+
+
+# -- transformers and DCP ------------------------------------------------------------------------
+
+def tiny_llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(config)
+
+
+def save_pretrained_sharded(model: nn.Module, path: Path) -> None:
+    """``save_pretrained`` in shards of at most 12 KB: 3 shards for :func:`tiny_llama`."""
+    model.save_pretrained(path, max_shard_size="12KB")
+
+
+def load_pretrained(path: Path) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def save_dcp(model: nn.Module, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(model.state_dict(), checkpoint_id=str(path))
+
+
+def load_dcp(path: Path) -> nn.Module:
+    import torch.distributed.checkpoint as dcp
+
+    model = tiny()
+    state = model.state_dict()
+    dcp.load(state, checkpoint_id=str(path))
+    model.load_state_dict(state)
+    return model
