@@ -124,6 +124,9 @@ def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, save
                 not_run.append(f"{where} ({ended})")
             continue
         outcomes.append(_classify(job, load, root, name, where, a, b, torn=boundary.kind == "torn"))
+    if not outcomes:
+        raise InterruptedSaveError(f"ckpt-interrupted: no kill of your save {saved_with} happened as "
+                                   f"planned: {'; '.join(not_run[:3])}")
     return InterruptedReport(saved_with, loaded_with, outcomes, files, not_run)
 
 
