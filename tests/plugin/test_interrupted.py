@@ -12,13 +12,13 @@ from torch import nn
 
 import pytest_ckpt as pc
 from pytest_ckpt.plugin.variations import VariationUnavailable
-from pytest_ckpt.plugin.variations import crash
 from pytest_ckpt.plugin.variations import processes as launcher
 from pytest_ckpt.plugin.variations.base import SaveJob
 from pytest_ckpt.plugin.variations.boundaries import Tracer
 from pytest_ckpt.plugin.variations.interrupted import (INTERRUPTED, InterruptedMismatch,
                                                        InterruptedSaveError)
 from tests.plugin import crash_savers as savers
+from tests.plugin import workers
 
 pytest_plugins = ["pytester"]
 
@@ -114,25 +114,8 @@ def test_an_unimportable_save_cannot_run_and_says_which(tmp_path):
         check(closure, tmp_path=tmp_path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
-
-
 def test_a_hanging_save_is_killed_with_its_children(tmp_path, monkeypatch):
-    started = []
-    real_popen = launcher.subprocess.Popen
-
-    def popen(*args, **kw):
-        proc = real_popen(*args, **kw)
-        started.append(proc.pid)
-        return proc
-
-    monkeypatch.setattr(launcher.subprocess, "Popen", popen)
+    started = workers.record_started(monkeypatch, launcher)
     monkeypatch.setenv("CRASH_PIDS", str(tmp_path / "pids"))
     (tmp_path / "pids").mkdir()
     t0 = time.monotonic()
@@ -140,7 +123,7 @@ def test_a_hanging_save_is_killed_with_its_children(tmp_path, monkeypatch):
         check(savers.save_hangs_when_killed, tmp_path=tmp_path / "run", fsdp_timeout=6)
     assert time.monotonic() - t0 < 40
     forked = [int(p.name) for p in (tmp_path / "pids").iterdir()]  # the kill children that hung
-    assert len(started) == 1 and not any(_alive(pid) for pid in started + forked)
+    assert len(started) == 1 and not any(workers.alive(pid) for pid in started + forked)
 
 
 # -- the tracer, in this process (no kill) --------------------------------------------------------
