@@ -21,16 +21,6 @@ def save_in_place(model: nn.Module, path: Path) -> None:
     torch.save(model.state_dict(), path)
 
 
-def save_tmp_rename(model: nn.Module, path: Path) -> None:
-    tmp = Path(f"{path}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-
-
-def save_pc(model: nn.Module, path: Path) -> None:
-    pc.save(model, path)
-
-
 def save_safetensors(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -64,50 +54,6 @@ def load_or_fresh(path: Path) -> nn.Module:
 
 def save_nothing(model: nn.Module, path: Path) -> None:
     pass
-
-
-SAVE_ELSEWHERE = Path(os.environ.get("TMPDIR", "/tmp")) / "pytest-ckpt-crash-elsewhere.pt"
-
-
-def save_elsewhere(model: nn.Module, path: Path) -> None:
-    torch.save(model.state_dict(), SAVE_ELSEWHERE)
-
-
-# -- transformers and DCP ------------------------------------------------------------------------
-
-def tiny_llama() -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
-    return LlamaForCausalLM(config)
-
-
-def save_pretrained_sharded(model: nn.Module, path: Path) -> None:
-    """``save_pretrained`` in shards of at most 12 KB: 3 shards for :func:`tiny_llama`."""
-    model.save_pretrained(path, max_shard_size="12KB")
-
-
-def load_pretrained(path: Path) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path)
-
-
-def save_dcp(model: nn.Module, path: Path) -> None:
-    import torch.distributed.checkpoint as dcp
-
-    dcp.save(model.state_dict(), checkpoint_id=str(path))
-
-
-def load_dcp(path: Path) -> nn.Module:
-    import torch.distributed.checkpoint as dcp
-
-    model = tiny()
-    state = model.state_dict()
-    dcp.load(state, checkpoint_id=str(path))
-    model.load_state_dict(state)
-    return model
 
 
 def save_hangs_when_killed(model: nn.Module, path: Path) -> None:
