@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 # The peers measured beside us (make detection, make bench) live in their own venv: never our dependency.
 PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed-$(TORCH_VERSION)
-PEERS := pytest-torch==1.1.1 TrainParity==0.1.0
+PEERS := pytest-torch==1.1.1 TrainParity==0.1.0 ckpt-chaos==0.1.8
 
 .PHONY: setup test demo bench detection peers clean
 
@@ -35,6 +35,7 @@ detection: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python benchmarks/detection.py
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/resume_detection.py
 	$(BIN)/python benchmarks/fuzz.py
+	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/interrupted.py
 
 peers: $(PEERS_STAMP)
 

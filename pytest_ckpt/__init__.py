@@ -38,6 +38,8 @@ _EXPORTS = {
     "ResumeMismatch": "pytest_ckpt.errors",
     "NotReproducible": "pytest_ckpt.errors",
     "ResumeError": "pytest_ckpt.errors",
+    "latest_complete": "pytest_ckpt.api",
+    "LatestComplete": "pytest_ckpt.checkpoint.latest",
 }
 
 __all__ = sorted(_EXPORTS) + ["strategies"]
@@ -62,6 +64,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import (LoadReport, assert_same, diff, load_into, load_state_dict,
                       save, schema, verify)
     from .checkpoint.schema import Schema, TensorSpec
+    from .api import latest_complete
+    from .checkpoint.latest import LatestComplete
     from .checkpoint.notes import Note
     from .compare.diff import CheckpointDiff
     from .errors import (CheckpointError, CheckpointMismatch, NotReproducible, ResumeError,

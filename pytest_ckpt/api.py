@@ -13,6 +13,7 @@ import torch
 
 from .checkpoint.configs import config_to_dict
 from .checkpoint.patterns import restrict
+from .checkpoint.latest import LatestComplete
 from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .checkpoint.view import dataless
@@ -253,6 +254,23 @@ def verify(path: str | os.PathLike) -> None:
     from . import formats
 
     formats.verify(path)
+
+
+def latest_complete(directory: str | os.PathLike, pattern: str | None = None) -> LatestComplete:
+    """The newest checkpoint in ``directory`` that :func:`verify` accepts (a file, a sharded or a
+    DCP directory), with the newer ones it skipped and why: where a resume falls back after a
+    killed save. Newest: by the last number in the name when every candidate has one (``step-200``
+    after ``step-100``), else by modification time. ``pattern``: a glob of the names to consider
+    (default: every directory and every ``.pt .pth .bin .ckpt .safetensors`` file, hidden names
+    left out). ``.path`` is ``None`` when none is complete.
+
+    >>> found = pc.latest_complete("checkpoints")       # doctest: +SKIP
+    >>> found.path, found.skipped
+    (PosixPath('checkpoints/step-100.pt'), [(PosixPath('checkpoints/step-200.pt'), 'truncated: ...')])
+    """
+    from .checkpoint.latest import latest_complete as find
+
+    return find(directory, pattern)
 
 
 @gc_paused

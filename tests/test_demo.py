@@ -1,4 +1,4 @@
-"""`make demo` works: the example project's suite passes clean and fails under each of the six drifts."""
+"""`make demo` works: the example project's suite passes clean and fails under each of the seven drifts."""
 
 import os
 import subprocess
@@ -21,15 +21,15 @@ def test_release_fixture_is_small_and_verifies():
 
 
 @pytest.mark.slow
-def test_demo_detects_all_six_drifts():
+def test_demo_detects_all_seven_drifts():
     # --fast: fewer round-trip variations; --jobs 1: the other xdist worker has the second core.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(DEMO), "--fast", "--jobs", "1"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "clean suite passed; all 6 drifts detected" in out
+    assert "clean suite passed; all 7 drifts detected" in out
     table = out[out.index("drift       | detected?"):]
-    for name in ("layers", "flat", "prefix", "lenient", "interrupted", "scheduler"):
+    for name in ("layers", "flat", "prefix", "lenient", "interrupted", "scheduler", "inplace"):
         row = next(line for line in table.splitlines() if line.strip().startswith(name))
         assert "| yes" in row, row

@@ -94,6 +94,8 @@ class Ckpt(VariationChecks):
         )
         impl = VARIATIONS[self.variation].load()
         try:
+            if getattr(impl, "runs_load", False):  # interrupted: one load per kill, its own report
+                return self._check_itself(impl, job, factory, load)
             saved = impl.produce(job)
         except VariationUnavailable as exc:
             self._log(outcome="skipped", reason=str(exc))
@@ -106,10 +108,7 @@ class Ckpt(VariationChecks):
         if load is None and saved.extra.get("default_load") is not None:
             loaded_with, load = saved.extra["default_load"]  # the variation's own (hf: from_pretrained)
         else:
-            loaded_with = saved.loaded_with or (
-                describe(load) if load is not None
-                else f"pc.load_into({describe(factory)}({'config' if job.has_config else ''}), path)"
-            )
+            loaded_with = saved.loaded_with or _loaded_with(factory, load, job.has_config)
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
         compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype, only=only)
         if saved.layer_delta:
@@ -155,6 +154,19 @@ class Ckpt(VariationChecks):
         self._log(outcome="failed", saved_with=saved.saved_with, loaded_with=loaded_with,
                   path=str(saved.path), diff=as_dict(shown), outputs=problems, cause=cause)
         raise CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body))
+
+    def _check_itself(self, impl: Any, job: SaveJob, factory: Callable, load: Callable | None) -> Any:
+        __tracebackhide__ = True
+        loaded_with = _loaded_with(factory, load, job.has_config)
+        try:
+            report = impl.check(job, load, loaded_with=loaded_with)
+        except AssertionError as exc:
+            self._log(outcome="failed", saved_with=describe(job.save), loaded_with=loaded_with,
+                      cause=str(exc).splitlines()[0], interrupted=as_dict(getattr(exc, "report", None)))
+            raise
+        self._log(outcome="passed", saved_with=describe(job.save), loaded_with=loaded_with,
+                  interrupted=as_dict(report))
+        return report
 
     def resume(self, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -309,6 +321,13 @@ class _Compare:
                 return None
             first = first or result
         return first
+
+
+def _loaded_with(factory: Callable, load: Callable | None, has_config: bool) -> str:
+    """The load, for messages: the project's, or the default ``pc.load_into`` of a fresh model."""
+    if load is not None:
+        return describe(load)
+    return f"pc.load_into({describe(factory)}({'config' if has_config else ''}), path)"
 
 
 def _call_load(job: SaveJob, load: Callable | None, path: Path):

@@ -62,7 +62,7 @@ def test_marker_parametrizes_with_the_default_nine(pytester):
     assert ids == [f"test_default[ckpt-{n}]" for n in DEFAULT] + [
         "test_chosen[ckpt-plain]", "test_chosen[ckpt-ddp]"]
     assert len(DEFAULT) == 9 and "layers-1" not in DEFAULT and list(VARIATIONS)[9:] == [
-        "layers-1", "layers+1", "hf", "reshard-3", "reshard-1"]
+        "layers-1", "layers+1", "hf", "reshard-3", "reshard-1", "interrupted"]
 
 
 def test_option_replaces_defaults_and_narrows_explicit_choices(pytester):

@@ -358,7 +358,7 @@ def test_a_selected_name_neither_marker_knows_is_a_usage_error_listing_both(pyte
     result = pytester.runpytest(f"{o.OPT_VARIATIONS}=plain,fresh_process")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
-        "*unknown variation 'fresh_process'; valid: plain, dataparallel, *, reshard-1 (ckpt_roundtrip) and plain, "
+        "*unknown variation 'fresh_process'; valid: plain, dataparallel, *, interrupted (ckpt_roundtrip) and plain, "
         "compile, ddp, fresh-process, fsdp (ckpt_resume)*"])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import pytest
@@ -191,31 +190,14 @@ def test_block_ranges_in_error_text():
     assert not names_blocks(RuntimeError("sublayers.2.weight"), blocks)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split()[2] != "Z"
-
-
 @pytest.mark.parametrize("factory, timeout, match, within", [
     ("hangs", 5, "did not finish within 5s", 30),
     ("crashes_on_rank_1", 120, "rank 1 cannot build the model", 30),  # no waiting for the timeout
 ])
 def test_fsdp_workers_never_outlive_a_failure_or_timeout(tmp_path, monkeypatch, factory, timeout,
                                                         match, within):
-    started = []
-    real_popen = distributed.pool.subprocess.Popen
-
-    def popen(*args, **kw):
-        proc = real_popen(*args, **kw)
-        started.append(proc.pid)
-        return proc
-
     distributed.pool.shared().close()  # fresh workers, so that this test sees them start
-    monkeypatch.setattr(distributed.pool.subprocess, "Popen", popen)
+    started = workers.record_started(monkeypatch, distributed.pool)
     job = distributed.FsdpJob(factory=("tests.plugin.workers", factory), config_blob=None, save=None,
                               seed=0, checkpoint_dir=str(tmp_path / "dcp"),
                               full_state_path=str(tmp_path / "full.pt"))
@@ -223,7 +205,7 @@ def test_fsdp_workers_never_outlive_a_failure_or_timeout(tmp_path, monkeypatch, 
     with pytest.raises(RuntimeError, match=match):
         distributed.run_fsdp_save(job, tmp_path / "w", timeout=timeout)
     assert time.monotonic() - t0 < within
-    assert len(started) == 2 and not any(_alive(pid) for pid in started)
+    assert len(started) == 2 and not any(workers.alive(pid) for pid in started)
 
 
 def test_unimportable_factory_is_unavailable():

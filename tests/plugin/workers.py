@@ -95,3 +95,27 @@ def load_shards_last_rank_first(model, path):
                 target.to_local().copy_(distribute_tensor(wrong, target.device_mesh, target.placements).to_local())
             else:
                 target.copy_(wrong)
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie is dead)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def record_started(monkeypatch, module) -> list[int]:
+    """The pids of the processes ``module.subprocess.Popen`` starts from now on."""
+    started: list[int] = []
+    real_popen = module.subprocess.Popen
+
+    def popen(*args, **kw):
+        proc = real_popen(*args, **kw)
+        started.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(module.subprocess, "Popen", popen)
+    return started

@@ -30,6 +30,13 @@ def test_inference_refuses_a_different_depth(ckpt):
     ckpt.roundtrip(build, config=LMConfig(), save=train.save_checkpoint, load=infer.load_model)
 
 
+# A job killed while train.py saves (at every file boundary of the save, and with its file torn)
+# must leave a checkpoint inference loads whole: the previous one or the new one.
+@pytest.mark.ckpt_roundtrip("interrupted")
+def test_a_killed_save_leaves_a_whole_checkpoint(ckpt):
+    ckpt.roundtrip(build, config=LMConfig(), save=train.save_checkpoint, load=infer.load_model)
+
+
 # Training stopped after step 3 and resumed from its checkpoint must be the training that never
 # stopped: weights, AdamW state, the warm-up's position, the data position, the step count. Run as
 # is, under torch.compile, under DDP, and resumed in a fresh process.

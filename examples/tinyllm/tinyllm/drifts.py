@@ -1,4 +1,4 @@
-"""The five classic save/load drifts and a resume drift, each a patch of one function.
+"""The five classic save/load drifts, a resume drift and an interrupted save, each a patch of one function.
 
 Every real project has met these; each drift below is what the bug looks like
 in this project's code. The test suite's ``conftest.py`` applies the one named
@@ -67,7 +67,22 @@ def scheduler() -> None:
     train.training_state = without_scheduler
 
 
-DRIFTS = {f.__name__: f for f in (layers, flat, prefix, lenient, interrupted, scheduler)}
+def save_in_place(model, path, *, optimizer=None, scheduler=None, data=None, epoch: int = 0, step: int = 0):
+    """The training save, "simplified" to write straight onto its path: a job killed while it saves
+    leaves the previous checkpoint torn. Module-level, so the ``interrupted`` variation's child process
+    imports it by name."""
+    state = train.training_state(model, optimizer=optimizer, scheduler=scheduler, data=data, epoch=epoch,
+                                 step=step)
+    torch.save(state, path)
+    return path
+
+
+def inplace() -> None:
+    """The training save lost its temporary file and rename."""
+    train.save_checkpoint = save_in_place
+
+
+DRIFTS = {f.__name__: f for f in (layers, flat, prefix, lenient, interrupted, scheduler, inplace)}
 
 
 def apply_from_environment() -> str | None:

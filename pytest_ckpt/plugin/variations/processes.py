@@ -133,7 +133,8 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
-              world_size: int = FSDP_WORLD_SIZE, function: str = "_rank_main") -> None:
+              world_size: int = FSDP_WORLD_SIZE, function: str = "_rank_main", label: str = "fsdp",
+              fresh: bool = False) -> None:
     """Run ``MODULE.function(JOB_PATH, RANK)`` on ``world_size`` rank workers and wait for all.
 
     The workers are this process's :mod:`.pool` (started once, reused by later calls). ``job`` is
@@ -141,11 +142,13 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
     can unpickle). A rank that finished its work touches ``workdir/done-RANK``; one that cannot run
     here returns :data:`EXIT_UNAVAILABLE` with its reason in ``workdir/skip.txt``. Raises
     ``VariationUnavailable`` for the latter, ``RuntimeError`` with the ranks' output when one fails
-    or time runs out. Workers of a job that did not succeed on every rank are killed before this
-    returns (one may be stuck in a collective): they never outlive the call that failed.
+    or time runs out (its message starts with ``label``). Workers of a job that did not succeed on
+    every rank are killed before this returns (one may be stuck in a collective): they never outlive
+    the call that failed. ``fresh``: workers started for this job alone and closed after it, never
+    the launched world's ranks (a job that installs hooks or forks: ``interrupted``'s child).
     """
-    if world.launched():
-        return _run_in_world(module, function, job, workdir)
+    if world.launched() and not fresh:
+        return _run_in_world(module, function, job, workdir, label)
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
@@ -153,7 +156,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
         pickle.dump(job, f)
     logs = [workdir / f"rank{rank}.log" for rank in range(world_size)]
     results = [workdir / f"exit-{rank}" for rank in range(world_size)]
-    ranks = pool.shared()
+    ranks = pool.RankPool(reuse=False) if fresh else pool.shared()
     workers = ranks.take(world_size)
     codes: list[int | None] = [None] * world_size
     try:
@@ -171,7 +174,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"fsdp: the {world_size} ranks did not finish within {timeout:g}s "
+                    f"{label}: the {world_size} ranks did not finish within {timeout:g}s "
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs, workers)
                 )
@@ -182,7 +185,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
         done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
         # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
-            raise RuntimeError(f"fsdp: a rank failed (exit codes {codes})\n" + _tails(logs, workers))
+            raise RuntimeError(f"{label}: a rank failed (exit codes {codes})\n" + _tails(logs, workers))
     finally:
         if not ranks.reuse:
             ranks.close()
@@ -190,7 +193,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
             ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
 
 
-def _run_in_world(module: str, function: str, job: Any, workdir: Path) -> None:
+def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: str) -> None:
     """Under torchrun: this process is one rank; run its part here, then agree with the others.
 
     ``workdir`` must be the same on every rank (:func:`world.shared`)."""
@@ -210,7 +213,7 @@ def _run_in_world(module: str, function: str, job: Any, workdir: Path) -> None:
         reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
         raise VariationUnavailable(reason)
     failed = ", ".join(str(r) for r, c in enumerate(codes) if c not in (0, EXIT_UNAVAILABLE))
-    raise RuntimeError(f"fsdp: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
+    raise RuntimeError(f"{label}: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
                        f"{world.backend()}); its traceback is in that rank's output")
 
 

@@ -66,6 +66,8 @@ _ALL = (
        "state compared by name", "reshard:RESHARD_3"),
     _v("reshard-1", "FSDP2 + DCP saved on 2 ranks, loaded on 1; weights and optimizer state compared by name",
        "reshard:RESHARD_1"),
+    _v("interrupted", "your save killed at every file boundary; your load must return a whole checkpoint",
+       "interrupted:INTERRUPTED"),
 )
 
 #: every variation, by exact name, in the documented order

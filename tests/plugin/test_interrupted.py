@@ -1,0 +1,183 @@
+"""``interrupted``: real saves killed for real at each file boundary, their real loads judged."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import pytest_ckpt as pc
+from pytest_ckpt.plugin.variations import VariationUnavailable
+from pytest_ckpt.plugin.variations import processes as launcher
+from pytest_ckpt.plugin.variations.base import SaveJob
+from pytest_ckpt.plugin.variations.boundaries import Tracer
+from pytest_ckpt.plugin.variations.interrupted import (INTERRUPTED, InterruptedMismatch,
+                                                       InterruptedSaveError)
+from tests.plugin import crash_savers as savers
+from tests.plugin import workers
+
+pytest_plugins = ["pytester"]
+
+MARKED = """
+import os
+import torch
+import pytest
+import pytest_ckpt as pc
+from project import Config, build
+
+
+def save_in_place(model, path):
+    torch.save(model.state_dict(), path)
+
+
+def save_pc(model, path):
+    pc.save(model, path)
+
+
+@pytest.mark.ckpt_roundtrip("interrupted")
+@pytest.mark.parametrize("save", [save_in_place, save_pc, None], ids=["in-place", "pc-save", "no-save"])
+def test_checkpoint(ckpt, save):
+    ckpt.roundtrip(build, config=Config(), save=save)
+"""
+
+
+def test_the_marker_fails_an_in_place_save_and_passes_atomic_ones(project):
+    project.makepyfile(test_ckpt=MARKED)
+    result = project.runpytest_subprocess("-v", "-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*test_checkpoint[[]ckpt-interrupted-in-place[]] FAILED*",
+        "*test_checkpoint[[]ckpt-interrupted-pc-save[]] PASSED*",
+        "*ckpt-interrupted round trip (saved with test_ckpt.save_in_place, loaded with "
+        "pc.load_into(project.build(config), path)): 1 of 2 kills breaks your checkpoint*",
+        "*outcomes: 1 pass, 1 hard fail, 0 silent divergence, 0 lost work (2 file boundaries of your save)*",
+        "*[[]hard fail[]] torn model.pt at 50%: your load raised CheckpointError: .../model.pt: truncated*",
+        "*fix: save to a temporary name in the same directory, then os.replace it over the path*",
+    ])
+    assert "pass save= (your training's save)" in out  # the skip says why
+
+
+def check(save, load=None, factory=savers.tiny, tmp_path=None, **kw):
+    job = SaveJob("interrupted", factory, save=save, directory=tmp_path, **kw)
+    return INTERRUPTED.check(job, load, loaded_with="the load")
+
+
+def test_an_in_place_save_rescued_by_latest_complete_passes(tmp_path):
+    report = check(savers.save_steps, savers.load_latest, tmp_path=tmp_path)
+    assert report.ok and report.counts()["pass"] == len(report.outcomes) == 2
+    assert [o.where for o in report.outcomes] == ["killed before torch.save(.../step-2.pt)",
+                                                  "torn step-2.pt at 50%"]
+
+
+def test_a_load_that_starts_from_scratch_is_lost_work(tmp_path):
+    with pytest.raises(InterruptedMismatch) as info:
+        check(savers.save_in_place, savers.load_or_fresh, tmp_path=tmp_path)
+    report = info.value.report
+    assert report.counts() == {"pass": 1, "hard fail": 0, "silent divergence": 0, "lost work": 1}
+    assert "[lost work] torn model.pt at 50%: your load returned a model of neither checkpoint" in str(info.value)
+    assert "pc.latest_complete(directory)" in str(info.value)
+
+
+def test_a_save_that_writes_nothing_is_named(tmp_path):
+    with pytest.raises(InterruptedSaveError, match=re.escape("your save tests.plugin.crash_savers."
+                                                             "save_nothing(model, path) wrote nothing at")):
+        check(savers.save_nothing, tmp_path=tmp_path)
+
+
+def test_an_unimportable_save_cannot_run_and_says_which(tmp_path):
+    def closure(model, path):
+        torch.save(model.state_dict(), path)
+
+    with pytest.raises(VariationUnavailable, match="the save .*closure is a lambda or a closure"):
+        check(closure, tmp_path=tmp_path)
+
+
+def test_a_hanging_save_is_killed_with_its_children(tmp_path, monkeypatch):
+    started = workers.record_started(monkeypatch, launcher)
+    monkeypatch.setenv("CRASH_PIDS", str(tmp_path / "pids"))
+    (tmp_path / "pids").mkdir()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="interrupted: the 1 ranks did not finish within 5s"):
+        check(savers.save_hangs_when_killed, tmp_path=tmp_path / "run", fsdp_timeout=5)
+    assert time.monotonic() - t0 < 40
+    forked = [int(p.name) for p in (tmp_path / "pids").iterdir()]  # the kill children that hung
+    assert len(started) == 1 and not any(workers.alive(pid) for pid in started + forked)
+
+
+# -- the tracer, in this process (no kill) --------------------------------------------------------
+
+def _traced(root, fn):
+    tracer = Tracer(root).install()
+    try:
+        fn()
+    finally:
+        tracer.uninstall()
+    return [b.describe(root) for b in tracer.events]
+
+
+def test_the_tracer_sees_torch_and_python_writes_renames_and_removals(tmp_path):
+    model = nn.Linear(2, 2)
+
+    def save():
+        torch.save(model.state_dict(), tmp_path / "a.pt.tmp")
+        os.replace(tmp_path / "a.pt.tmp", tmp_path / "a.pt")
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "note.txt").write_text("x")
+        os.remove(tmp_path / "sub" / "note.txt")
+
+    assert _traced(tmp_path, save) == [
+        "killed before torch.save(.../a.pt.tmp)",
+        "torn a.pt.tmp at 50%",
+        "killed before os.replace(.../a.pt.tmp, .../a.pt)",
+        "killed before os.mkdir(.../sub)",
+        "killed before open(.../sub/note.txt)",
+        "torn sub/note.txt at 50%",
+        "killed before os.remove(.../sub/note.txt)",
+    ]
+    assert open is not None and os.replace.__module__ != __name__  # uninstalled: the real calls again
+    assert os.replace.__name__ == "replace"
+
+
+def test_the_tracer_names_a_write_outside_the_save_directory(tmp_path):
+    (tmp_path / "given").mkdir()
+    tracer = Tracer(tmp_path / "given").install()
+    try:
+        savers.save_in_place(nn.Linear(2, 2), tmp_path / "elsewhere.pt")
+    finally:
+        tracer.uninstall()
+    assert tracer.outside == [f"torch.save({tmp_path / 'elsewhere.pt'})", f"write({tmp_path / 'elsewhere.pt'})"]
+
+
+def test_the_tracer_sees_safetensors_rust_writer(tmp_path):
+    assert _traced(tmp_path, lambda: savers.save_safetensors(nn.Linear(2, 2), tmp_path / "m.safetensors")) == [
+        "killed before safetensors.torch.save_file(.../m.safetensors)", "torn m.safetensors at 50%"]
+
+
+# -- latest_complete ------------------------------------------------------------------------------
+
+def test_latest_complete_skips_newer_torn_and_incomplete_checkpoints(tmp_path):
+    pc.save(nn.Linear(2, 2), tmp_path / "step-100.pt")
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "step-200.pt")
+    with open(tmp_path / "step-200.pt", "r+b") as f:
+        f.truncate(100)
+    shards = tmp_path / "step-300"
+    shards.mkdir()
+    (shards / "model-00001-of-00002.safetensors").write_bytes(b"")
+    (tmp_path / ".step-400.pt.abcdefgh.tmp").write_bytes(b"partial")  # a killed pc.save's debris
+
+    found = pc.latest_complete(tmp_path)
+    assert found.path == tmp_path / "step-100.pt" and found
+    assert [(p.name, why.split(":")[0]) for p, why in found.skipped] == [
+        ("step-300", "incomplete"), ("step-200.pt", "truncated")]
+    assert str(found).splitlines()[0].endswith(f"the newest complete checkpoint in {tmp_path}")
+    assert pc.latest_complete(tmp_path, pattern="step-2*").path is None
+
+
+def test_latest_complete_of_a_missing_directory_names_it(tmp_path):
+    with pytest.raises(pc.CheckpointError, match="latest_complete needs the directory"):
+        pc.latest_complete(tmp_path / "nope")
