@@ -98,7 +98,7 @@ def test_an_unimportable_save_cannot_run_and_says_which(tmp_path):
 
 
 def test_a_hanging_save_is_killed_with_its_children(tmp_path, monkeypatch):
-    started = workers.record_started(monkeypatch, launcher)
+    started = workers.record_started(monkeypatch, launcher.pool)
     monkeypatch.setenv("CRASH_PIDS", str(tmp_path / "pids"))
     (tmp_path / "pids").mkdir()
     t0 = time.monotonic()
