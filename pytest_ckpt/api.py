@@ -265,7 +265,7 @@ def latest_complete(directory: str | os.PathLike, pattern: str | None = None) ->
     left out). ``.path`` is ``None`` when none is complete.
 
     >>> found = pc.latest_complete("checkpoints")       # doctest: +SKIP
-    >>> found.path, found.skipped
+    >>> found.path, found.skipped                        # doctest: +SKIP
     (PosixPath('checkpoints/step-100.pt'), [(PosixPath('checkpoints/step-200.pt'), 'truncated: ...')])
     """
     from .checkpoint.latest import latest_complete as find
