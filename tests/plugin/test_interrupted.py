@@ -102,7 +102,7 @@ def test_a_hanging_save_is_killed_with_its_children(tmp_path, monkeypatch):
     monkeypatch.setenv("CRASH_PIDS", str(tmp_path / "pids"))
     (tmp_path / "pids").mkdir()
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="interrupted: the 1 ranks did not finish within 5s"):
+    with pytest.raises(RuntimeError, match="interrupted: the 1 rank did not finish within 5s"):
         check(savers.save_hangs_when_killed, tmp_path=tmp_path / "run", fsdp_timeout=5)
     assert time.monotonic() - t0 < 40
     forked = [int(p.name) for p in (tmp_path / "pids").iterdir()]  # the kill children that hung

@@ -174,7 +174,8 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"{label}: the {world_size} ranks did not finish within {timeout:g}s "
+                    f"{label}: the {world_size} rank{'' if world_size == 1 else 's'} did not finish "
+                    f"within {timeout:g}s "
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs, workers)
                 )
