@@ -44,12 +44,19 @@ def check(path: Path, data_pkl: bytes | None = None) -> Layout:
         twice = next(n for n in names if names.count(n) > 1)
         raise CheckpointError(path, "corrupted", f"zip record {twice} appears twice: readers may take different copies")
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            for info in infos:
-                layout.records[info.filename] = _local(path, m, info, directory_start)
-                layout.crcs[info.filename] = info.CRC
-    except (OSError, ValueError) as e:
-        raise CheckpointError(path, "unreadable", str(e)) from None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    try:
+        if hasattr(os, "posix_fadvise"):  # headers only: no read-ahead into the tensors' bytes
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for info in infos:
+            layout.records[info.filename] = _local(path, fd, info, directory_start)
+            layout.crcs[info.filename] = info.CRC
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    finally:
+        os.close(fd)
     spans = sorted((start, start + n, name) for name, (start, n) in layout.records.items())
     for (s1, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
         if s2 < e1:
@@ -93,15 +100,16 @@ def _directory(path: Path) -> tuple[list[zipfile.ZipInfo], int]:
     return infos, size if start_dir is None else start_dir
 
 
-def _local(path: Path, m: mmap.mmap, info: zipfile.ZipInfo, directory_start: int) -> tuple[int, int]:
+def _local(path: Path, fd: int, info: zipfile.ZipInfo, directory_start: int) -> tuple[int, int]:
+    """One record's local header, read alone (``os.pread``: a few hundred bytes, not its data)."""
     off = info.header_offset
     name = info.filename
     if off < 0 or off + _LOCAL.size > directory_start:
         raise CheckpointError(path, "corrupted", f"zip record {name}: its header offset {off} lies outside the records")
-    sig, _, _, method, _, _, _, _, _, n, extra = _LOCAL.unpack_from(m, off)
+    sig, _, _, method, _, _, _, _, _, n, extra = _LOCAL.unpack(os.pread(fd, _LOCAL.size, off))
     if sig != b"PK\x03\x04":
         raise CheckpointError(path, "corrupted", f"zip record {name}: no local header at offset {off}")
-    raw = m[off + _LOCAL.size: off + _LOCAL.size + n]
+    raw = os.pread(fd, n, off + _LOCAL.size)
     if raw.decode("utf-8", "replace") != name and raw.decode("cp437", "replace") != name:
         raise CheckpointError(path, "corrupted", f"zip record {name}: its local header names {raw[:60]!r}")
     start = off + _LOCAL.size + n + extra
