@@ -52,19 +52,10 @@ class RankJob:
 class Fsdp(ResumeSide):
     def check(self, job: ResumeJob):
         __tracebackhide__ = True
-        from ..variations.processes import FSDP_WORLD_SIZE, run_ranks
+        from ..variations.processes import FSDP_WORLD_SIZE
 
         _check_available()
-        functions = {}
-        for role in ROLES:
-            try:
-                functions[role] = processes.importable(getattr(job, role), role)
-            except processes.NotImportable as exc:
-                raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
-        try:
-            config_blob = None if job.config is None else processes.pickled(job.config, "config")
-        except processes.NotPicklable as exc:
-            raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
+        functions, config_blob = rank_inputs(job)
         from ..variations import world
 
         # under torchrun every rank of the launched world is one of the ranks: rank 0's directory
@@ -73,16 +64,41 @@ class Fsdp(ResumeSide):
         ranks = workdir / "ranks"
         rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
                            str(workdir / "checkpoints"))
+        return judge(run_and_collect(__name__, rank_job, ranks, world_size, timeout=job.fsdp_timeout))
+
+
+def rank_inputs(job: ResumeJob) -> tuple[dict[str, tuple[str, str]], bytes | None]:
+    """The project's functions by importable name and its config pickled, for the ranks; else
+    :class:`ResumeUnavailable` saying why."""
+    functions = {}
+    for role in ROLES:
         try:
-            run_ranks(__name__, rank_job, ranks, timeout=job.fsdp_timeout)
-        except RuntimeError:
-            # a rank whose project code raised stops the other: its error is the news, not the tails
-            for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
-                if kind == "error":
-                    raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
-                                      f"{ranks}/rank*.log)") from None
-            raise
-        return judge(_results(ranks, world_size))
+            functions[role] = processes.importable(getattr(job, role), role)
+        except processes.NotImportable as exc:
+            raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
+    try:
+        config_blob = None if job.config is None else processes.pickled(job.config, "config")
+    except processes.NotPicklable as exc:
+        raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
+    return functions, config_blob
+
+
+def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *, timeout: float,
+                    label: str = "fsdp") -> list[tuple[str, Any]]:
+    """``run_ranks`` on ``world_size`` ranks, then each rank's ``(kind, payload)`` result; a rank whose
+    project code raised is a :class:`ResumeError` naming it."""
+    from ..variations.processes import run_ranks
+
+    try:
+        run_ranks(module, rank_job, ranks, timeout=timeout, world_size=world_size, label=label)
+    except RuntimeError:
+        # a rank whose project code raised stops the other: its error is the news, not the tails
+        for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
+            if kind == "error":
+                raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
+                                  f"{ranks}/rank*.log)") from None
+        raise
+    return _results(ranks, world_size)
 
 
 def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:

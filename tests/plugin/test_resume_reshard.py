@@ -1,0 +1,57 @@
+"""``fsdp-reshard-3`` and ``fsdp-reshard-1``: a real FSDP2 loop saved on 2 gloo ranks, resumed on 3 and
+on 1 (real rank processes, the reused rank workers); a data position kept per rank is ``resume-data``."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_ckpt.errors import ResumeMismatch
+from pytest_ckpt.plugin.resume_variations.base import ResumeJob
+from pytest_ckpt.plugin.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3
+from tests.plugin import reshard_loop as L
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def job(tmp_path, step=L.step, save=L.save, load=L.load):
+    return ResumeJob("fsdp-reshard", L.start, step, save, load, steps=4, at=2, workdir=tmp_path)
+
+
+def test_a_world_size_aware_loop_resumes_on_3_and_on_1_ranks(tmp_path):
+    for variation in (FSDP_RESHARD_3, FSDP_RESHARD_1):
+        report = variation.check(job(tmp_path / str(variation.world_size)))
+        assert report.ok and report.compared == {"run.model": "module", "run.optimizer": "optimizer"}
+        assert "within atol=1e-05, rtol=0.0001" in str(report)
+        assert "saved on 2 ranks, resumed on" in report.not_compared["the continuation bitwise"]
+
+
+def test_a_data_position_kept_per_rank_is_resume_data_naming_the_ranks(tmp_path):
+    with pytest.raises(ResumeMismatch) as on_3:
+        FSDP_RESHARD_3.check(job(tmp_path / "3", L.step_per_rank, L.save_per_rank, L.load_per_rank))
+    with pytest.raises(ResumeMismatch) as on_1:
+        FSDP_RESHARD_1.check(job(tmp_path / "1", L.step_per_rank, L.save_per_rank, L.load_per_rank))
+    (note,) = on_3.value.report.notes
+    assert note.kind == "resume-data" and note.names == ("rank 0", "rank 1", "rank 2")
+    assert note.text.startswith(
+        "the data position does not carry from 2 to 3 ranks: over steps 3-4 ranks 0, 1 and 2 train on 6 samples "
+        "(that the uninterrupted run never trained on, at step 4 on ranks 0, 1 and 2) and skip 6 samples "
+        "(sample 12 of step 3, sample 13 of step 3, sample 14 of step 3, ...)")
+    assert "a global offset" in note.fix
+    # on 1 rank the per-rank position restarts a step behind: step 2's samples again, step 4's never
+    (note,) = on_1.value.report.notes
+    assert note.kind == "resume-data" and note.names == ("rank 0",)
+    assert ("rank 0 trains again on 6 samples (sample 6 of step 2 at step 3 on rank 0; sample 7 of step 2 at "
+            "step 3 on rank 0; sample 8 of step 2 at step 3 on rank 0, ...) and skips 6 samples (sample 18 of "
+            "step 4") in note.text
+    assert on_1.value.report.first_divergent_step == 3
+
+
+def test_the_state_right_after_load_on_3_ranks_is_compared_bitwise(tmp_path):
+    """A load that restores the weights and not the optimizer: the gathered optimizer state is the cause."""
+    with pytest.raises(ResumeMismatch) as info:
+        FSDP_RESHARD_3.check(job(tmp_path, load=L.load_model_only))
+    report = info.value.report
+    assert [n.kind for n in report.notes] == ["resume-optimizer"]
+    assert report.notes[0].text == ("run.optimizer (AdamW) differs after load: step, exp_avg and exp_avg_sq of 4 "
+                                    "parameters (0.weight, 0.bias, 2.weight, ...) are empty after load")
+    assert report.points[0].differs_after_load == ["run.optimizer"]
