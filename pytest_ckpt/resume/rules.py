@@ -247,17 +247,16 @@ def ranks_data(f: Findings) -> list[Note]:
         found = groups[how]
         if not found:
             continue
-        more = ", ..." if len(found) > SHOW_NAMES else ""
         if how == "repeated":
             shown = "; ".join(f"{_sample(c)} at {_and([f'step {s} on rank {r}' for s, r in c.seen])}"
-                              for c in found[:SHOW_NAMES]) + more
+                              for c in found[:SHOW_NAMES]) + (", ..." if len(found) > SHOW_NAMES else "")
+            parts.append(f"{_verb(words, one)} {plural(len(found), 'sample')} ({shown})")
         else:
             steps = sorted({s for c in found for s, _ in c.seen})
             on = sorted({r for c in found for _, r in c.seen})
-            shown = (f"that the uninterrupted run never trained on, at {'step' if len(steps) == 1 else 'steps'} "
-                     f"{_and([str(s) for s in steps])} on {'rank' if len(on) == 1 else 'ranks'} "
-                     f"{_and([str(r) for r in on])}")
-        parts.append(f"{_verb(words, one)} {plural(len(found), 'sample')} ({shown})")
+            parts.append(f"{_verb(words, one)} {plural(len(found), 'sample')} the uninterrupted run never trained "
+                         f"on (at {'step' if len(steps) == 1 else 'steps'} {_and([str(s) for s in steps])} on "
+                         f"{'rank' if len(on) == 1 else 'ranks'} {_and([str(r) for r in on])})")
     if groups["skipped"]:
         found = groups["skipped"]
         shown = ", ".join(_sample(c) for c in found[:SHOW_NAMES]) + (", ..." if len(found) > SHOW_NAMES else "")

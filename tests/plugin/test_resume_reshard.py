@@ -10,6 +10,7 @@ from pytest_ckpt.plugin.resume_variations.base import ResumeJob
 from pytest_ckpt.plugin.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3
 from tests.plugin import reshard_loop as L
 
+pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 
@@ -34,7 +35,7 @@ def test_a_data_position_kept_per_rank_is_resume_data_naming_the_ranks(tmp_path)
     assert note.kind == "resume-data" and note.names == ("rank 0", "rank 1", "rank 2")
     assert note.text.startswith(
         "the data position does not carry from 2 to 3 ranks: over steps 3-4 ranks 0, 1 and 2 train on 6 samples "
-        "(that the uninterrupted run never trained on, at step 4 on ranks 0, 1 and 2) and skip 6 samples "
+        "the uninterrupted run never trained on (at step 4 on ranks 0, 1 and 2) and skip 6 samples "
         "(sample 12 of step 3, sample 13 of step 3, sample 14 of step 3, ...)")
     assert "a global offset" in note.fix
     # on 1 rank the per-rank position restarts a step behind: step 2's samples again, step 4's never
@@ -55,3 +56,24 @@ def test_the_state_right_after_load_on_3_ranks_is_compared_bitwise(tmp_path):
     assert report.notes[0].text == ("run.optimizer (AdamW) differs after load: step, exp_avg and exp_avg_sq of 4 "
                                     "parameters (0.weight, 0.bias, 2.weight, ...) are empty after load")
     assert report.points[0].differs_after_load == ["run.optimizer"]
+
+
+def test_the_marker_runs_both_world_sizes_and_names_the_cause(pytester):
+    """``@pytest.mark.ckpt_resume("fsdp-reshard-3", "fsdp-reshard-1")`` on a per-rank position: both fail."""
+    pytester.makepyfile(test_loop="""
+        import pytest
+        from tests.plugin import reshard_loop as L
+
+        @pytest.mark.ckpt_resume("fsdp-reshard-3", "fsdp-reshard-1")
+        def test_resumes(ckpt):
+            ckpt.resume(L.start, L.step_per_rank, save=L.save_per_rank, load=L.load_per_rank, steps=4, at=2)
+    """)
+    result = pytester.runpytest_inprocess("-W", "ignore::UserWarning", "-W", "ignore::FutureWarning")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "2 resume checks: 0 passed, 2 failed, 0 skipped"])
+    for line in ("FAILED test_loop.py::test_resumes[[]resume-fsdp-reshard-3[]]: [[]resume-data[]] the data position "
+                 "does not carry from 2 to 3 ranks: *",
+                 "FAILED test_loop.py::test_resumes[[]resume-fsdp-reshard-1[]]: [[]resume-data[]] the data position "
+                 "does not carry from 2 to 1 ranks: over steps 3-4 rank 0 trains again on 6 samples *"):
+        result.stdout.fnmatch_lines([line])
