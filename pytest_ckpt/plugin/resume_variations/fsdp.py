@@ -181,26 +181,14 @@ def sharded(start: Callable, mesh: Any) -> Callable:
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations import world
-    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, join, leave, read_rank_job
+    from ...resume.check import check_resume
+    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
 
     workdir = Path(job_path).parent
-
-    def rebuild(job: RankJob):
-        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
-                pickle.loads(job.config_blob) if job.config_blob is not None else None)
-
-    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
-    if rebuilt is None:
+    entered = enter(job_path, rank, FSDP_WORLD_SIZE)
+    if entered is None:
         return EXIT_UNAVAILABLE
-    job, fns, config = rebuilt
-
-    from torch.distributed.device_mesh import init_device_mesh
-
-    from ...resume.check import check_resume
-
-    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
-    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
+    job, fns, config, mesh, owned = entered
     try:
         report = check_resume(sharded(fns["start"], mesh), fns["step"], save=fns["save"], load=fns["load"],
                               steps=job.steps, at=job.at, config=config, atol=job.atol, rtol=job.rtol,
@@ -218,11 +206,42 @@ def _rank_main(job_path: str, rank: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}")
+    return hand_over(workdir, rank, result, owned)
+
+
+def enter(job_path: str, rank: int,
+          world_size: int | None = None) -> tuple[Any, dict[str, Callable], Any, Any, bool] | None:
+    """In a rank: the job, the project's functions by role, its config, the device mesh of the ranks'
+    group (joined: ``world_size`` ranks, the job's own by default) and whether this rank opened the
+    group; ``None`` when this rank cannot rebuild the functions (the reason is in ``skip.txt``)."""
+    from ..variations import world
+    from ..variations.processes import join, read_rank_job
+
+    def rebuild(job: Any):
+        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
+                pickle.loads(job.config_blob) if job.config_blob is not None else None)
+
+    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
+    if rebuilt is None:
+        return None
+    job, fns, config = rebuilt
+
+    from torch.distributed.device_mesh import init_device_mesh
+
+    size, owned = join(Path(job_path).parent, rank, world_size or job.world_size)
+    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (size,))
+    return job, fns, config, mesh, owned
+
+
+def hand_over(workdir: Path, rank: int, result: tuple[str, Any], owned: bool) -> int:
+    """In a rank: write its ``(kind, payload)`` result for the parent, and leave the group unless it failed."""
+    from ..variations.processes import leave
+
     (workdir / f"result-{rank}.tmp").write_bytes(pickle.dumps(result))
     os.replace(workdir / f"result-{rank}.tmp", workdir / f"result-{rank}.pkl")
     (workdir / f"done-{rank}").touch()
     if result[0] == "error":
-        return 1  # the other rank may be stuck in a collective: no teardown, and the launcher stops waiting
+        return 1  # another rank may be stuck in a collective: no teardown, and the launcher stops waiting
     leave(owned)
     return 0
 

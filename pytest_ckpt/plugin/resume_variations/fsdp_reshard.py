@@ -16,17 +16,14 @@ The ranks are this module's :func:`_rank_main`, run by
 
 from __future__ import annotations
 
-import os
-import pickle
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import ResumeError, ResumeMismatch, ResumeUnavailable
-from ...resume import processes
 from .base import ResumeJob, ResumeSide
-from .fsdp import ShardRefused, _check_available, rank_inputs, run_and_collect, sharded
+from .fsdp import ShardRefused, _check_available, enter, hand_over, rank_inputs, run_and_collect, sharded
 
 #: the world size of the uninterrupted run (and the interrupted run's first half)
 SAVED_ON = 2
@@ -161,24 +158,15 @@ def _train(job: ReshardResumeJob, fns: dict[str, Any], config: Any, mesh: Any) -
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations.processes import EXIT_UNAVAILABLE, join, leave, read_rank_job
+    from ..variations.processes import EXIT_UNAVAILABLE
 
     workdir = Path(job_path).parent
-
-    def rebuild(job: ReshardResumeJob):
-        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
-                pickle.loads(job.config_blob) if job.config_blob is not None else None)
-
-    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
-    if rebuilt is None:
+    entered = enter(job_path, rank)
+    if entered is None:
         return EXIT_UNAVAILABLE
-    job, fns, config = rebuilt
-
-    from torch.distributed.device_mesh import init_device_mesh
-
-    world_size, owned = join(workdir, rank, job.world_size)
+    job, fns, config, mesh, owned = entered
     try:
-        trace = _train(job, fns, config, init_device_mesh("cpu", (world_size,)))
+        trace = _train(job, fns, config, mesh)
         result: tuple[str, Any] = ("ok", trace if rank == 0 else None)
     except ShardRefused as exc:
         (workdir / "skip.txt").write_text(str(exc))
@@ -186,13 +174,7 @@ def _rank_main(job_path: str, rank: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}")
-    (workdir / f"result-{rank}.tmp").write_bytes(pickle.dumps(result))
-    os.replace(workdir / f"result-{rank}.tmp", workdir / f"result-{rank}.pkl")
-    (workdir / f"done-{rank}").touch()
-    if result[0] == "error":
-        return 1  # another rank may be stuck in a collective: no teardown, and the launcher stops waiting
-    leave(owned)
-    return 0
+    return hand_over(workdir, rank, result, owned)
 
 
 FSDP_RESHARD_3 = FsdpReshard(3)
