@@ -6,10 +6,12 @@ interrupted run) runs on one world size, the resumed half on another. Each hands
 state gathered to full tensors (weights and optimizer state by parameter name) right after step
 ``at`` (after load, for the resumed run) and at the end.
 
-The state right after load is compared bitwise; the continuation (later losses, final state)
-within a tolerance, because the gradient reduction order changes with the world size; and the
-samples of the remaining steps must be the uninterrupted run's global batches, each exactly once
-across the ranks (:mod:`.coverage`).
+The state right after load is compared bitwise; the continuation (the later losses) within a
+tolerance, because the gradient reduction order changes with the world size; and the samples of
+the remaining steps must be the uninterrupted run's global batches, each exactly once across the
+ranks (:mod:`.coverage`). The final state is not compared: Adam turns a gradient that is rounding
+noise (GPT-2's attention key bias, whose true gradient is 0) into an update as large as the learning
+rate, whose sign follows the reduction order.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class RanksTrace:
 
     ``losses[i]``: the global loss of the i-th step the run took (each rank's loss weighted by its
     samples); ``samples[i][r]``: the samples rank ``r`` trained on then (:func:`.coverage.samples`);
-    ``snapshots``: step -> path -> gathered state.
+    ``snapshots``: step -> path -> gathered state (after step ``at``, or right after load).
     """
 
     world_size: int
@@ -62,11 +64,9 @@ def tolerance(atol: float, rtol: float) -> tuple[float, float]:
 
 
 def judge(ref: RanksTrace, resumed: RanksTrace, at: int, steps: int, *, atol: float, rtol: float) -> ResumeReport:
-    """One report: the restore-time state bitwise, the continuation within ``atol``/``rtol``, the samples."""
+    """One report: the restore-time state bitwise, the later losses within ``atol``/``rtol``, the samples."""
     kinds = dict(ref.kinds)
-    paths = list(kinds)
-    after_load = compare_states(ref.snapshots[at], resumed.snapshots[at], kinds, paths)
-    final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
+    after_load = compare_states(ref.snapshots[at], resumed.snapshots[at], kinds, list(kinds))
     losses = ref.losses[:at] + resumed.losses
     none = [None] * steps
     first = first_divergence(ref.losses, losses, none, none, at, atol=atol, rtol=rtol)
@@ -76,11 +76,9 @@ def judge(ref: RanksTrace, resumed: RanksTrace, at: int, steps: int, *, atol: fl
     if first is not None:
         step, what = first
         divergence = {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
-    elif final:
-        divergence = {"step": steps, "what": final[0].path, "expected": None, "actual": None}
     notes = []
-    if divergence is not None or after_load or final or missed:
-        findings = Findings(at=at, steps=steps, restore=after_load, final=final,
+    if divergence is not None or after_load or missed:
+        findings = Findings(at=at, steps=steps, restore=after_load,
                             divergence=(divergence["step"], divergence["what"]) if divergence else None,
                             compared=kinds, classes=ref.classes, trained=ref.trained, coverage=missed,
                             ranks=(ref.world_size, resumed.world_size))
@@ -90,8 +88,10 @@ def judge(ref: RanksTrace, resumed: RanksTrace, at: int, steps: int, *, atol: fl
     not_compared = {
         "the continuation bitwise": (
             f"saved on {saved} ranks, resumed on {loaded}: the gradient reduction order changes with the world "
-            f"size, so the later losses and the final state are compared within atol={atol:g}, rtol={rtol:g}; "
-            f"the state right after load bitwise, gathered to full tensors by parameter name"),
+            f"size, so the later losses are compared within atol={atol:g}, rtol={rtol:g}, and the state right "
+            f"after load bitwise, gathered to full tensors by parameter name"),
+        "the final state": ("Adam turns a gradient that is rounding noise (an attention key bias) into an update "
+                            "as large as the learning rate, whose sign follows the reduction order"),
         "the rest of the run": (
             "scheduler, counters and random streams are per-rank state, compared by the fsdp variation "
             f"({saved} ranks to {saved}); here the gathered weights, optimizer state and the samples"),

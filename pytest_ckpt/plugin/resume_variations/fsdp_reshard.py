@@ -5,7 +5,7 @@ interrupted run); the resumed half starts on 3 (or 1) ranks, with the same shard
 variation (:func:`.fsdp.sharded`), and loads that checkpoint through the project's ``load``. Rank 0
 of each gathers the weights and optimizer state to full tensors by parameter name, and every rank
 hands over the samples it trained on; :func:`pytest_ckpt.resume.across.judge` compares them: the
-state right after load bitwise, the continuation within a tolerance the report states, and each
+state right after load bitwise, the later losses within a tolerance the report states, and each
 sample of the remaining global batches trained on exactly once across the ranks (``resume-data``
 names the ranks that repeat or skip samples: a data position stored per rank does not move to
 another world size).
@@ -153,7 +153,6 @@ def _train(job: ReshardResumeJob, fns: dict[str, Any], config: Any, mesh: Any) -
         if not job.resumed and n == job.at:
             trace.snapshots[n] = gather(run)
             call(functions.save, (run, Path(job.checkpoint)), f"saving after step {n} to {job.checkpoint} {where}")
-    trace.snapshots[job.steps] = gather(run)
     return trace
 
 
@@ -168,10 +167,11 @@ def _rank_main(job_path: str, rank: int) -> int:
     try:
         trace = _train(job, fns, config, mesh)
         result: tuple[str, Any] = ("ok", trace if rank == 0 else None)
-    except ShardRefused as exc:
-        (workdir / "skip.txt").write_text(str(exc))
-        return EXIT_UNAVAILABLE
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
+        refused = exc if isinstance(exc, ShardRefused) else exc.__cause__  # start's errors come wrapped
+        if isinstance(refused, ShardRefused):
+            (workdir / "skip.txt").write_text(str(refused))
+            return EXIT_UNAVAILABLE
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}")
     return hand_over(workdir, rank, result, owned)
