@@ -100,4 +100,4 @@ def judge(ref: RanksTrace, resumed: RanksTrace, at: int, steps: int, *, atol: fl
         not_compared["data position"] = ("step returns no batch with rows: return (loss, batch) to check that "
                                          "the ranks cover each sample exactly once")
     return ResumeReport(steps=steps, at=at, losses=list(ref.losses), points=[point], compared=kinds,
-                        not_compared=not_compared, atol=atol, rtol=rtol)
+                        not_compared=not_compared, atol=atol, rtol=rtol, final_compared=False)
