@@ -1,6 +1,7 @@
 """Training loops for ``benchmarks/resume_reshard.py``: tiny GPT-2 and Llama (tied and untied heads),
 a model with odd sizes, and one with a 0-dim parameter; each trains on a global batch of 6 samples
-split among the ranks, its data position stored as the samples consumed by all ranks."""
+split among the ranks, its data position stored as the samples consumed by all ranks (``lm_step_per_rank``: as
+the samples this rank's own sampler yielded, which names other samples on another world size)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     offset: int = 0
+    yielded: int = 0  # what this rank's own sampler yielded: the per-rank position that does not reshard
 
 
 def _run(model):
@@ -93,6 +95,14 @@ def lm_step(run):
     return _update(run, run.model(input_ids=ids, labels=ids).loss), ids
 
 
+def lm_step_per_rank(run):
+    world, rank = dist.get_world_size(), dist.get_rank()
+    index = rank + world * torch.arange(run.yielded, run.yielded + GLOBAL_BATCH // world)
+    run.yielded += len(index)
+    ids = TOKENS[index]
+    return _update(run, run.model(input_ids=ids, labels=ids).loss), ids
+
+
 def odd_step(run):
     x = FEATURES[_part(run)]
     return _update(run, F.mse_loss(run.model(x), x.flip(1))), x
@@ -100,7 +110,7 @@ def odd_step(run):
 
 def _state(run):
     model, optimizer = get_state_dict(run.model, run.optimizer)
-    return {"model": model, "optimizer": optimizer, "offset": run.offset}
+    return {"model": model, "optimizer": optimizer, "offset": run.offset, "yielded": run.yielded}
 
 
 def save(run, path):
@@ -111,4 +121,4 @@ def load(run, path):
     held = _state(run)
     dcp.load(held, checkpoint_id=path)
     set_state_dict(run.model, run.optimizer, model_state_dict=held["model"], optim_state_dict=held["optimizer"])
-    run.offset = held["offset"]
+    run.offset, run.yielded = held["offset"], held["yielded"]

@@ -101,3 +101,11 @@ def load_model_only(run, path):
     dcp.load(held, checkpoint_id=path)
     set_model_state_dict(run.model, held["model"])
     run.offset = held["offset"]
+
+
+def start_scalar():
+    """A model with a 0-dim parameter, which FSDP2 refuses to shard."""
+    run = start()
+    run.model.temperature = nn.Parameter(torch.tensor(1.0))
+    run.optimizer = torch.optim.AdamW(run.model.parameters(), lr=0.01)
+    return run

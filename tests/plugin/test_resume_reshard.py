@@ -80,3 +80,14 @@ def test_the_marker_runs_both_world_sizes_and_names_the_cause(pytester):
                  "FAILED test_loop.py::test_resumes[[]resume-fsdp-reshard-1[]]: [[]resume-data[]] the data position "
                  "does not carry from 2 to 1 ranks: over steps 3-4 rank 0 trains again on 6 samples *"):
         result.stdout.fnmatch_lines([line])
+
+
+def test_a_model_fsdp2_cannot_shard_skips_with_its_reason_under_fsdp_and_fsdp_reshard(tmp_path):
+    from pytest_ckpt.plugin.resume_variations.fsdp import FSDP
+    from pytest_ckpt.plugin.variations.registry import VariationUnavailable
+
+    for variation in (FSDP_RESHARD_1, FSDP):
+        with pytest.raises(VariationUnavailable, match="FSDP2 cannot shard run.model .*scalar"):
+            variation.check(ResumeJob("x", L.start_scalar, L.step, L.save, L.load, steps=4, at=2,
+                                      workdir=tmp_path / type(variation).__name__))
+    assert FSDP_RESHARD_1.check(job(tmp_path / "after")).ok  # the rank workers stayed usable

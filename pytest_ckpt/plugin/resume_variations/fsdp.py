@@ -198,12 +198,11 @@ def _rank_main(job_path: str, rank: int) -> int:
         result = ("mismatch", exc.report)
     except NotReproducible as exc:
         result = ("not-reproducible", (exc.step, exc.component, exc.detail))
-    except ShardRefused as exc:
-        (workdir / "skip.txt").write_text(str(exc))
-        return EXIT_UNAVAILABLE
     except ResumeUnavailable as exc:
         result = ("unavailable", str(exc))
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
+        if refused(exc, workdir, owned):
+            return EXIT_UNAVAILABLE
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}")
     return hand_over(workdir, rank, result, owned)
@@ -231,6 +230,20 @@ def enter(job_path: str, rank: int,
     size, owned = join(Path(job_path).parent, rank, world_size or job.world_size)
     mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (size,))
     return job, fns, config, mesh, owned
+
+
+def refused(exc: BaseException, workdir: Path, owned: bool) -> bool:
+    """In a rank: whether ``exc`` is FSDP2 refusing the model (raised by ``start``, so it comes wrapped in
+    the ResumeError naming it); if so its reason is in ``skip.txt`` and this rank has left the group
+    (every rank refuses the same model: none waits on another, and the worker stays for the next job)."""
+    from ..variations.processes import leave
+
+    reason = exc if isinstance(exc, ShardRefused) else exc.__cause__
+    if not isinstance(reason, ShardRefused):
+        return False
+    (workdir / "skip.txt").write_text(str(reason))
+    leave(owned)
+    return True
 
 
 def hand_over(workdir: Path, rank: int, result: tuple[str, Any], owned: bool) -> int:

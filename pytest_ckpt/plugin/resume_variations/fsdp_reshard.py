@@ -23,7 +23,7 @@ from typing import Any
 
 from ...errors import ResumeError, ResumeMismatch, ResumeUnavailable
 from .base import ResumeJob, ResumeSide
-from .fsdp import ShardRefused, _check_available, enter, hand_over, rank_inputs, run_and_collect, sharded
+from .fsdp import _check_available, enter, hand_over, rank_inputs, refused, run_and_collect, sharded
 
 #: the world size of the uninterrupted run (and the interrupted run's first half)
 SAVED_ON = 2
@@ -168,9 +168,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         trace = _train(job, fns, config, mesh)
         result: tuple[str, Any] = ("ok", trace if rank == 0 else None)
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
-        refused = exc if isinstance(exc, ShardRefused) else exc.__cause__  # start's errors come wrapped
-        if isinstance(refused, ShardRefused):
-            (workdir / "skip.txt").write_text(str(refused))
+        if refused(exc, workdir, owned):
             return EXIT_UNAVAILABLE
         traceback.print_exc()
         result = ("error", f"{type(exc).__name__}: {exc}")
