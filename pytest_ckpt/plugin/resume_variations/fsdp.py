@@ -201,10 +201,7 @@ def _rank_main(job_path: str, rank: int) -> int:
     except ResumeUnavailable as exc:
         result = ("unavailable", str(exc))
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
-        if refused(exc, workdir, owned):
-            return EXIT_UNAVAILABLE
-        traceback.print_exc()
-        result = ("error", f"{type(exc).__name__}: {exc}")
+        return failed(exc, workdir, rank, owned)
     return hand_over(workdir, rank, result, owned)
 
 
@@ -232,18 +229,20 @@ def enter(job_path: str, rank: int,
     return job, fns, config, mesh, owned
 
 
-def refused(exc: BaseException, workdir: Path, owned: bool) -> bool:
-    """In a rank: whether ``exc`` is FSDP2 refusing the model (raised by ``start``, so it comes wrapped in
-    the ResumeError naming it); if so its reason is in ``skip.txt`` and this rank has left the group
-    (every rank refuses the same model: none waits on another, and the worker stays for the next job)."""
-    from ..variations.processes import leave
+def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
+    """In a rank whose work raised ``exc``: FSDP2 refusing the model (raised by ``start``, so it comes
+    wrapped in the ResumeError naming it) is "cannot run here", its reason in ``skip.txt``, the group
+    left (every rank refuses the same model: none waits on another, and the worker stays for the next
+    job); anything else is this rank's error, handed over for the parent to raise."""
+    from ..variations.processes import EXIT_UNAVAILABLE, leave
 
     reason = exc if isinstance(exc, ShardRefused) else exc.__cause__
-    if not isinstance(reason, ShardRefused):
-        return False
-    (workdir / "skip.txt").write_text(str(reason))
-    leave(owned)
-    return True
+    if isinstance(reason, ShardRefused):
+        (workdir / "skip.txt").write_text(str(reason))
+        leave(owned)
+        return EXIT_UNAVAILABLE
+    traceback.print_exc()
+    return hand_over(workdir, rank, ("error", f"{type(exc).__name__}: {exc}"), owned)
 
 
 def hand_over(workdir: Path, rank: int, result: tuple[str, Any], owned: bool) -> int:

@@ -16,14 +16,13 @@ The ranks are this module's :func:`_rank_main`, run by
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import ResumeError, ResumeMismatch, ResumeUnavailable
 from .base import ResumeJob, ResumeSide
-from .fsdp import _check_available, enter, hand_over, rank_inputs, refused, run_and_collect, sharded
+from .fsdp import _check_available, enter, failed, hand_over, rank_inputs, run_and_collect, sharded
 
 #: the world size of the uninterrupted run (and the interrupted run's first half)
 SAVED_ON = 2
@@ -168,10 +167,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         trace = _train(job, fns, config, mesh)
         result: tuple[str, Any] = ("ok", trace if rank == 0 else None)
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
-        if refused(exc, workdir, owned):
-            return EXIT_UNAVAILABLE
-        traceback.print_exc()
-        result = ("error", f"{type(exc).__name__}: {exc}")
+        return failed(exc, workdir, rank, owned)
     return hand_over(workdir, rank, result, owned)
 
 
