@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{o.MARKER_RESUME}(*variations): run the test once per setting of a training run "
         f"(ids [resume-<variation>]) with the `ckpt` fixture's resume(start, step, save=, load=): training "
         f"stopped and resumed must be the training that never stopped; no arguments: "
-        f"{', '.join(RESUME_DEFAULT)}. Also: fsdp.",
+        f"{', '.join(RESUME_DEFAULT)}. Also: fsdp, fsdp-reshard-3, fsdp-reshard-1.",
     )
     config.addinivalue_line(
         "markers",

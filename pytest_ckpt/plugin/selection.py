@@ -19,7 +19,7 @@ A name neither marker knows is a usage error listing both lists. Torch-free.
 >>> select(ROUNDTRIP, ("plain", "ddp"), ("fresh-process",), "--ckpt-variations")[1]
 "none of the marker's variations (plain, ddp) is selected by --ckpt-variations=fresh-process"
 >>> print(select(RESUME, (), ("nested",), "ckpt_variations")[1])
-ckpt_variations=nested selects no resume variation (resume variations: plain, compile, ddp, fresh-process, fsdp)
+ckpt_variations=nested selects no resume variation (resume variations: plain, compile, ddp, fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def marker_variations(kind: MarkerKind, args: tuple, kwargs: Mapping) -> tuple[s
     ('plain', 'ddp')
     >>> marker_variations(RESUME, ("nested",), {})
     Traceback (most recent call last):
-    pytest_ckpt.plugin.variations.registry.UnknownVariation: @pytest.mark.ckpt_resume: unknown variation 'nested'; valid: plain, compile, ddp, fresh-process, fsdp ('nested' is a round-trip variation: @pytest.mark.ckpt_roundtrip)
+    pytest_ckpt.plugin.variations.registry.UnknownVariation: @pytest.mark.ckpt_resume: unknown variation 'nested'; valid: plain, compile, ddp, fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1 ('nested' is a round-trip variation: @pytest.mark.ckpt_roundtrip)
     """
     where = f"@pytest.mark.{kind.marker}"
     if kwargs:

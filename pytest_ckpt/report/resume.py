@@ -45,8 +45,9 @@ def render(report: Any) -> str:
                 lines.append(f"  ... and {len(point.notes) - MAX_CAUSES} more causes (report.to_dict() has all)")
         names = list(report.compared)
         shown = ", ".join(names[:MAX_NAMES]) + (", ..." if len(names) > MAX_NAMES else "")
+        when = f"load and after step {report.steps}" if getattr(report, "final_compared", True) else "load"
         lines.append(f"  compared: {shown} ({len(names)} component{'s' if len(names) != 1 else ''}, right after "
-                     f"load and after step {report.steps}; losses of every step, {how})")
+                     f"{when}; losses of every step, {how})")
     if report.not_compared:
         lines.append("  not compared: " + "; ".join(f"{what} ({why})" for what, why in report.not_compared.items()))
     return "\n".join(lines)

@@ -77,7 +77,7 @@ def check_resume(
     ok: resume after step 3 matches the uninterrupted run (6 steps, losses bitwise, 9 components compared)
     """
     __tracebackhide__ = True
-    points = _points(steps, at)
+    points = resume_points(steps, at)
     _check_arguments(start=start, step=step, save=save, load=load, atol=atol, rtol=rtol)
     fns = Functions(start, step, save, load, config, wrap)
     job = None
@@ -269,7 +269,7 @@ def _not_compared(ref: Trace, streams: tuple[str, ...], points: tuple[int, ...],
     return out
 
 
-def _points(steps: Any, at: Any) -> tuple[int, ...]:
+def resume_points(steps: Any, at: Any) -> tuple[int, ...]:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
         raise ValueError(f"steps={steps!r}: a resume check needs at least 2 steps (one before the save, one after)")
     if at is None:

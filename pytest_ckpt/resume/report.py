@@ -68,6 +68,8 @@ class ResumeReport:
     rtol: float = 0.0
     #: seconds spent: "uninterrupted", "reproducible", "interrupted", "total"
     seconds: dict[str, float] = field(default_factory=dict)
+    #: whether the final state was compared too (not after a resume on another world size)
+    final_compared: bool = True
 
     @property
     def ok(self) -> bool:

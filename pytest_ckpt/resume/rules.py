@@ -15,6 +15,7 @@ import torch
 from ..checkpoint.notes import Note
 from ..compare.rules.context import plural
 from .compare import ABSENT, Difference, LedgerEntry
+from .coverage import Coverage
 from .streams import SAVE_RESTORE
 
 #: names shown in a note before "..."
@@ -49,6 +50,10 @@ class Findings:
     saved: Mapping[str, str | None] = field(default_factory=dict)
     #: module path -> (where the checkpoint holds its weights, the wrapper prefixes their names carry)
     prefixes: Mapping[str, tuple[tuple, tuple[str, ...]]] = field(default_factory=dict)
+    #: resumed on another world size: the samples the resumed ranks did not cover exactly once
+    coverage: list[Coverage] = field(default_factory=list)
+    #: (the world size that saved, the world size that resumed), when they differ
+    ranks: tuple[int, int] | None = None
 
     def of_kind(self, *kinds: str) -> list[Difference]:
         """Differences after load of these component kinds, among components both runs hold."""
@@ -229,6 +234,53 @@ def data(f: Findings) -> list[Note]:
     return notes
 
 
+def ranks_data(f: Findings) -> list[Note]:
+    """Resumed on another world size, the ranks together repeat or skip samples of the global batches."""
+    if not f.coverage or f.ranks is None:
+        return []
+    saved, resumed = f.ranks
+    groups = {how: [c for c in f.coverage if c.how == how] for how in ("repeated", "unseen", "skipped")}
+    ranks = sorted({r for c in f.coverage for _, r in c.seen})
+    one = len(ranks) == 1
+    parts = []
+    for how, words in (("repeated", "train again on"), ("unseen", "train on")):
+        found = groups[how]
+        if not found:
+            continue
+        if how == "repeated":
+            shown = "; ".join(f"{_sample(c)} at {_and([f'step {s} on rank {r}' for s, r in c.seen])}"
+                              for c in found[:SHOW_NAMES]) + (", ..." if len(found) > SHOW_NAMES else "")
+            parts.append(f"{_verb(words, one)} {plural(len(found), 'sample')} ({shown})")
+        else:
+            steps = sorted({s for c in found for s, _ in c.seen})
+            on = sorted({r for c in found for _, r in c.seen})
+            parts.append(f"{_verb(words, one)} {plural(len(found), 'sample')} the uninterrupted run never trained "
+                         f"on (at {'step' if len(steps) == 1 else 'steps'} {_and([str(s) for s in steps])} on "
+                         f"{'rank' if len(on) == 1 else 'ranks'} {_and([str(r) for r in on])})")
+    if groups["skipped"]:
+        found = groups["skipped"]
+        shown = ", ".join(_sample(c) for c in found[:SHOW_NAMES]) + (", ..." if len(found) > SHOW_NAMES else "")
+        parts.append(f"{_verb('skip', one)} {plural(len(found), 'sample')} ({shown})")
+    who = f"{'rank' if one else 'ranks'} {_and([str(r) for r in ranks])}" if ranks else "the ranks"
+    text = (f"the data position does not carry from {saved} to {resumed} ranks: over steps {f.at + 1}-{f.steps} "
+            f"{who} {_and(parts)}, against the uninterrupted run's global batches")
+    fix = ("save the data position as the samples consumed by all ranks together (a global offset), and give "
+           "each rank its part of every global batch for the world size it resumes on (as DistributedSampler("
+           "num_replicas=world size, rank=rank) does from that offset): a per-rank position names other "
+           "samples on another number of ranks")
+    return [Note("resume-data", text, fix, tuple(f"rank {r}" for r in ranks))]
+
+
+def _verb(words: str, one: bool) -> str:
+    first, _, rest = words.partition(" ")
+    return f"{first}s {rest}".rstrip() if one else words
+
+
+def _sample(c: Coverage) -> str:
+    # only repeated and skipped samples are named: the uninterrupted run saw them
+    return f"sample {c.sample} of step {c.step}"
+
+
 def counter(f: Findings) -> list[Note]:
     notes = []
     for d in f.of_kind("counter"):
@@ -264,7 +316,7 @@ def hidden_state(f: Findings) -> Note:
 
 #: the rules, in the order their notes are shown
 RULES: list[Callable[[Findings], list[Note]]] = [
-    absent, weights, optimizer, scheduler, scaler, rng, data, counter, state,
+    absent, weights, optimizer, scheduler, scaler, rng, data, ranks_data, counter, state,
 ]
 
 

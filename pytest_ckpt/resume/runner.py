@@ -105,11 +105,17 @@ def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...]) -> Run
 
 def train_step(fns: Functions, run: Any, number: int, label: str = "") -> tuple[float, str | None]:
     """One call of ``step``: its loss as a float, and a digest of its batch when it returned one."""
+    loss, batch = step_output(fns, run, number, label)
+    return loss, (None if batch is None else digest(batch))
+
+
+def step_output(fns: Functions, run: Any, number: int, label: str = "") -> tuple[float, Any]:
+    """One call of ``step``: its loss as a float, and the batch it returned (``None`` when none)."""
     out = call(fns.step, (run,), f"at step {number}{' of ' + label if label else ''}")
     loss, batch = out, None
     if isinstance(out, tuple) and len(out) == 2:
         loss, batch = out
-    return _loss(loss, out, fns.step, number), (None if batch is None else digest(batch))
+    return _loss(loss, out, fns.step, number), batch
 
 
 def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, first: int, last: int, *,

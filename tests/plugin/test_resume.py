@@ -316,10 +316,11 @@ def test_the_marker_parametrizes_with_the_default_four_and_is_documented(pyteste
     assert ids[:6] == ["test_resume_default[resume-plain]", "test_resume_default[resume-compile]",
                        "test_resume_default[resume-ddp]", "test_resume_default[resume-fresh-process]",
                        "test_resume_chosen[resume-plain]", "test_resume_chosen[resume-fresh-process]"]
-    assert list(RESUME_VARIATIONS) == ["plain", "compile", "ddp", "fresh-process", "fsdp"]
+    assert list(RESUME_VARIATIONS) == ["plain", "compile", "ddp", "fresh-process", "fsdp", "fsdp-reshard-3",
+                                      "fsdp-reshard-1"]
     pytester.runpytest("--markers").stdout.fnmatch_lines([
         f"@pytest.mark.{o.MARKER_RESUME}(*variations): *[[]resume-<variation>[]]*no arguments: plain, compile, "
-        "ddp, fresh-process. Also: fsdp."])
+        "ddp, fresh-process. Also: fsdp, fsdp-reshard-3, fsdp-reshard-1."])
 
 
 @pytest.mark.parametrize("selection, expected", [
@@ -348,7 +349,7 @@ def test_a_selection_that_leaves_a_marker_nothing_says_why_in_the_skip(pytester)
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines([
         "SKIPPED * ckpt_variations=nested selects no resume variation (resume variations: plain, compile, ddp, "
-        "fresh-process, fsdp)",
+        "fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1)",
         "SKIPPED * none of the marker's variations (plain, fresh-process) is selected by ckpt_variations=nested",
     ], consecutive=False)
 
@@ -359,14 +360,15 @@ def test_a_selected_name_neither_marker_knows_is_a_usage_error_listing_both(pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
         "*unknown variation 'fresh_process'; valid: plain, dataparallel, *, interrupted (ckpt_roundtrip) and plain, "
-        "compile, ddp, fresh-process, fsdp (ckpt_resume)*"])
+        "compile, ddp, fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1 (ckpt_resume)*"])
 
 
 @pytest.mark.parametrize("marks, message", [
     ('@pytest.mark.ckpt_resume("plain", "fdsp")',
-     "*@pytest.mark.ckpt_resume: unknown variation 'fdsp'; valid: plain, compile, ddp, fresh-process, fsdp"),
+     "*@pytest.mark.ckpt_resume: unknown variation 'fdsp'; valid: plain, compile, ddp, fresh-process, fsdp, "
+     "fsdp-reshard-3, fsdp-reshard-1"),
     ('@pytest.mark.ckpt_resume("nested")',
-     "*@pytest.mark.ckpt_resume: unknown variation 'nested'; valid: *fsdp ('nested' is a round-trip variation: "
+     "*@pytest.mark.ckpt_resume: unknown variation 'nested'; valid: *fsdp-reshard-1 ('nested' is a round-trip variation: "
      "@pytest.mark.ckpt_roundtrip)"),
     ('@pytest.mark.ckpt_roundtrip("fresh-process")',
      "*@pytest.mark.ckpt_roundtrip: unknown variation 'fresh-process'; valid: *('fresh-process' is a resume "

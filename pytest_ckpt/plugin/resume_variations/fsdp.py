@@ -52,19 +52,10 @@ class RankJob:
 class Fsdp(ResumeSide):
     def check(self, job: ResumeJob):
         __tracebackhide__ = True
-        from ..variations.processes import FSDP_WORLD_SIZE, run_ranks
+        from ..variations.processes import FSDP_WORLD_SIZE
 
         _check_available()
-        functions = {}
-        for role in ROLES:
-            try:
-                functions[role] = processes.importable(getattr(job, role), role)
-            except processes.NotImportable as exc:
-                raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
-        try:
-            config_blob = None if job.config is None else processes.pickled(job.config, "config")
-        except processes.NotPicklable as exc:
-            raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
+        functions, config_blob = rank_inputs(job)
         from ..variations import world
 
         # under torchrun every rank of the launched world is one of the ranks: rank 0's directory
@@ -73,16 +64,41 @@ class Fsdp(ResumeSide):
         ranks = workdir / "ranks"
         rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
                            str(workdir / "checkpoints"))
+        return judge(run_and_collect(__name__, rank_job, ranks, world_size, timeout=job.fsdp_timeout))
+
+
+def rank_inputs(job: ResumeJob) -> tuple[dict[str, tuple[str, str]], bytes | None]:
+    """The project's functions by importable name and its config pickled, for the ranks; else
+    :class:`ResumeUnavailable` saying why."""
+    functions = {}
+    for role in ROLES:
         try:
-            run_ranks(__name__, rank_job, ranks, timeout=job.fsdp_timeout)
-        except RuntimeError:
-            # a rank whose project code raised stops the other: its error is the news, not the tails
-            for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
-                if kind == "error":
-                    raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
-                                      f"{ranks}/rank*.log)") from None
-            raise
-        return judge(_results(ranks, world_size))
+            functions[role] = processes.importable(getattr(job, role), role)
+        except processes.NotImportable as exc:
+            raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
+    try:
+        config_blob = None if job.config is None else processes.pickled(job.config, "config")
+    except processes.NotPicklable as exc:
+        raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
+    return functions, config_blob
+
+
+def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *, timeout: float,
+                    label: str = "fsdp") -> list[tuple[str, Any]]:
+    """``run_ranks`` on ``world_size`` ranks, then each rank's ``(kind, payload)`` result; a rank whose
+    project code raised is a :class:`ResumeError` naming it."""
+    from ..variations.processes import run_ranks
+
+    try:
+        run_ranks(module, rank_job, ranks, timeout=timeout, world_size=world_size, label=label)
+    except RuntimeError:
+        # a rank whose project code raised stops the other: its error is the news, not the tails
+        for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
+            if kind == "error":
+                raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
+                                  f"{ranks}/rank*.log)") from None
+        raise
+    return _results(ranks, world_size)
 
 
 def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:
@@ -165,26 +181,14 @@ def sharded(start: Callable, mesh: Any) -> Callable:
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations import world
-    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, join, leave, read_rank_job
+    from ...resume.check import check_resume
+    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
 
     workdir = Path(job_path).parent
-
-    def rebuild(job: RankJob):
-        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
-                pickle.loads(job.config_blob) if job.config_blob is not None else None)
-
-    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
-    if rebuilt is None:
+    entered = enter(job_path, rank, FSDP_WORLD_SIZE)
+    if entered is None:
         return EXIT_UNAVAILABLE
-    job, fns, config = rebuilt
-
-    from torch.distributed.device_mesh import init_device_mesh
-
-    from ...resume.check import check_resume
-
-    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
-    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
+    job, fns, config, mesh, owned = entered
     try:
         report = check_resume(sharded(fns["start"], mesh), fns["step"], save=fns["save"], load=fns["load"],
                               steps=job.steps, at=job.at, config=config, atol=job.atol, rtol=job.rtol,
@@ -194,19 +198,62 @@ def _rank_main(job_path: str, rank: int) -> int:
         result = ("mismatch", exc.report)
     except NotReproducible as exc:
         result = ("not-reproducible", (exc.step, exc.component, exc.detail))
-    except ShardRefused as exc:
-        (workdir / "skip.txt").write_text(str(exc))
-        return EXIT_UNAVAILABLE
     except ResumeUnavailable as exc:
         result = ("unavailable", str(exc))
     except BaseException as exc:  # noqa: BLE001 - the parent raises it, naming the rank
-        traceback.print_exc()
-        result = ("error", f"{type(exc).__name__}: {exc}")
+        return failed(exc, workdir, rank, owned)
+    return hand_over(workdir, rank, result, owned)
+
+
+def enter(job_path: str, rank: int,
+          world_size: int | None = None) -> tuple[Any, dict[str, Callable], Any, Any, bool] | None:
+    """In a rank: the job, the project's functions by role, its config, the device mesh of the ranks'
+    group (joined: ``world_size`` ranks, the job's own by default) and whether this rank opened the
+    group; ``None`` when this rank cannot rebuild the functions (the reason is in ``skip.txt``)."""
+    from ..variations import world
+    from ..variations.processes import join, read_rank_job
+
+    def rebuild(job: Any):
+        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
+                pickle.loads(job.config_blob) if job.config_blob is not None else None)
+
+    rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
+    if rebuilt is None:
+        return None
+    job, fns, config = rebuilt
+
+    from torch.distributed.device_mesh import init_device_mesh
+
+    size, owned = join(Path(job_path).parent, rank, world_size or job.world_size)
+    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (size,))
+    return job, fns, config, mesh, owned
+
+
+def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
+    """In a rank whose work raised ``exc``: FSDP2 refusing the model (raised by ``start``, so it comes
+    wrapped in the ResumeError naming it) is "cannot run here", its reason in ``skip.txt``, the group
+    left (every rank refuses the same model: none waits on another, and the worker stays for the next
+    job); anything else is this rank's error, handed over for the parent to raise."""
+    from ..variations.processes import EXIT_UNAVAILABLE, leave
+
+    reason = exc if isinstance(exc, ShardRefused) else exc.__cause__
+    if isinstance(reason, ShardRefused):
+        (workdir / "skip.txt").write_text(str(reason))
+        leave(owned)
+        return EXIT_UNAVAILABLE
+    traceback.print_exc()
+    return hand_over(workdir, rank, ("error", f"{type(exc).__name__}: {exc}"), owned)
+
+
+def hand_over(workdir: Path, rank: int, result: tuple[str, Any], owned: bool) -> int:
+    """In a rank: write its ``(kind, payload)`` result for the parent, and leave the group unless it failed."""
+    from ..variations.processes import leave
+
     (workdir / f"result-{rank}.tmp").write_bytes(pickle.dumps(result))
     os.replace(workdir / f"result-{rank}.tmp", workdir / f"result-{rank}.pkl")
     (workdir / f"done-{rank}").touch()
     if result[0] == "error":
-        return 1  # the other rank may be stuck in a collective: no teardown, and the launcher stops waiting
+        return 1  # another rank may be stuck in a collective: no teardown, and the launcher stops waiting
     leave(owned)
     return 0
 

@@ -30,6 +30,9 @@ _ALL = (
     _v("fresh-process", "the resumed half in a new Python process", "fresh_process:FRESH_PROCESS"),
     # a save or load that loses a rank's shards of weights or optimizer state
     _v("fsdp", "FSDP2 fully_shard on 2 processes, each rank checked", "fsdp:FSDP"),
+    # a data position stored per rank, or a load that cannot reshard: resumed on another world size
+    _v("fsdp-reshard-3", "saved on 2 FSDP2 ranks, resumed on 3", "fsdp_reshard:FSDP_RESHARD_3"),
+    _v("fsdp-reshard-1", "saved on 2 FSDP2 ranks, resumed on 1", "fsdp_reshard:FSDP_RESHARD_1"),
 )
 
 #: every resume variation, by exact name, in the documented order
