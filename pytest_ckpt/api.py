@@ -12,8 +12,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import torch
 
 from .checkpoint.configs import config_to_dict
-from .checkpoint.patterns import restrict
+from .checkpoint import latest
 from .checkpoint.latest import LatestComplete
+from .checkpoint.patterns import restrict
 from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .checkpoint.view import dataless
@@ -268,9 +269,7 @@ def latest_complete(directory: str | os.PathLike, pattern: str | None = None) ->
     >>> found.path, found.skipped                        # doctest: +SKIP
     (PosixPath('checkpoints/step-100.pt'), [(PosixPath('checkpoints/step-200.pt'), 'truncated: ...')])
     """
-    from .checkpoint.latest import latest_complete as find
-
-    return find(directory, pattern)
+    return latest.latest_complete(directory, pattern)
 
 
 @gc_paused
