@@ -181,8 +181,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                 )
             time.sleep(0.02)
         if any(c == EXIT_UNAVAILABLE for c in codes):
-            reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
-            raise VariationUnavailable(reason)
+            raise _unavailable(workdir)
         done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
         # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
@@ -192,6 +191,12 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
             ranks.close()
         elif not (all(c == 0 for c in codes) or all(c == EXIT_UNAVAILABLE for c in codes)):
             ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
+
+
+def _unavailable(workdir: Path) -> VariationUnavailable:
+    """The skip of ranks that cannot run here, with the reason a rank wrote to ``skip.txt``."""
+    skip = workdir / "skip.txt"
+    return VariationUnavailable(skip.read_text() if skip.exists() else "?")
 
 
 def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: str) -> None:
@@ -211,8 +216,7 @@ def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: st
     if all(c == 0 for c in codes):
         return
     if all(c == EXIT_UNAVAILABLE for c in codes):
-        reason = (workdir / "skip.txt").read_text() if (workdir / "skip.txt").exists() else "?"
-        raise VariationUnavailable(reason)
+        raise _unavailable(workdir)
     failed = ", ".join(str(r) for r, c in enumerate(codes) if c not in (0, EXIT_UNAVAILABLE))
     raise RuntimeError(f"{label}: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
                        f"{world.backend()}); its traceback is in that rank's output")
