@@ -1,22 +1,24 @@
 """``make demo``: pytest-ckpt on a real little project, passing, then catching the five classic drifts,
-a resume drift and a save that a kill tears.
+a resume drift and a save that a kill tears; last, the clean suite under ``torchrun`` on 2 ranks.
 
 examples/tinyllm/ is a small GPT-style project: ``train.py`` trains under DDP
 and torch.compile, saves a nested training state and resumes from it, ``infer.py``
 loads it the way inference code does, and ``tests/`` checks them with pytest-ckpt
 (round trips, snapshots, and a resume check). The demo runs that suite once as
 is, then once per drift (``TINYLLM_DRIFT=<name>`` patches one function, see
-``tinyllm/drifts.py``), and ends with a table.
+``tinyllm/drifts.py``), ends with a table, and then runs the clean suite again under
+``torchrun --nproc-per-node 2`` (the launched world: both ranks run it, rank 0 alone reports).
 
     python examples/demo.py            # what `make demo` runs
-    python examples/demo.py --fast     # fewer round-trip variations (the test suite runs this)
+    python examples/demo.py --fast     # fewer round-trip variations, no torchrun (the test suite runs this)
 
-Exit 0 only when the clean suite passes and every drift is detected.
+Exit 0 only when the clean suite passes (also under torchrun) and every drift is detected.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -247,6 +249,33 @@ def table(rows: list[tuple[str, str, str, str]]) -> list[str]:
     return [fmt.format(*head).rstrip(), rule, *(fmt.format(*r).rstrip() for r in rows)]
 
 
+def under_torchrun(workdir: Path, ranks: int = 2) -> tuple[bool, list[str]]:
+    """The clean suite under ``torchrun --nproc-per-node ranks``: whether it passed on every rank with
+    rank 0 alone reporting (no pytest-ckpt section on another rank, the report written once), and
+    what to print."""
+    logs, report = workdir / "torchrun", workdir / "torchrun-report.json"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+            "--log-dir", str(logs), "-r", "3", "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+            "-p", "no:randomly", "-rf", f"--ckpt-report={report}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "LOCAL_RANK")}
+    proc = subprocess.run(argv, cwd=PROJECT, env={**env, "TINYLLM_DRIFT": ""}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=900)
+    outputs = [next(logs.glob(f"*/attempt_0/{rank}/stdout.log"), None) for rank in range(ranks)]
+    texts = [path.read_text(errors="replace") if path else "" for path in outputs]
+    header = next((line for line in texts[0].splitlines() if line.startswith("pytest-ckpt: rank 0")), "")
+    lines = [clip(header, 130)] + [f"rank {r}: {Run('', 0, t, 0).summary}" for r, t in enumerate(texts)]
+    silent = all("= pytest-ckpt =" not in t for t in texts[1:])
+    counts = json.loads(report.read_text())["summary"] if report.exists() else {}
+    lines.append(f"--ckpt-report from rank 0: {counts or 'not written'}; the other rank printed "
+                 f"{'no' if silent else 'a'} pytest-ckpt summary")
+    passed = [Run("", 0, t, 0).summary for t in texts]
+    ok = (proc.returncode == 0 and bool(header) and silent and set(counts) == {"passed"}
+          and all("passed" in p and "failed" not in p for p in passed))
+    if not ok:
+        lines.append(proc.stdout.decode(errors="replace")[-2000:])
+    return ok, lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true",
@@ -256,7 +285,7 @@ def main(argv=None) -> int:
     variations = FAST_VARIATIONS if args.fast else VARIATIONS
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only fight each other
     started = time.monotonic()
-    total = 3 + len(DRIFTS)
+    total = 3 + len(DRIFTS) + (0 if args.fast else 1)
     workdir = Path(tempfile.mkdtemp(prefix="pytest-ckpt-demo-"))
     keep = True  # the logs stay when something went wrong
     try:
@@ -312,9 +341,18 @@ def main(argv=None) -> int:
         print(flush=True)
         indent(table(rows), prefix="  ")
         print(flush=True)
-        verdict = (f"all {len(DRIFTS)} drifts detected" if all_detected
+        launched = ""
+        if not args.fast:  # the runs above are done: the 2 ranks get both cores
+            step(total, total, "clean suite under torchrun --standalone --nproc-per-node 2 -m pytest "
+                               "(ddp runs on the launched world)")
+            launched_ok, lines = under_torchrun(workdir)
+            indent(lines)
+            print(flush=True)
+            launched = "; under torchrun on 2 ranks passed" if launched_ok else "; UNDER TORCHRUN IT FAILED"
+            all_detected &= launched_ok
+        verdict = (f"all {len(DRIFTS)} drifts detected" if all(r[1] == "yes" for r in rows)
                    else f"SOME DRIFTS WERE NOT DETECTED (logs: {workdir})")
-        print(f"clean suite passed; {verdict}; {time.monotonic() - started:.0f}s", flush=True)
+        print(f"clean suite passed{launched}; {verdict}; {time.monotonic() - started:.0f}s", flush=True)
         keep = not all_detected
         return 0 if all_detected else 1
     finally:

@@ -22,7 +22,7 @@ class LaunchedWorld:
 
     def pytest_report_header(self, config: pytest.Config) -> str:
         return (f"pytest-ckpt: rank {world.rank()} of a launched world of {world.size()} (torchrun); "
-                f"ddp, fsdp and resume fsdp run on it, backend {world.backend()}")
+                f"ddp, fsdp, reshard and the resume fsdp variations run on it, backend {world.backend()}")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):

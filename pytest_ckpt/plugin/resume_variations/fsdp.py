@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -93,12 +92,21 @@ def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *,
         run_ranks(module, rank_job, ranks, timeout=timeout, world_size=world_size, label=label)
     except RuntimeError:
         # a rank whose project code raised stops the other: its error is the news, not the tails
-        for rank, (kind, payload) in enumerate(_results(ranks, world_size)):
+        for rank, (kind, payload) in _first_cause(_results(ranks, world_size)):
             if kind == "error":
                 raise ResumeError(f"rank {rank} of {world_size}: {payload} (the ranks' output: "
                                   f"{ranks}/rank*.log)") from None
         raise
     return _results(ranks, world_size)
+
+
+def _first_cause(results: list[tuple[str, Any]]) -> list[tuple[int, tuple[str, Any]]]:
+    """The ranks' results in rank order, those that only waited in a collective for a rank that had
+    failed last: that rank's error is the cause."""
+    from ..variations.processes import waited
+
+    ranked = list(enumerate(results))
+    return sorted(ranked, key=lambda r: r[1][0] == "error" and waited(str(r[1][1])))
 
 
 def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:
@@ -114,7 +122,7 @@ def judge(results: list[tuple[str, Any]]):
     check failed fails it (its report names the rank), else the first that could not judge skips it,
     else rank 0's report."""
     __tracebackhide__ = True
-    for rank, (kind, payload) in enumerate(results):
+    for rank, (kind, payload) in _first_cause(results):
         if kind in ("error", "missing"):
             raise ResumeError(f"rank {rank} of {len(results)}: {payload or 'no result'}")
     for rank, (kind, payload) in enumerate(results):
@@ -211,7 +219,7 @@ def enter(job_path: str, rank: int,
     group (joined: ``world_size`` ranks, the job's own by default) and whether this rank opened the
     group; ``None`` when this rank cannot rebuild the functions (the reason is in ``skip.txt``)."""
     from ..variations import world
-    from ..variations.processes import join, read_rank_job
+    from ..variations.processes import join, mesh, read_rank_job
 
     def rebuild(job: Any):
         return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
@@ -222,11 +230,8 @@ def enter(job_path: str, rank: int,
         return None
     job, fns, config = rebuilt
 
-    from torch.distributed.device_mesh import init_device_mesh
-
     size, owned = join(Path(job_path).parent, rank, world_size or job.world_size)
-    mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (size,))
-    return job, fns, config, mesh, owned
+    return job, fns, config, mesh(size), owned
 
 
 def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
@@ -234,14 +239,14 @@ def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
     wrapped in the ResumeError naming it) is "cannot run here", its reason in ``skip.txt``, the group
     left (every rank refuses the same model: none waits on another, and the worker stays for the next
     job); anything else is this rank's error, handed over for the parent to raise."""
-    from ..variations.processes import EXIT_UNAVAILABLE, leave
+    from ..variations.processes import EXIT_UNAVAILABLE, leave, rank_failed
 
     reason = exc if isinstance(exc, ShardRefused) else exc.__cause__
     if isinstance(reason, ShardRefused):
         (workdir / "skip.txt").write_text(str(reason))
         leave(owned)
         return EXIT_UNAVAILABLE
-    traceback.print_exc()
+    rank_failed(workdir, rank, exc)
     return hand_over(workdir, rank, ("error", f"{type(exc).__name__}: {exc}"), owned)
 
 

@@ -11,7 +11,8 @@ names the ranks that repeat or skip samples: a data position stored per rank doe
 another world size).
 
 The ranks are this module's :func:`_rank_main`, run by
-:func:`pytest_ckpt.plugin.variations.processes.run_ranks` on the reused rank workers.
+:func:`pytest_ckpt.plugin.variations.processes.run_ranks` on the reused rank workers; under torchrun
+on the launched world's first 2 ranks, then its first N (a world of fewer than N skips, saying so).
 """
 
 from __future__ import annotations
@@ -52,23 +53,24 @@ class FsdpReshard(ResumeSide):
         from ...resume.check import resume_points
         from ..variations import world
 
+        from ..variations.processes import require_ranks
+
         name = f"fsdp-reshard-{self.world_size}"
-        if world.launched():
-            raise ResumeUnavailable(
-                f"{name} runs on its own {SAVED_ON} and {self.world_size} spawned ranks, not under torchrun yet: "
-                "run it in a pytest without torchrun (the launched world runs the fsdp resume variation)")
         _check_available()
+        require_ranks(max(SAVED_ON, self.world_size), name)
         points = resume_points(job.steps, job.at)
         if len(points) > 1:
             raise ResumeUnavailable(f"{name} resumes at one point (at={job.at!r}): give at=N")
         at = points[0]
         functions, config_blob = rank_inputs(job)
-        checkpoint = str(job.workdir / f"checkpoint-after-step-{at}")
+        # under torchrun: the world's first 2 ranks, then its first N, all in rank 0's directory
+        workdir = world.shared(job.workdir) if world.launched() else job.workdir
+        checkpoint = str(workdir / f"checkpoint-after-step-{at}")
         traces = []
         for size, resumed in ((SAVED_ON, False), (self.world_size, True)):
             rank_job = ReshardResumeJob(functions, config_blob, job.steps, at, size, checkpoint, resumed)
-            results = run_and_collect(__name__, rank_job, job.workdir / f"ranks-{size}", size,
-                                      timeout=job.fsdp_timeout, label=name)
+            results = run_and_collect(__name__, rank_job, workdir / f"ranks-{size}", size,
+                                      timeout=job.fsdp_timeout, label=f"{name} (on {size})")
             for rank, (kind, payload) in enumerate(results):
                 if kind != "ok":
                     raise ResumeError(f"rank {rank} of {size}: {payload or 'no result'}")

@@ -100,6 +100,25 @@ def read_rank_job(job_path: str, rebuild: Callable[[Any], Any], what: str) -> An
             return None
 
 
+#: what a collective that another rank never joined raises (gloo, NCCL): a rank left waiting
+WAITING = ("Timed out waiting", "Connection closed by peer", "Connection reset by peer",
+           "Watchdog caught collective operation timeout", "communicator was aborted")
+
+
+def waited(error: str) -> bool:
+    """Whether a rank's error is a collective another rank never joined (not that rank's own cause)."""
+    return any(marker in error for marker in WAITING)
+
+
+def rank_failed(workdir: Path, rank: int, exc: BaseException) -> int:
+    """In a rank whose work raised ``exc``: its traceback to the rank's output, its one-line error to
+    ``workdir/error-RANK.txt`` (the launched world names it); exit status 1. No teardown: the other
+    ranks may wait in a collective; the launcher stops them."""
+    traceback.print_exc()
+    (workdir / f"error-{rank}.txt").write_text(f"{type(exc).__name__}: {exc}"[:2000])
+    return 1
+
+
 def rank_entry(main: Callable[[str, int], int]) -> None:
     """A rank module's ``__main__``: ``main(job_path, rank)``, then exit without interpreter teardown
     (gloo's threads can abort it after the work is done)."""
@@ -124,7 +143,8 @@ class FsdpJob:
 
 
 def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S) -> None:
-    """Run :func:`_rank_main` on ``FSDP_WORLD_SIZE`` fresh processes and wait for both.
+    """Run :func:`_rank_main` on ``FSDP_WORLD_SIZE`` rank workers (under torchrun: every rank of the
+    launched world) and wait for all.
 
     Raises ``VariationUnavailable`` when a rank reports it cannot run here,
     ``RuntimeError`` with the ranks' output when one fails or time runs out.
@@ -133,7 +153,7 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
-              world_size: int = FSDP_WORLD_SIZE, function: str = "_rank_main", label: str = "fsdp",
+              world_size: int | None = None, function: str = "_rank_main", label: str = "fsdp",
               fresh: bool = False) -> None:
     """Run ``MODULE.function(JOB_PATH, RANK)`` on ``world_size`` rank workers and wait for all.
 
@@ -146,9 +166,15 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
     every rank are killed before this returns (one may be stuck in a collective): they never outlive
     the call that failed. ``fresh``: workers started for this job alone and closed after it, never
     the launched world's ranks (a job that installs hooks or forks: ``interrupted``'s child).
+
+    Under torchrun the ranks are the launched world's first ``world_size`` (all of them for
+    ``world_size=None``; ``VariationUnavailable`` when the world has fewer), ``workdir`` the same on
+    every rank (:func:`world.shared`); spawned, ``None`` means :data:`FSDP_WORLD_SIZE`.
     """
     if world.launched() and not fresh:
-        return _run_in_world(module, function, job, workdir, label)
+        return _run_in_world(module, function, job, workdir, label,
+                             world.size() if world_size is None else world_size, timeout)
+    world_size = FSDP_WORLD_SIZE if world_size is None else world_size
     workdir.mkdir(parents=True, exist_ok=True)
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
@@ -199,27 +225,70 @@ def _unavailable(workdir: Path) -> VariationUnavailable:
     return VariationUnavailable(skip.read_text() if skip.exists() else "?")
 
 
-def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: str) -> None:
-    """Under torchrun: this process is one rank; run its part here, then agree with the others.
+def require_ranks(world_size: int, label: str) -> None:
+    """Under torchrun: ``VariationUnavailable`` when the launched world has fewer than ``world_size``
+    ranks (spawned ranks are never short)."""
+    if world.launched() and world_size > world.size():
+        raise VariationUnavailable(
+            f"{label} runs on {world_size} ranks; this launched world has {world.size()}: launch "
+            f"torchrun with --nproc-per-node {world_size} or more, or run it in a pytest without torchrun")
+
+
+def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: str, world_size: int,
+                  timeout: float) -> None:
+    """Under torchrun: this process is one rank; the world's first ``world_size`` ranks run their part
+    here (on a group of their own, their default one meanwhile: :func:`world.as_world`), then every
+    rank agrees on the outcome.
 
     ``workdir`` must be the same on every rank (:func:`world.shared`)."""
     import importlib
 
+    require_ranks(world_size, label)
+    group = world.part(world_size, timeout)  # every rank: creating a group is the world's collective
     workdir.mkdir(parents=True, exist_ok=True)
     rank = world.rank()
-    job_path = workdir / f"job-{rank}.pkl"
-    with open(job_path, "wb") as f:
-        pickle.dump(list(sys.path), f)
-        pickle.dump(job, f)
-    code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
-    codes = world.gather(code)
+    code: int | None = None  # a rank of the world outside the job's ranks only waits for the outcome
+    if rank < world_size:
+        job_path = workdir / f"job-{rank}.pkl"
+        with open(job_path, "wb") as f:
+            pickle.dump(list(sys.path), f)
+            pickle.dump(job, f)
+        with world.as_world(group):
+            code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
+    error = workdir / f"error-{rank}.txt"
+    agreed = world.gather((code, world.group_count(), error.read_text() if error.exists() else ""))
+    world.align_group_count([count for _, count, _ in agreed])
+    codes = [c for c, _, _ in agreed[:world_size]]
     if all(c == 0 for c in codes):
         return
     if all(c == EXIT_UNAVAILABLE for c in codes):
         raise _unavailable(workdir)
-    failed = ", ".join(str(r) for r, c in enumerate(codes) if c not in (0, EXIT_UNAVAILABLE))
-    raise RuntimeError(f"{label}: rank {failed} of {len(codes)} failed (exit codes {codes}, backend "
-                       f"{world.backend()}); its traceback is in that rank's output")
+    world.forget(world_size)  # a rank may have left the others mid-collective: a new group next time
+    raise RuntimeError(failure(label, [(c, e) for c, _, e in agreed[:world_size]], world.size(), timeout))
+
+
+def failure(label: str, ranks: list[tuple[int | None, str]], world_size: int, timeout: float) -> str:
+    """One line for a job that failed on the launched world: the ranks whose own code raised, with
+    the first one's error, apart from the ranks that then waited for them in a collective.
+
+    >>> print(failure("fsdp", [(1, "RuntimeError: Timed out waiting 8000ms for recv"), (1, "OSError: disk full")], 2, 8))
+    fsdp: rank 1 of 2 failed: OSError: disk full; rank 0 then waited for it in a collective until the 8s timeout (backend gloo)
+    """
+    failed = [(r, e) for r, (c, e) in enumerate(ranks) if c not in (0, EXIT_UNAVAILABLE)]
+    own = [(r, e) for r, e in failed if not waited(e)] or failed
+    waiting = [r for r, e in failed if (r, e) not in own]
+    of = f"{len(ranks)}" if len(ranks) == world_size else f"{len(ranks)} (of a world of {world_size})"
+    line = (f"{label}: rank{'s' if len(own) > 1 else ''} {_listed([r for r, _ in own])} of {of} failed: "
+            f"{own[0][1] or 'see that rank output'}")
+    if waiting:
+        line += (f"; rank{'s' if len(waiting) > 1 else ''} {_listed(waiting)} then waited for it in a "
+                 f"collective until the {timeout:g}s timeout")
+    return f"{line} (backend {world.backend() if world.launched() else 'gloo'})"
+
+
+def _listed(ranks: list[int]) -> str:
+    text = ", ".join(str(r) for r in ranks)
+    return text if len(ranks) < 2 else text.rsplit(", ", 1)[0] + " and " + str(ranks[-1])
 
 
 def join(workdir: Path, rank: int, world_size: int) -> tuple[int, bool]:
@@ -260,6 +329,14 @@ def _tails(logs: list[Path], workers: list["pool.Worker"]) -> str:
     return "\n".join(out)
 
 
+def mesh(size: int) -> Any:
+    """In a rank: the 1-D device mesh of its group (``size`` ranks): CPU, or the launched world's device."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(world.device_type() if world.launched() else "cpu", (size,),
+                            mesh_dim_names=world.mesh_names(size))
+
+
 def shard(model: Any, mesh: Any) -> None:
     """``fully_shard`` every block of every ``nn.ModuleList``, then the root (the usual FSDP2 recipe)."""
     from torch import nn
@@ -296,7 +373,6 @@ def _rank_main(job_path: str, rank: int) -> int:
     import torch
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    from torch.distributed.device_mesh import init_device_mesh
 
     from ... import api
     from .base import perturb, train_one_step
@@ -307,9 +383,8 @@ def _rank_main(job_path: str, rank: int) -> int:
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, job.seed)
         model.to(world.device_type() if world.launched() else "cpu")
-        mesh = init_device_mesh(world.device_type() if world.launched() else "cpu", (world_size,))
         try:
-            shard(model, mesh)
+            shard(model, mesh(world_size))
         except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
             (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
@@ -332,10 +407,8 @@ def _rank_main(job_path: str, rank: int) -> int:
             if reason:
                 (workdir / "skip.txt").write_text(reason)
                 return EXIT_UNAVAILABLE
-    except BaseException:
-        # no teardown: destroying the group would wait for the other rank, which waits for us
-        traceback.print_exc()
-        return 1
+    except BaseException as exc:  # noqa: BLE001 - no teardown: the other rank may wait for us
+        return rank_failed(workdir, rank, exc)
     (workdir / f"done-{rank}").touch()
     leave(owned)
     return 0

@@ -9,6 +9,8 @@ on the 2 saving ranks (with ``optimizer=`` when it names it: a real AdamW after 
 optimizer state is compared only then), its ``load_sharded(model, path)`` on the loading ranks
 (default: ``dcp.load`` into ``get_state_dict``, then ``set_state_dict``). The factory must be
 importable and ``config`` picklable (the ranks are other processes), else the variation is skipped.
+Under torchrun the launched world's first 2 ranks save and its first N load (a world of fewer than
+N ranks skips ``reshard-N``, saying so).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import torch
 
 from ...checkpoint.notes import Note
 from .base import SaveJob, Saved, SaveSide, describe
-from .registry import VariationUnavailable
 
 SAVE_WORLD_SIZE = 2
 
@@ -39,17 +40,16 @@ class Reshard(SaveSide):
         _check_available()
         from . import world
 
-        if world.launched():
-            raise VariationUnavailable(
-                f"reshard-{self.world_size} runs on its own 2 and {self.world_size} spawned ranks, not under "
-                "torchrun yet: run it in a pytest without torchrun (the launched world runs ddp and fsdp)")
+        processes.require_ranks(max(SAVE_WORLD_SIZE, self.world_size), f"reshard-{self.world_size}")
         factory = processes.importable(job.factory, "factory")
         save = processes.importable(job.save, "save function") if job.save is not None else None
         load = (processes.importable(job.load_sharded, "load_sharded function")
                 if job.load_sharded is not None else None)
         config_blob = processes.pickled(job.config, "config") if job.has_config else None
-        checkpoint = job.directory / "dcp"
-        saved_state, loaded_state = job.directory / "saved_state.pt", job.directory / f"loaded_on_{self.world_size}.pt"
+        # under torchrun: the world's first 2 ranks save, its first N load, all in rank 0's directory
+        directory = world.shared(job.directory) if world.launched() else job.directory
+        checkpoint = directory / "dcp"
+        saved_state, loaded_state = directory / "saved_state.pt", directory / f"loaded_on_{self.world_size}.pt"
         sides = (("save", save, job.save_takes, SAVE_WORLD_SIZE, saved_state, "save_main"),
                  ("load", load, job.load_sharded_takes, self.world_size, loaded_state, "load_main"))
         for side, project, takes, world_size, gathered, function in sides:
@@ -58,8 +58,8 @@ class Reshard(SaveSide):
                 reshard_ranks.ReshardJob(factory=factory, config_blob=config_blob, project=project,
                                          takes=tuple(sorted(takes)), seed=job.seed, world_size=world_size,
                                          checkpoint_dir=str(checkpoint), gathered_path=str(gathered)),
-                job.directory / f"{side}-ranks", timeout=job.fsdp_timeout, world_size=world_size,
-                function=function)
+                directory / f"{side}-ranks", timeout=job.fsdp_timeout, world_size=world_size,
+                function=function, label=f"reshard-{self.world_size} ({side} on {world_size})")
         reference, reloaded = api.load_state_dict(saved_state), api.load_state_dict(loaded_state)
         if save is not None and "optimizer" not in job.save_takes:  # the project saves no optimizer state
             reference, reloaded = _weights(reference), _weights(reloaded)

@@ -9,13 +9,12 @@ name) and rank 0 writes it with ``pc.save``; the parent compares the two files. 
 from __future__ import annotations
 
 import pickle
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ...resume import processes
-from .processes import EXIT_UNAVAILABLE, read_rank_job, shard
+from .processes import EXIT_UNAVAILABLE, join, leave, mesh, rank_failed, read_rank_job, shard
 
 #: the key of the optimizer state in the default save's DCP state dict, and the prefix of its
 #: gathered tensors (``optimizer.<parameter name>.<state key>``)
@@ -102,24 +101,25 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
 
     import torch
     import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
 
     from ... import api
+    from . import world
     from .base import perturb, train_one_step
 
-    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
-                            world_size=job.world_size)
+    size, owned = join(workdir, rank, job.world_size)  # under torchrun: the world's first ranks
     try:
         # the load side starts from other weights: a load that loads nothing cannot pass
         seed = job.seed + (1 if load else 0)
         torch.manual_seed(seed)
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, seed)
+        device = world.device_type() if world.launched() else "cpu"
+        model.to(device)
         try:
-            shard(model, init_device_mesh("cpu", (job.world_size,)))
+            shard(model, mesh(size))
         except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
-            dist.destroy_process_group()  # every rank refuses the same model: none waits on another
+            leave(owned)  # every rank refuses the same model: none waits on another
             return EXIT_UNAVAILABLE
         if load:
             optimizer = optimizer_for(model)
@@ -140,11 +140,10 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
         if rank == 0:
             api.save(full, job.gathered_path)  # atomic: a crash never leaves half a reference
         dist.barrier()
-    except BaseException:
-        traceback.print_exc()
-        return 1  # no teardown: the other ranks may wait in a collective; the launcher kills them
+    except BaseException as exc:  # noqa: BLE001 - no teardown: the other ranks may wait in a collective
+        return rank_failed(workdir, rank, exc)
     (workdir / f"done-{rank}").touch()
-    dist.destroy_process_group()
+    leave(owned)
     return 0
 
 

@@ -5,18 +5,27 @@ The rank variations then run on that world instead of spawning ranks: NCCL when 
 gloo otherwise (:func:`backend` says which ran). Object collectives (a shared directory, each rank's
 outcome) go through a gloo group, which works under either backend. Torch-free at import: the
 plugin asks :func:`launched` at start-up.
+
+A variation that needs fewer ranks than the world (``reshard-1`` loads on 1, ``reshard-3`` saves on 2
+of 3) runs on the world's first ranks, :func:`part`: while the project's code runs there, that group
+is those ranks' default group, so code written for "every rank of the world" (``dcp.save`` without
+a ``process_group``, ``init_device_mesh`` of the world size) runs on exactly those ranks; the other
+ranks wait for the outcome.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ENV_KEYS = ("WORLD_SIZE", "RANK", "MASTER_ADDR")
 
 _objects: Any = None  # the gloo group for object collectives, once the world is joined
+_parts: dict[int, Any] = {}  # the groups of the world's first k ranks, by k
+_forgotten = 0  # how many of them a failed job has retired
 
 
 def launched() -> bool:
@@ -59,7 +68,9 @@ def ensure(timeout_s: float = 180.0) -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend(), timeout=timedelta(seconds=timeout_s))
     if _objects is None:
-        _objects = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+        # its own group, also under gloo: a rank that agrees on an outcome while another is still in
+        # the project's collectives must not meet them on the same group
+        _objects = dist.new_group(backend="gloo")
 
 
 def gather(obj: Any) -> list[Any]:
@@ -78,3 +89,75 @@ def shared(directory: Path) -> Path:
     chosen = Path(gather(str(directory))[0])
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
+
+
+def part(k: int, timeout_s: float = 180.0) -> Any:
+    """The group of the world's ranks ``0 .. k-1`` (all of them for ``k == size()``), created once and
+    reused, its collectives bounded by ``timeout_s``. Every rank must call this at the same point
+    (creating a group is a collective of the world). A job runs on its own group, never on the
+    world's default one: a job that failed on one rank can leave the others mid-collective, and
+    only its own group is left out of step (:func:`forget` drops it)."""
+    import torch.distributed as dist
+
+    ensure()
+    if k not in _parts:
+        _parts[k] = dist.new_group(list(range(k)), timeout=timedelta(seconds=timeout_s))
+    return _parts[k]
+
+
+def forget(k: int) -> None:
+    """After a job on :func:`part` ``(k)`` failed (every rank calls this, having agreed it failed): that
+    group may be out of step, so the next job gets a new one."""
+    import torch.distributed as dist
+
+    global _forgotten
+    group = _parts.pop(k, None)
+    _forgotten += 1
+    if group is not None and dist.get_rank() < k:
+        try:
+            dist.destroy_process_group(group)
+        except Exception:  # noqa: BLE001 - a group left broken is still dropped
+            pass
+
+
+def mesh_names(size: int) -> tuple[str, ...] | None:
+    """The dimension name of a device mesh made on :func:`part` ``(size)``: new with each group. DTensor
+    caches its plans by mesh, and two meshes of the same ranks are equal unless their names differ:
+    a mesh on a retired group would otherwise come back from that cache. ``None`` spawned."""
+    return (f"world{size}_{_forgotten}",) if launched() else None
+
+
+@contextmanager
+def as_world(group: Any) -> Iterator[None]:
+    """On a rank of ``group``: that group is the default one for the duration (``get_world_size()``,
+    collectives without a group, ``init_device_mesh``), then the world again. The group's ranks are
+    the world's first ones, so a rank's number is the same in both."""
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d as c10d
+
+    world_group = dist.group.WORLD
+    try:
+        c10d._world.default_pg = group
+    except AttributeError as exc:  # a torch without the setter: say so rather than run on the world
+        raise RuntimeError(f"this torch ({exc}) cannot run {group.size()} of the world's ranks as "
+                           "their own world") from None
+    try:
+        yield
+    finally:
+        c10d._world.default_pg = world_group
+
+
+def group_count() -> int:
+    """How many unnamed groups this rank has created (torch names the next one by it)."""
+    from torch.distributed import distributed_c10d as c10d
+
+    return int(getattr(c10d._world, "group_count", 0))
+
+
+def align_group_count(counts: list[int]) -> None:
+    """After the world's first ranks ran code that may create groups: every rank counts on from the
+    same number, so the world's next group has one name on every rank."""
+    from torch.distributed import distributed_c10d as c10d
+
+    if hasattr(c10d._world, "group_count"):
+        c10d._world.group_count = max(counts)
