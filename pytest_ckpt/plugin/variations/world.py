@@ -66,7 +66,10 @@ def ensure(timeout_s: float = 180.0) -> None:
     if not dist.is_initialized():
         if backend() == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend(), timeout=timedelta(seconds=timeout_s))
+        # with CUDA: NCCL for CUDA tensors, gloo for CPU ones (a ddp round trip of a CPU model, the
+        # objects DCP gathers), on one group
+        dist.init_process_group("cpu:gloo,cuda:nccl" if backend() == "nccl" else "gloo",
+                                timeout=timedelta(seconds=timeout_s))
     if _objects is None:
         # its own group, also under gloo: a rank that agrees on an outcome while another is still in
         # the project's collectives must not meet them on the same group
