@@ -116,6 +116,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SETTINGS_KEY] = read_settings(config)
     except UnknownVariation as exc:
         raise pytest.UsageError(str(exc)) from None
+    if world.launched() and (_is_xdist_worker(config) or getattr(config.option, "numprocesses", None)
+                             or getattr(config.option, "dist", "no") != "no"):
+        raise pytest.UsageError(
+            f"pytest-ckpt: under torchrun (rank {world.rank()} of {world.size()}) every rank must run the "
+            "same tests in the same order, as one pytest: leave out -n/--dist (pytest-xdist), e.g. "
+            "torchrun --nproc-per-node N -m pytest -p no:xdist")
     if _is_xdist_worker(config):
         return  # the controller collects from the reports the workers send
     if world.launched():  # under torchrun: the ranks agree on each outcome; rank 0 alone summarizes

@@ -156,3 +156,15 @@ def test_a_world_smaller_than_the_variation_skips_it_naming_the_ranks(monkeypatc
         require_ranks(3, "reshard-3")
     assert str(info.value) == ("reshard-3 runs on 3 ranks; this launched world has 2: launch torchrun with "
                                "--nproc-per-node 3 or more, or run it in a pytest without torchrun")
+
+
+def test_xdist_under_torchrun_is_a_usage_error_not_a_hang(pytester, monkeypatch):
+    """Every rank must run the same tests in the same order: -n would split them among workers."""
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    env = {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-ckpt: under torchrun (rank 1 of 2) every rank must run the same tests "
+                                 "in the same order, as one pytest: leave out -n/--dist (pytest-xdist)*"])
