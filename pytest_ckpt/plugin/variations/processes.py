@@ -253,8 +253,11 @@ def _run_in_world(module: str, function: str, job: Any, workdir: Path, label: st
         with open(job_path, "wb") as f:
             pickle.dump(list(sys.path), f)
             pickle.dump(job, f)
-        with world.as_world(group):
-            code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
+        try:
+            with world.as_world(group):
+                code = int(getattr(importlib.import_module(module), function)(str(job_path), rank))
+        except Exception as exc:  # noqa: BLE001 - every rank must reach the gather below, or the others hang
+            code = rank_failed(workdir, rank, exc)
     error = workdir / f"error-{rank}.txt"
     agreed = world.gather((code, world.group_count(), error.read_text() if error.exists() else ""))
     world.align_group_count([count for _, count, _ in agreed])
