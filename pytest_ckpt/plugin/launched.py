@@ -1,10 +1,14 @@
 """pytest under ``torchrun``: every rank runs the same tests; a ckpt test that fails on any rank fails
-on every rank, naming the ranks; only rank 0 writes the summary and ``--ckpt-report``.
+on every rank, naming the ranks; only rank 0 writes the summary and ``--ckpt-report``; no rank exits
+before every rank has written its own (torchrun stops the other ranks as soon as one exits with a
+failure, which would cut their output, or rank 0's summary and report).
 
 Registered by the plugin when :func:`pytest_ckpt.plugin.variations.world.launched` is true.
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -42,3 +46,12 @@ class LaunchedWorld:
             report.outcome = "failed"
             report.longrepr = f"{line}; rank {failed[0]}: {outcomes[failed[0]][1]}"
         return report
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            world.gather(None)  # every rank has printed its summary (rank 0: and written the report)
+        except Exception:  # noqa: BLE001 - a rank that cannot reach the others exits as it would have
+            pass
