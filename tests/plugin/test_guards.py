@@ -68,7 +68,7 @@ def test_snapshot_workflow_under_xdist(project):
     # the same files from a worker: written under --ckpt-update, compared (and left alone) after
     project.makepyfile(test_snap=SNAPSHOT_TEST)
     golden = snapshot_file(project)
-    workers = ("-p", "xdist", "-n", "2")
+    workers = ("-p", "xdist", "-n", "1")  # one test: one worker runs it
     run(project, o.OPT_UPDATE, *workers).assert_outcomes(passed=1)
     text = golden.read_text()
     assert json.loads(text)["config"]["num_layers"] == 3

@@ -209,9 +209,9 @@ def test_user_process_group_is_reused_and_ours_is_torn_down(project):
 
 
 def test_parallel_run_gives_the_serial_results(project):
-    # the default variations but fsdp: its rank workers (one pool per xdist worker) are what
-    # test_variations and the rank-pool tests cover, under this suite's own -n 2
-    in_process = ", ".join(f'"{n}"' for n in DEFAULT if n != "fsdp")
+    # the default variations but fsdp and the compiled ones: what runs where is not what this tests
+    # (the rank pools run under this suite's own -n 2; compile adds only time)
+    in_process = ", ".join(f'"{n}"' for n in DEFAULT if n != "fsdp" and "compile" not in n)
     project.makepyfile(
         test_good=marked(variations=in_process),
         test_drift=marked(load="project.load_fewer", variations='"plain", "ddp", "nested"'),
@@ -219,16 +219,18 @@ def test_parallel_run_gives_the_serial_results(project):
     )
     # serially: the 3 fewer-layers drifts fail, the rest pass (each file's own tests say so one by one)
     parallel = run(project, "-n", "2", "-p", "xdist")
-    parallel.assert_outcomes(passed=10, failed=3)
+    parallel.assert_outcomes(passed=7, failed=3)
     parallel.stdout.fnmatch_lines(["*2 workers*", "*= pytest-ckpt =*",
-                                   "13 round trips: 10 passed, 3 failed, 0 skipped"])
+                                   "10 round trips: 7 passed, 3 failed, 0 skipped"])
 
 
 @pytest.mark.slow
 def test_compile_variations_work_with_inductor(project):
-    project.makepyfile(test_ckpt=marked(variations='"compile", "ddp+compile", "compile+ddp"'))
+    # one variation: inductor's kernels are what this adds (a cold cache compiles them: ~15 s each);
+    # the wrappers of ddp+compile and compile+ddp are tested with the default backend
+    project.makepyfile(test_ckpt=marked(variations='"compile"'))
     result = run(project, "-o", "ckpt_compile_backend=inductor")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=1)
 
 
 def test_a_project_loader_that_raises_gets_the_cause_in_one_line(project):
