@@ -164,7 +164,7 @@ def sharded(start: Callable, mesh: Any) -> Callable:
     @functools.wraps(start)
     def start_sharded(*args: Any) -> Any:
         from ...resume.state import run_state
-        from ..variations.processes import shard
+        from ..variations.processes import SHARD_REFUSALS, shard
 
         run = start(*args)
         rs = run_state(run)
@@ -173,7 +173,7 @@ def sharded(start: Callable, mesh: Any) -> Callable:
             before = {id(p): name for name, p in c.obj.named_parameters(remove_duplicate=False)}
             try:
                 shard(c.obj, mesh)
-            except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+            except SHARD_REFUSALS as exc:
                 raise ShardRefused(f"FSDP2 cannot shard {c.path} ({type(c.obj).__name__}): {exc}") from None
             after = dict(c.obj.named_parameters(remove_duplicate=False))
             for optimizer in optimizers:

@@ -332,12 +332,35 @@ def _tails(logs: list[Path], workers: list["pool.Worker"]) -> str:
     return "\n".join(out)
 
 
+def rank_device() -> str:
+    """In a rank: its device type: the launched world's (``cuda`` under NCCL), else ``cpu``."""
+    return world.device_type() if world.launched() else "cpu"
+
+
 def mesh(size: int) -> Any:
-    """In a rank: the 1-D device mesh of its group (``size`` ranks): CPU, or the launched world's device."""
+    """In a rank: the 1-D device mesh of its group (``size`` ranks) on :func:`rank_device`."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    return init_device_mesh(world.device_type() if world.launched() else "cpu", (size,),
-                            mesh_dim_names=world.mesh_names(size))
+    return init_device_mesh(rank_device(), (size,), mesh_dim_names=world.mesh_names(size))
+
+
+#: what FSDP2's ``fully_shard`` raises for a model it cannot shard (a 0-dim parameter such as CLIP's
+#: ``logit_scale``)
+SHARD_REFUSALS = (ValueError, TypeError, NotImplementedError, AssertionError)
+
+
+def shard_here(model: Any, size: int, workdir: Path, owned: bool) -> bool:
+    """In a rank: ``model`` moved to this rank's device and sharded over its group of ``size``
+    (:func:`shard`); ``False`` when FSDP2 refuses the model: the reason in ``skip.txt``, the group
+    left (every rank refuses the same model: none waits on another)."""
+    model.to(rank_device())
+    try:
+        shard(model, mesh(size))
+    except SHARD_REFUSALS as exc:
+        (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
+        leave(owned)
+        return False
+    return True
 
 
 def shard(model: Any, mesh: Any) -> None:
@@ -385,13 +408,7 @@ def _rank_main(job_path: str, rank: int) -> int:
         torch.manual_seed(job.seed)  # every rank starts from the same weights, as in real training
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, job.seed)
-        model.to(world.device_type() if world.launched() else "cpu")
-        try:
-            shard(model, mesh(world_size))
-        except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
-            # FSDP2 refuses some models (a 0-dim parameter such as CLIP's logit_scale): not here
-            (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
-            leave(owned)  # every rank refuses the same model: none waits on another
+        if not shard_here(model, world_size, workdir, owned):
             return EXIT_UNAVAILABLE
         kw: dict = {}
         if "optimizer" in job.save_takes:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...resume import processes
-from .processes import EXIT_UNAVAILABLE, join, leave, mesh, rank_failed, read_rank_job, shard
+from .processes import EXIT_UNAVAILABLE, join, leave, rank_failed, read_rank_job, shard_here
 
 #: the key of the optimizer state in the default save's DCP state dict, and the prefix of its
 #: gathered tensors (``optimizer.<parameter name>.<state key>``)
@@ -103,7 +103,6 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
     import torch.distributed as dist
 
     from ... import api
-    from . import world
     from .base import perturb, train_one_step
 
     size, owned = join(workdir, rank, job.world_size)  # under torchrun: the world's first ranks
@@ -113,13 +112,7 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
         torch.manual_seed(seed)
         model = factory(config) if job.config_blob is not None else factory()
         perturb(model, seed)
-        device = world.device_type() if world.launched() else "cpu"
-        model.to(device)
-        try:
-            shard(model, mesh(size))
-        except (ValueError, TypeError, NotImplementedError, AssertionError) as exc:
-            (workdir / "skip.txt").write_text(f"FSDP2 cannot shard this model: {exc}")
-            leave(owned)  # every rank refuses the same model: none waits on another
+        if not shard_here(model, size, workdir, owned):
             return EXIT_UNAVAILABLE
         if load:
             optimizer = optimizer_for(model)
