@@ -263,14 +263,14 @@ def under_torchrun(workdir: Path, ranks: int = 2) -> tuple[bool, list[str]]:
     outputs = [next(logs.glob(f"*/attempt_0/{rank}/stdout.log"), None) for rank in range(ranks)]
     texts = [path.read_text(errors="replace") if path else "" for path in outputs]
     header = next((line for line in texts[0].splitlines() if line.startswith("pytest-ckpt: rank 0")), "")
-    lines = [clip(header, 130)] + [f"rank {r}: {Run('', 0, t, 0).summary}" for r, t in enumerate(texts)]
+    summaries = [Run(f"rank {r}", proc.returncode, t, 0).summary for r, t in enumerate(texts)]
+    lines = [clip(header, 130)] + [f"rank {r}: {summary}" for r, summary in enumerate(summaries)]
     silent = all("= pytest-ckpt =" not in t for t in texts[1:])
     counts = json.loads(report.read_text())["summary"] if report.exists() else {}
     lines.append(f"--ckpt-report from rank 0: {counts or 'not written'}; the other rank printed "
                  f"{'no' if silent else 'a'} pytest-ckpt summary")
-    passed = [Run("", 0, t, 0).summary for t in texts]
     ok = (proc.returncode == 0 and bool(header) and silent and set(counts) == {"passed"}
-          and all("passed" in p and "failed" not in p for p in passed))
+          and all("passed" in p and "failed" not in p for p in summaries))
     if not ok:
         lines.append(proc.stdout.decode(errors="replace")[-2000:])
     return ok, lines

@@ -218,7 +218,6 @@ def enter(job_path: str, rank: int,
     """In a rank: the job, the project's functions by role, its config, the device mesh of the ranks'
     group (joined: ``world_size`` ranks, the job's own by default) and whether this rank opened the
     group; ``None`` when this rank cannot rebuild the functions (the reason is in ``skip.txt``)."""
-    from ..variations import world
     from ..variations.processes import join, mesh, read_rank_job
 
     def rebuild(job: Any):
