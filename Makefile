@@ -14,10 +14,12 @@ PEERS := pytest-torch==1.1.1 TrainParity==0.1.0 ckpt-chaos==0.1.8
 
 setup: $(STAMP)
 
+# pip prints what it collects and installs (a first setup takes minutes: a person should see it move)
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): the CPU wheel of torch $(TORCH_VERSION), then pytest-ckpt with its test extras (first run only)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar on torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --progress-bar on -e '.[test]'
 	touch $@
 
 # lint-imports: the folders are the layers (pyproject.toml [tool.importlinter])

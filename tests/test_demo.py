@@ -10,6 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.py"
 RELEASE = ROOT / "examples" / "tinyllm" / "fixtures" / "tinyllm-v0.1.ckpt"
+#: seconds after which the demo counts as hung (not as slow)
+HANG_LIMIT = 1800
 
 
 def test_release_fixture_is_small_and_verifies():
@@ -23,9 +25,11 @@ def test_release_fixture_is_small_and_verifies():
 @pytest.mark.slow
 def test_demo_detects_all_seven_drifts():
     # --fast: fewer round-trip variations; --jobs 1: the other xdist worker has the second core.
+    # The limit only guards against a hang: the demo takes 67-159 s alone and over 300 s on a 2-core
+    # machine whose cores another job keeps busy; what is asserted is what the demo reports.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(DEMO), "--fast", "--jobs", "1"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG_LIMIT)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "clean suite passed; all 7 drifts detected" in out
