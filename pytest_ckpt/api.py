@@ -257,6 +257,20 @@ def verify(path: str | os.PathLike) -> None:
     formats.verify(path)
 
 
+def load_dcp(state: dict, path: str | os.PathLike) -> None:
+    """``torch.distributed.checkpoint.load(state, checkpoint_id=path)`` on every rank, through the
+    safe readers: the ``.metadata`` pickle is read with the allowlist before torch opens anything
+    (a global outside it raises :class:`CheckpointError` kind ``unsafe`` naming it, and nothing
+    runs), non-tensor entries load weights-only.
+
+    >>> model_state, optim_state = get_state_dict(model, optimizer)   # doctest: +SKIP
+    >>> pytest_ckpt.api.load_dcp({"model": model_state, "optimizer": optim_state}, "ckpt/step-100")  # doctest: +SKIP
+    """
+    from .formats import dcp
+
+    dcp.load_into(state, path)
+
+
 def latest_complete(directory: str | os.PathLike, pattern: str | None = None) -> LatestComplete:
     """The newest checkpoint in ``directory`` that :func:`verify` accepts (a file, a sharded or a
     DCP directory), with the newer ones it skipped and why: where a resume falls back after a
