@@ -67,14 +67,19 @@ def read_objects(path: str | os.PathLike, *, meta: bool = False) -> Held:
 
 
 def _data_pkl(path: Path) -> bytes | None:
-    """The pickle of a torch zip file, read by torch's own zip reader; ``None`` for other files."""
-    from . import torchfile
+    """The pickle of a torch zip file (which the safe reader has just bounded and scanned), read
+    by torch's own zip reader; ``None`` for any other file, or one that reader cannot open."""
+    import torch
+
     from .registry import detect
 
     fmt, target = detect(path)
     if fmt.name != "torch":
         return None
-    return torchfile._record(target, torchfile._open_reader(target), "data.pkl")
+    try:
+        return bytes(torch._C.PyTorchFileReader(str(target)).get_record("data.pkl"))
+    except Exception:  # noqa: BLE001 - damaged: the refusal already raised says enough
+        return None
 
 
 def _plain(obj: Any, depth: int) -> Any:
