@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -46,10 +49,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     if path.is_symlink():  # write through to the file the link names; the link stays a link
-        path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+        path = _through_link(path)
     started = time.time()
-    fd, tmp = _create(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create(path)
+    except OSError as e:  # said of the target, not of a hidden temporary name
+        raise _unwritable(path, e) from None
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the process dying
@@ -64,7 +70,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _unwritable(path, e) from None
         _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -73,6 +82,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _through_link(link: Path) -> Path:
+    """The file a symlink names (it may not exist yet); a loop is refused, never replaced."""
+    try:
+        return Path(os.path.realpath(link, strict=True))
+    except FileNotFoundError:  # a link to a file not written yet: written there
+        return Path(os.path.realpath(link))
+    except OSError:  # ELOOP: replacing the link would break what it was meant to name
+        raise OSError(errno.ELOOP, "a symlink loop (it names itself, directly or through other links): "
+                      "not replaced; remove it, or point it at the file to write", str(link)) from None
+
+
+def _unwritable(path: Path, e: OSError) -> OSError:
+    """``e`` (the same class: PermissionError stays one) naming the target and the cause."""
+    where = path.parent if e.filename is None or Path(e.filename) != path else path
+    cause = (f"{e.strerror or e}: cannot write {path.name} in {where} "
+             "(an atomic save creates a temporary file beside it, then renames it over it)")
+    return type(e)(e.errno, cause, str(path))
+
+
+@contextlib.contextmanager
+def under_target_name(tmp: Path) -> Iterator[Path]:
+    """A path named as the file ``tmp`` becomes, whose writes land in ``tmp``: ``torch.save`` names a
+    zip's top folder after the file it writes, and ``model.pt``'s folder is ``model``, not
+    ``.model.pt.k3x9q2ab``. (A symlink in a private directory; where none can be made, ``tmp``.)"""
+    m = re.fullmatch(rf"\.(.+)\.[{_RANDOM}]{{8}}\.tmp", tmp.name)
+    if m is None:
+        yield tmp
+        return
+    private = Path(tempfile.mkdtemp(prefix="pytest-ckpt-name-"))
+    try:
+        link = private / m[1]
+        try:
+            link.symlink_to(tmp.resolve())
+        except OSError:  # no symlinks here (Windows without the privilege): the temporary name
+            yield tmp
+            return
+        yield link
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -219,7 +219,7 @@ DECOYS = {
     "last-pt-placed-by-its-stored-step": (an_unnumbered_name_placed_by_its_step, "last.pt", None),
     "symlink-to-the-directory": (a_symlink_to_the_directory, "step-100.pt", "the directory itself"),
     "symlink-out-of-the-directory": (a_symlink_out_of_the_directory, "step-100.pt", "outside"),
-    "symlink-loop": (a_symlink_loop, "step-100.pt", "does not resolve (a loop"),
+    "symlink-loop": (a_symlink_loop, "step-100.pt", "unreadable: a symlink loop"),
     "torch-save-of-an-empty-dict": (an_empty_save, "step-100.pt", "holds no tensor"),
     "numpy-rng-states-are-data": (rng_states_beside_the_weights, "step-200.pt", None),
     "a-file-asking-for-code": (a_file_that_asks_for_code, "step-100.pt", "unsafe: data.pkl asks for os.system"),
