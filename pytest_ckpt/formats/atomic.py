@@ -9,7 +9,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -103,26 +102,35 @@ def _unwritable(path: Path, e: OSError) -> OSError:
     return type(e)(e.errno, cause, str(path))
 
 
+#: the hidden directory beside a temporary file that holds a link to it under the target's name
+NAMED = ".d"
+
+
 @contextlib.contextmanager
 def under_target_name(tmp: Path) -> Iterator[Path]:
     """A path named as the file ``tmp`` becomes, whose writes land in ``tmp``: ``torch.save`` names a
     zip's top folder after the file it writes, and ``model.pt``'s folder is ``model``, not
-    ``.model.pt.k3x9q2ab``. (A symlink in a private directory; where none can be made, ``tmp``.)"""
+    ``.model.pt.k3x9q2ab``. A link in a hidden directory beside ``tmp`` (``tmp`` + ``.d``), removed
+    after; where no symlink can be made (Windows without the privilege), ``tmp`` itself."""
     m = re.fullmatch(rf"\.(.+)\.[{_RANDOM}]{{8}}\.tmp", tmp.name)
     if m is None:
         yield tmp
         return
-    private = Path(tempfile.mkdtemp(prefix="pytest-ckpt-name-"))
+    holder = tmp.with_name(tmp.name + NAMED)
+    link = holder / m[1]
     try:
-        link = private / m[1]
-        try:
-            link.symlink_to(tmp.resolve())
-        except OSError:  # no symlinks here (Windows without the privilege): the temporary name
-            yield tmp
-            return
+        os.mkdir(holder)
+        os.symlink(os.path.join(os.pardir, tmp.name), link)
+    except OSError:
+        shutil.rmtree(holder, ignore_errors=True)
+        yield tmp
+        return
+    try:
         yield link
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+            os.rmdir(holder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -144,14 +152,25 @@ def remove_stale(path: Path, *, before: float, keep: Path | None = None) -> list
         names = os.listdir(path.parent)
     except OSError:
         return removed
+    holders = []
     for name in names:
         candidate = path.parent / name
+        if name.endswith(NAMED) and ours.fullmatch(name[: -len(NAMED)]):
+            holders.append(candidate)
+            continue
         if not ours.fullmatch(name) or candidate == keep:
             continue
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
             st = candidate.lstat()
             if st.st_mtime < before and stat.S_ISREG(st.st_mode) and _remove_if_abandoned(candidate):
                 removed.append(candidate)
+    for holder in holders:  # a link's directory (under_target_name) goes with its temporary file
+        with contextlib.suppress(OSError):
+            st = holder.lstat()
+            if st.st_mtime < before and stat.S_ISDIR(st.st_mode) \
+                    and not holder.with_name(holder.name[: -len(NAMED)]).exists():
+                shutil.rmtree(holder)
+                removed.append(holder)
     return removed
 
 

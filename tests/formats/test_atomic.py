@@ -91,8 +91,10 @@ def test_a_later_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
-    (left,) = tmp_path.iterdir()  # the killed save's temporary file, and no model.pt
+    # the killed save's temporary file, the directory of its link named model.pt, and no model.pt
+    left, holder = sorted(tmp_path.iterdir())
     assert left.name.startswith(".model.pt.") and left.name.endswith(".tmp")
+    assert holder.name == left.name + ".d" and [p.name for p in holder.iterdir()] == ["model.pt"]
     keep = {
         ".model.pt.k3x9q2ab.tmp.bak": "not our shape",
         ".other.pt.k3x9q2ab.tmp": "another checkpoint's",
