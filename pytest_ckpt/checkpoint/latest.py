@@ -34,7 +34,7 @@ import torch
 from ..errors import CheckpointError
 from ..formats import verify
 from ..formats.data_classes import with_data_classes
-from ..formats.hf_dir import global_step, is_trainer_checkpoint
+from ..formats.hf_dir import STAGING_NAME, global_step, is_trainer_checkpoint
 from ..formats.objects import read_objects
 from ..formats.registry import CHECKPOINT_SUFFIXES
 
@@ -91,6 +91,9 @@ class Candidate:
 
 
 def _stem(name: str) -> str:
+    """The name as its pattern counts it: no checkpoint suffix, no Trainer staging prefix."""
+    if STAGING_NAME.fullmatch(name):
+        return name[len("tmp-"):]
     for suffix in (*CHECKPOINT_SUFFIXES, ".safetensors.index.json"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -220,13 +223,16 @@ def _problem(directory: Path, path: Path) -> str | None:
         if not _holds_tensors(path):
             return "not-a-checkpoint: it holds no tensor (an empty save)"
     except CheckpointError as exc:
-        return f"{exc.kind}: {exc.cause}" + (f" ({Path(exc.path).name})" if _inner(exc, path) else "")
+        return f"{exc.kind}: {exc.cause}" + (f" ({_inner(exc, path)})" if _inner(exc, path) else "")
     return None
 
 
-def _inner(exc: CheckpointError, path: Path) -> bool:
-    # a directory's error names the file inside it at fault
-    return exc.path is not None and path.is_dir() and Path(exc.path) != path
+def _inner(exc: CheckpointError, path: Path) -> str | None:
+    """The file inside a directory that its error is about, where the cause does not name it."""
+    if exc.path is None or not path.is_dir() or Path(exc.path) == path:
+        return None
+    name = Path(exc.path).name
+    return None if name in exc.cause else name
 
 
 def _leaves(directory: Path, path: Path) -> str | None:
