@@ -21,10 +21,6 @@ from .data_classes import with_data_classes
 
 __all__ = ["Held", "read_objects"]
 
-#: how deep the stub tree is rebuilt into plain containers
-_MAX_DEPTH = 64
-
-
 @dataclass
 class Held:
     """What one file holds. ``partial``: why only its containers and plain values are real (the
@@ -63,7 +59,7 @@ def read_objects(path: str | os.PathLike, *, meta: bool = False) -> Held:
         built, _ = pickle_stub.run(data)
     except ValueError:  # a stream the real loader cannot read either
         raise refusal from None
-    return Held(_plain(built, 0), partial=refusal.cause)
+    return Held(built, partial=refusal.cause)
 
 
 def _data_pkl(path: Path) -> bytes | None:
@@ -80,19 +76,3 @@ def _data_pkl(path: Path) -> bytes | None:
         return bytes(torch._C.PyTorchFileReader(str(target)).get_record("data.pkl"))
     except Exception:  # noqa: BLE001 - damaged: the refusal already raised says enough
         return None
-
-
-def _plain(obj: Any, depth: int) -> Any:
-    """Stub-built containers as plain ones (an ``OrderedDict`` stub as a dict); other stubs stay."""
-    if depth > _MAX_DEPTH:
-        return obj
-    if isinstance(obj, pickle_stub.Stub) and obj.global_name == "collections.OrderedDict":
-        pairs = [item for item in obj.items if isinstance(item, tuple) and len(item) == 2]
-        return {k: _plain(v, depth + 1) for k, v in pairs}
-    if isinstance(obj, dict):
-        return {k: _plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v, depth + 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_plain(v, depth + 1) for v in obj)
-    return obj
