@@ -148,10 +148,14 @@ def read_only_dir():
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permission bits")
-def test_a_save_into_a_read_only_directory_names_the_target_and_the_cause(read_only_dir):
+def test_a_save_into_a_read_only_directory_names_the_target_and_the_cause(read_only_dir, tmp_path):
     import pytest_ckpt as pc
     import torch
 
+    # the same writes where they may happen first: every module they import is imported while
+    # this process can still read the interpreter's files
+    pc.save(torch.nn.Linear(2, 2), tmp_path / "model.pt")
+    pc.api.save_schema(torch.nn.Linear(2, 2), tmp_path / "test_model.json")
     target = read_only_dir / "model.pt"
     with unprivileged(), pytest.raises(PermissionError) as info:
         pc.save(torch.nn.Linear(2, 2), target)
