@@ -257,13 +257,32 @@ def verify(path: str | os.PathLike) -> None:
     formats.verify(path)
 
 
+def load_dcp(state: dict, path: str | os.PathLike) -> None:
+    """``torch.distributed.checkpoint.load(state, checkpoint_id=path)`` on every rank, through the
+    safe readers: the ``.metadata`` pickle is read with the allowlist before torch opens anything
+    (a global outside it raises :class:`CheckpointError` kind ``unsafe`` naming it, and nothing
+    runs), non-tensor entries load weights-only.
+
+    >>> model_state, optim_state = get_state_dict(model, optimizer)   # doctest: +SKIP
+    >>> pytest_ckpt.api.load_dcp({"model": model_state, "optimizer": optim_state}, "ckpt/step-100")  # doctest: +SKIP
+    """
+    from .formats import dcp
+
+    dcp.load_into(state, path)
+
+
 def latest_complete(directory: str | os.PathLike, pattern: str | None = None) -> LatestComplete:
-    """The newest checkpoint in ``directory`` that :func:`verify` accepts (a file, a sharded or a
-    DCP directory), with the newer ones it skipped and why: where a resume falls back after a
-    killed save. Newest: by the last number in the name when every candidate has one (``step-200``
-    after ``step-100``), else by modification time. ``pattern``: a glob of the names to consider
-    (default: every directory and every ``.pt .pth .bin .ckpt .safetensors`` file, hidden names
-    left out). ``.path`` is ``None`` when none is complete.
+    """The newest complete checkpoint in ``directory`` (a file, a sharded, DCP or Hugging Face
+    Trainer ``checkpoint-N`` directory), with the newer ones it skipped and why: where a resume
+    falls back after a killed save. Complete: :func:`verify` accepts it (numpy RNG states and other
+    data classes allowed), it holds a tensor, and a directory holds every file its older complete
+    sibling holds. Newest: by the numbers in the names that share one pattern (``step-10`` after
+    ``step-9``, ``ckpt-2025-01-05`` after ``ckpt-2024-12-31``), by the step the checkpoints store
+    where the names hold several numbers, and a name outside the pattern (``last.pt``) by the step it
+    stores, else its modification time (``.order`` says so). ``pattern``: a glob of the names to
+    consider (default: every directory and every ``.pt .pth .bin .ckpt .safetensors`` file, hidden
+    names left out; a Trainer output directory's ``checkpoint-N`` directories). Symlinks that leave
+    the directory are never returned. ``.path`` is ``None`` when none is complete.
 
     >>> found = pc.latest_complete("checkpoints")       # doctest: +SKIP
     >>> found.path, found.skipped                        # doctest: +SKIP

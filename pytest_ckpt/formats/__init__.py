@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from . import torchfile, safetensors, sharded, dcp, golden, bare_pickle  # noqa: F401  (registration order)
+from . import torchfile, safetensors, hf_dir, sharded, dcp, golden, bare_pickle  # noqa: F401  (registration order)
 from ..errors import CheckpointError
 from .atomic import atomic_path
 from .registry import Contents, Format, detect, formats

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -46,10 +48,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     if path.is_symlink():  # write through to the file the link names; the link stays a link
-        path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+        path = _through_link(path)
     started = time.time()
-    fd, tmp = _create(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create(path)
+    except OSError as e:  # said of the target, not of a hidden temporary name
+        raise _unwritable(path, e) from None
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the process dying
@@ -64,7 +69,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _unwritable(path, e) from None
         _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -73,6 +81,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _through_link(link: Path) -> Path:
+    """The file a symlink names (it may not exist yet); a loop is refused, never replaced."""
+    try:
+        return Path(os.path.realpath(link, strict=True))
+    except FileNotFoundError:  # a link to a file not written yet: written there
+        return Path(os.path.realpath(link))
+    except OSError:  # ELOOP: replacing the link would break what it was meant to name
+        raise OSError(errno.ELOOP, "a symlink loop (it names itself, directly or through other links): "
+                      "not replaced; remove it, or point it at the file to write", str(link)) from None
+
+
+def _unwritable(path: Path, e: OSError) -> OSError:
+    """``e`` (the same class: PermissionError stays one) naming the target and the cause."""
+    where = path.parent if e.filename is None or Path(e.filename) != path else path
+    cause = (f"{e.strerror or e}: cannot write {path.name} in {where} "
+             "(an atomic save creates a temporary file beside it, then renames it over it)")
+    return type(e)(e.errno, cause, str(path))
+
+
+#: the hidden directory beside a temporary file that holds a link to it under the target's name
+NAMED = ".d"
+
+
+@contextlib.contextmanager
+def under_target_name(tmp: Path) -> Iterator[Path]:
+    """A path named as the file ``tmp`` becomes, whose writes land in ``tmp``: ``torch.save`` names a
+    zip's top folder after the file it writes, and ``model.pt``'s folder is ``model``, not
+    ``.model.pt.k3x9q2ab``. A link in a hidden directory beside ``tmp`` (``tmp`` + ``.d``), removed
+    after; where no symlink can be made (Windows without the privilege), ``tmp`` itself."""
+    m = re.fullmatch(rf"\.(.+)\.[{_RANDOM}]{{8}}\.tmp", tmp.name)
+    if m is None:
+        yield tmp
+        return
+    holder = tmp.with_name(tmp.name + NAMED)
+    link = holder / m[1]
+    try:
+        os.mkdir(holder)
+        os.symlink(os.path.join(os.pardir, tmp.name), link)
+    except OSError:
+        shutil.rmtree(holder, ignore_errors=True)
+        yield tmp
+        return
+    try:
+        yield link
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+            os.rmdir(holder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -94,14 +152,25 @@ def remove_stale(path: Path, *, before: float, keep: Path | None = None) -> list
         names = os.listdir(path.parent)
     except OSError:
         return removed
+    holders = []
     for name in names:
         candidate = path.parent / name
+        if name.endswith(NAMED) and ours.fullmatch(name[: -len(NAMED)]):
+            holders.append(candidate)
+            continue
         if not ours.fullmatch(name) or candidate == keep:
             continue
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
             st = candidate.lstat()
             if st.st_mtime < before and stat.S_ISREG(st.st_mode) and _remove_if_abandoned(candidate):
                 removed.append(candidate)
+    for holder in holders:  # a link's directory (under_target_name) goes with its temporary file
+        with contextlib.suppress(OSError):
+            st = holder.lstat()
+            if st.st_mtime < before and stat.S_ISDIR(st.st_mode) \
+                    and not holder.with_name(holder.name[: -len(NAMED)]).exists():
+                shutil.rmtree(holder)
+                removed.append(holder)
     return removed
 
 

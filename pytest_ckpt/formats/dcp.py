@@ -171,29 +171,14 @@ def check_sizes(path: Path, md) -> None:
 
 def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import CheckpointException, FileSystemReader
-    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint import CheckpointException
 
-    loaded: dict[str, Any] = {}  # dcp.load copies its dicts: collect non-tensor values on the side
-
-    class Reader(FileSystemReader):
-        def read_metadata(self, *args, **kwargs):  # reuse the allowlisted unpickle
-            return md
-
-    class Planner(DefaultLoadPlanner):
-        def load_bytes(self, read_item, value):  # DCP's own default is weights_only=False
-            fqn = read_item.dest_index.fqn
-            _scan_entry(path, fqn, value, weights_only)
-            try:
-                loaded[fqn] = torch.load(value, weights_only=weights_only)
-            except pickle.UnpicklingError as e:  # the scan found no global it refuses: damage
-                raise CheckpointError(path, "corrupted", f"non-tensor entry {fqn!r} cannot be read ({str(e).splitlines()[0][:200]})") from None
-
+    planner = _planner(path, weights_only, flatten_state_dict=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dcp.load(flat, storage_reader=Reader(path), planner=Planner(flatten_state_dict=False), no_dist=True)
-        flat.update(loaded)
+            dcp.load(flat, storage_reader=_reader(path, md), planner=planner, no_dist=True)
+        flat.update(planner.entries)  # dcp.load copies its dicts: the non-tensor values, collected on the side
     except CheckpointError:
         raise
     except CheckpointException as e:  # a BaseException wrapping each rank's (exception, traceback)
@@ -204,6 +189,70 @@ def _load_values(path: Path, md, flat: dict, weights_only: bool) -> None:
         raise _storage_error(path, inner[0] if inner else e) from None
     except Exception as e:  # damaged storage bytes
         raise _storage_error(path, e) from None
+
+
+def load_into(state: dict, path: str | Path) -> None:
+    """``dcp.load(state, checkpoint_id=path)`` on every rank of the current process group (a
+    resharding load into a sharded model's state dict), through the safe readers.
+
+    ``FileSystemReader.read_metadata`` unpickles ``.metadata`` with a plain ``pickle.load`` and
+    DCP's planner loads non-tensor entries with ``weights_only=False``: here the metadata is read
+    with the allowlist first (``unsafe``, naming the globals, before torch reads anything), and
+    each non-tensor entry is scanned, then loaded weights-only.
+
+    >>> load_into({"model": get_model_state_dict(sharded)}, "ckpt/step-100")   # doctest: +SKIP
+    """
+    path = Path(path)
+    md = read_metadata(path)
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, storage_reader=_reader(path, md), planner=_planner(path, True))
+
+
+def _reader(path: Path, md):
+    """A ``FileSystemReader`` whose metadata is ``md``, read by :func:`read_metadata` (its own
+    ``read_metadata`` trusts the pickle)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            if kwargs.get("rank") is not None:  # DCP's fallback to a rank's own metadata file
+                raise CheckpointError(path / METADATA, "unreadable", "no readable DCP .metadata (rank-local metadata files are not read)")
+            if getattr(md, "storage_meta", None) is None:
+                md.storage_meta = StorageMeta()
+            md.storage_meta.load_id = self.load_id  # what FileSystemReader.read_metadata sets
+            return md
+
+    return Reader(str(path))
+
+
+def _planner(path: Path, weights_only: bool, **kw):
+    """DCP's default load planner with its one unsafe read replaced: a non-tensor entry is scanned
+    (``unsafe`` names its globals) and loaded weights-only (DCP's own default is ``weights_only=False``).
+    ``.entries``: the non-tensor values loaded, by name."""
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint._traverse import set_element
+
+    class Planner(DefaultLoadPlanner):
+        entries: dict[str, Any] = {}
+
+        def load_bytes(self, read_item, value):
+            fqn = read_item.dest_index.fqn
+            _scan_entry(path, fqn, value, weights_only)
+            try:
+                obj = torch.load(value, weights_only=weights_only)
+            except pickle.UnpicklingError as e:  # the scan found no global it refuses: damage
+                raise CheckpointError(path, "corrupted", f"non-tensor entry {fqn!r} cannot be read ({str(e).splitlines()[0][:200]})") from None
+            self.entries[fqn] = obj
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[fqn], obj)
+            else:
+                self.state_dict[fqn] = obj
+
+    planner = Planner(**kw)
+    planner.entries = {}
+    return planner
 
 
 def _scan_entry(path: Path, fqn: str, value: io.IOBase, weights_only: bool) -> None:

@@ -102,10 +102,24 @@ def detect(path: str | os.PathLike) -> tuple[Format, Path]:
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     if not exists:
-        raise CheckpointError(path, "not-found", "no such file or directory")
+        raise _absent(path)
     if is_dir:
         return _detect_dir(path)
     return detect_file(path), path
+
+
+def _absent(path: Path) -> CheckpointError:
+    """Nothing to read at ``path``: no entry at all, a symlink loop, or a link to nothing."""
+    if not path.is_symlink():
+        return CheckpointError(path, "not-found", "no such file or directory")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return CheckpointError(path, "not-found", f"a symlink to {os.readlink(path)}, which does not exist")
+    except OSError:  # ELOOP
+        return CheckpointError(path, "unreadable", "a symlink loop: it names itself, directly or through "
+                                                   "other links, and never reaches a file")
+    return CheckpointError(path, "not-found", "no such file or directory")
 
 
 def _detect_dir(path: Path) -> tuple[Format, Path]:

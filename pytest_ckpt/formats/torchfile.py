@@ -14,7 +14,7 @@ from typing import Any, Callable, Hashable, Mapping
 import torch
 
 from ..errors import CheckpointError
-from . import pickle_scan, pickle_stub, stored as stored_mod, zipcheck
+from . import atomic, pickle_scan, pickle_stub, stored as stored_mod, zipcheck
 from .registry import Contents, Format, register
 
 _LEGACY_PICKLES = 5  # magic, protocol, sys info, the object, storage keys
@@ -118,7 +118,8 @@ def _bound_storages(path: Path, raw: bytes, size: int) -> None:
 
 def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties=()) -> None:
     """torch.save the tensors (shared storages stay shared), then append the stored metadata record."""
-    torch.save({k: v.detach() for k, v in tensors.items()}, tmp)
+    with atomic.under_target_name(tmp) as named:  # the zip's folder is the target's name
+        torch.save({k: v.detach() for k, v in tensors.items()}, named)
     with zipfile.ZipFile(tmp, "a") as zf:
         archive = zf.namelist()[0].split("/", 1)[0]
         zf.writestr(f"{archive}/{stored_mod.RECORD}", stored_mod.encode(stored))

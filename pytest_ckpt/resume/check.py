@@ -199,7 +199,9 @@ def _judge(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, 
     untouched = [d for d in after_load if d.untouched and d.kind != "module"]
     held = read_checkpoint(checkpoint) if untouched else None
     if held is not None:  # only to tell "not saved" from "saved, not loaded"
-        saved = {d.path: where(held, d.kind, d.path, expected[d.path]) for d in untouched}
+        saved = {d.path: where(held.objects, d.kind, d.path, expected[d.path]) for d in untouched}
+        if held.partial:  # a file read only in part: a state found nowhere may still be in it
+            saved = {p: at for p, at in saved.items() if at is not None}
     for d in after_load:  # weights that load left alone: do the checkpoint's names carry a wrapper prefix?
         found = weight_prefix(checkpoint, expected[d.path]) if d.untouched and d.kind == "module" else None
         if found and "".join(found[1]) != resumed.wrappers.get(d.path, ""):  # a prefix the live names lack

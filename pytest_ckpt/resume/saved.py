@@ -1,20 +1,24 @@
 """Where in the checkpoint a piece of state is: it tells "not saved" from "saved, not loaded".
 
 Read only when a component was left as ``start`` built it, and only to word the note and its fix.
-The checkpoint is the one the project's own ``save`` wrote a moment ago in this check, so it is
-unpickled in full (``weights_only=False``: it may hold numpy or python random states).
+Read by the same safe readers as ``pc.verify`` (:func:`pytest_ckpt.formats.objects.read_objects`):
+numpy and python RNG states, enums and dataclasses are read; a file that asks for a global that
+runs code is searched on stubs, never unpickled.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
 from .. import api
+from ..errors import CheckpointError
+from ..formats.objects import read_objects
 from .compare import leaves, same
 
 #: how deep inside the checkpoint to look
@@ -23,17 +27,32 @@ MAX_DEPTH = 6
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The checkpoint's objects by file name (one entry for a file), or ``None`` when unreadable."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
-    out = {}
-    for f in files:
+@dataclass
+class Saved:
+    """What the checkpoint's files hold, by file name; ``partial``: the files read only in part
+    (name -> why), where a state found nowhere may still be saved."""
+
+    objects: dict[str, Any]
+    partial: dict[str, str] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | os.PathLike, *, meta: bool = False) -> Saved | None:
+    """The checkpoint's objects by file name (one entry for a file), or ``None`` when none can be
+    read. Nothing in them runs (:func:`~pytest_ckpt.formats.objects.read_objects`)."""
+    out = Saved({})
+    for f in _files(Path(path)):
         try:
-            out[f.name] = torch.load(f, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a format torch cannot read: the note stays neutral
+            held = read_objects(f, meta=meta)
+        except CheckpointError:  # a file the safe readers refuse: the note stays neutral
             continue
-    return out or None
+        out.objects[f.name] = held.tree
+        if held.partial is not None:
+            out.partial[f.name] = held.partial
+    return out if out.objects else None
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
 
 
 def where(checkpoint: Mapping[str, Any], kind: str, path: str, expected: Any) -> str | None:
@@ -102,12 +121,11 @@ def weight_prefix(path: str | os.PathLike, like: Mapping[str, torch.Tensor]) -> 
 
     A load whose names all carry a prefix the model does not have loads nothing under ``strict=False``.
     """
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
-    for f in files:
+    held = read_checkpoint(path, meta=True)
+    for tree in held.objects.values() if held is not None else ():
         try:
-            schema = api.schema(f, like=dict(like), weights_only=False)  # our own save's file, just written
-        except Exception:  # noqa: BLE001 - not a file pc can read: the note stays without it
+            schema = api.schema(tree, like=dict(like))
+        except Exception:  # noqa: BLE001 - no weights in this file: the note stays without it
             continue
         return schema.located_at, schema.stripped
     return None

@@ -1,5 +1,9 @@
+import contextlib
 import os
+import shutil
 import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -87,8 +91,10 @@ def test_a_later_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
-    (left,) = tmp_path.iterdir()  # the killed save's temporary file, and no model.pt
+    # the killed save's temporary file, the directory of its link named model.pt, and no model.pt
+    left, holder = sorted(tmp_path.iterdir())
     assert left.name.startswith(".model.pt.") and left.name.endswith(".tmp")
+    assert holder.name == left.name + ".d" and [p.name for p in holder.iterdir()] == ["model.pt"]
     keep = {
         ".model.pt.k3x9q2ab.tmp.bak": "not our shape",
         ".other.pt.k3x9q2ab.tmp": "another checkpoint's",
@@ -108,3 +114,84 @@ def test_a_later_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path)
         os.close(running)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, "model.pt"])
     pc.verify(path)
+
+
+# -- where a save cannot write: the target named, never a hidden temporary name ------------------
+
+@contextlib.contextmanager
+def unprivileged():
+    """The block runs as a user permission bits apply to: root ignores them, so as root the
+    effective user and group become nobody's for the block (a real EACCES from the kernel)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def read_only_dir():
+    base = Path(tempfile.mkdtemp())
+    base.chmod(0o755)  # nobody may look inside, not write
+    directory = base / "snapshots"
+    directory.mkdir()
+    (directory / "test_model.json").write_text("{}")
+    directory.chmod(0o555)
+    yield directory
+    directory.chmod(0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permission bits")
+def test_a_save_into_a_read_only_directory_names_the_target_and_the_cause(read_only_dir, tmp_path):
+    import pytest_ckpt as pc
+    import torch
+
+    # the same writes where they may happen first: every module they import is imported while
+    # this process can still read the interpreter's files
+    pc.save(torch.nn.Linear(2, 2), tmp_path / "model.pt")
+    pc.api.save_schema(torch.nn.Linear(2, 2), tmp_path / "test_model.json")
+    target = read_only_dir / "model.pt"
+    with unprivileged(), pytest.raises(PermissionError) as info:
+        pc.save(torch.nn.Linear(2, 2), target)
+    message = str(info.value)
+    assert info.value.filename == str(target) and ".tmp" not in message, message
+    assert f"Permission denied: cannot write model.pt in {read_only_dir}" in message, message
+    # --ckpt-update writes the snapshot the same way: an existing golden file in a read-only directory
+    golden = read_only_dir / "test_model.json"
+    with unprivileged(), pytest.raises(PermissionError) as info:
+        pc.api.save_schema(torch.nn.Linear(2, 2), golden)
+    assert info.value.filename == str(golden) and ".tmp" not in str(info.value), str(info.value)
+    assert golden.read_text() == "{}"
+
+
+def test_a_save_to_a_symlink_loop_refuses_and_leaves_the_link(tmp_path):
+    import pytest_ckpt as pc
+    import torch
+
+    loop = tmp_path / "model.pt"
+    loop.symlink_to("model.pt")
+    with pytest.raises(OSError, match="a symlink loop .*: not replaced") as info:
+        pc.save(torch.nn.Linear(2, 2), loop)
+    assert info.value.filename == str(loop)
+    assert loop.is_symlink() and os.readlink(loop) == "model.pt"
+    with pytest.raises(pc.CheckpointError) as read:
+        pc.verify(loop)
+    assert read.value.kind == "unreadable" and read.value.cause.startswith("a symlink loop")
+
+
+def test_a_saved_zip_is_named_after_the_target_not_the_temporary_file(tmp_path):
+    import zipfile
+
+    import pytest_ckpt as pc
+    import torch
+
+    path = pc.save(torch.nn.Linear(2, 2), tmp_path / "model.pt")
+    folders = {name.split("/", 1)[0] for name in zipfile.ZipFile(path).namelist()}
+    assert folders == {"model"}  # what torch.save(..., "model.pt") names it
+    assert set(pc.load_state_dict(path)) == {"weight", "bias"}

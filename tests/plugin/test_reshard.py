@@ -58,3 +58,16 @@ def test_rows_in_their_own_order_are_no_reshard_cause():
     w = torch.arange(12.).reshape(6, 2)
     assert misplaced_rows({"w": w}, {"w": w + 1}, ["w"], 3) is None  # other values: not a reordering
     assert misplaced_rows({"w": w}, {"w": w.clone()}, ["w"], 3) is None
+
+
+@pytest.mark.ckpt_roundtrip("reshard-1")
+def test_the_default_load_refuses_metadata_asking_for_code_and_runs_nothing(ckpt, tmp_path, monkeypatch):
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv("PAYLOAD_MARKER", str(marker))  # the ranks inherit it
+    with pytest.raises(RuntimeError) as failure:
+        ckpt.roundtrip(workers.odd_tied, save=workers.save_with_code_in_metadata)
+    assert not marker.exists(), "the default load unpickled the DCP .metadata freely: the payload ran"
+    message = str(failure.value)
+    assert "reshard-1 (load on 1): a rank failed" in message, message
+    assert "unsafe: the DCP metadata asks for os.system, which weights-only loading does not allow; " \
+           "nothing was run" in message, message

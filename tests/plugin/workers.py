@@ -119,3 +119,33 @@ def record_started(monkeypatch, module) -> list[int]:
 
     monkeypatch.setattr(module.subprocess, "Popen", popen)
     return started
+
+
+def save_with_code_in_metadata(model, path):
+    """A DCP save whose ``.metadata`` pickle also holds an object that runs ``touch $PAYLOAD_MARKER``
+    when unpickled (what a tampered or hostile checkpoint directory holds)."""
+    import os
+    import pickle
+
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(model.state_dict(), checkpoint_id=str(path))
+    if dist.get_rank() == 0:  # the coordinator wrote .metadata
+        metadata_file = os.path.join(str(path), ".metadata")
+        with open(metadata_file, "rb") as f:
+            metadata = pickle.load(f)
+        metadata.extra = _Payload(os.environ["PAYLOAD_MARKER"])
+        with open(metadata_file, "wb") as f:
+            pickle.dump(metadata, f)
+    dist.barrier()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))

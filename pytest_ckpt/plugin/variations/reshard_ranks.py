@@ -49,18 +49,19 @@ def default_save(model: Any, path: Path, *, optimizer: Any) -> None:
 
 
 def default_load(model: Any, path: Path, *, optimizer: Any) -> None:
-    """DCP's resharding load into the ``fully_shard``'ed model and its optimizer."""
-    import torch.distributed.checkpoint as dcp
+    """DCP's resharding load into the ``fully_shard``'ed model and its optimizer, through the safe
+    readers (:func:`pytest_ckpt.api.load_dcp`: the project's metadata is never unpickled freely)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    from ... import api
+
     model_state, optim_state = get_state_dict(model, optimizer)
-    stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    if not any(k.startswith(f"{MODEL}.") for k in stored):  # a save of the model alone (the fsdp default)
-        dcp.load(model_state, checkpoint_id=str(path))
+    if api.schema(path).located_at == ():  # a save of the model alone (the fsdp default): flat names
+        api.load_dcp(model_state, path)
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
         return
     state = {MODEL: model_state, OPTIMIZER: optim_state}
-    dcp.load(state, checkpoint_id=str(path))
+    api.load_dcp(state, path)
     set_state_dict(model, optimizer, model_state_dict=state[MODEL], optim_state_dict=state[OPTIMIZER])
 
 
