@@ -16,7 +16,7 @@ from ...resume import streams as global_streams
 from ...resume.check import check_resume
 from ...resume.compare import ledger
 from ...resume.report import ResumePoint, ResumeReport
-from ...resume.state import available_streams
+from ...resume.state import KINDS, available_streams
 from .stepped import Session, Stepper
 
 #: a rewording rule: (point, note) -> the fix in the framework's words (None: keep the note's), and the
@@ -89,6 +89,8 @@ def run_check(build: Callable[[Path], Session], workdir: Path, *, steps: int, at
         stepper.close()
     unread_streams(report, stepper)
     explain(report, stepper.saved)
+    # the trainer's own state first: a run's optimizer exists only once its training call has begun
+    report.compared = dict(sorted(report.compared.items(), key=lambda item: KINDS.index(item[1])))
     if not report.ok:
         raise ResumeMismatch(report)
     return report
@@ -96,7 +98,7 @@ def run_check(build: Callable[[Path], Session], workdir: Path, *, steps: int, at
 
 def unread_streams(report: ResumeReport, stepper: Stepper) -> None:
     """A global stream that differs after load, that no step's computation draws from and that no batch
-    shows (the data is not reshuffled), is not a cause: only the loop drew from it between steps (a
+    shows (the data is not in another order), is not a cause: only the loop drew from it between steps (a
     DataLoader iterator draws its workers' seed from torch's at each epoch's start). It goes to
     ``not_compared`` with that reason. A stream that is all that explains a later loss stays a cause."""
     for point in report.points:
@@ -122,8 +124,8 @@ def unread_streams(report: ResumeReport, stepper: Stepper) -> None:
         for stream in gone:
             report.compared.pop(stream, None)
             report.not_compared[stream] = (f"it differs after the resume from step {point.at}, but no step's "
-                                           f"computation draws from it and every batch matches: only the loop "
-                                           f"drew from it between steps (a DataLoader's worker seed)")
+                                           f"computation draws from it and no batch shows another order: only "
+                                           f"the loop drew from it between steps (a DataLoader's worker seed)")
 
 
 def reword(report: ResumeReport, rule: Reword) -> None:

@@ -13,10 +13,12 @@ from ...checkpoint.notes import Note
 from ...resume.report import ResumePoint, ResumeReport
 from .check import about, is_stream, reword
 
-#: what the Trainer writes beside the weights, unless save_only_model=True: glob -> what it restores
-TRAINING_FILES = {"optimizer.*": "optimizer.pt", "scheduler.pt": "scheduler.pt", "rng_state*.pth": "rng_state.pth"}
-#: note kinds that a checkpoint without the training files explains
-FRESH = ("resume-optimizer", "resume-scheduler", "resume-scaler", "resume-rng")
+#: what the Trainer writes beside the weights unless save_only_model=True, by the note kind it explains:
+#: (glob, file name, what a resume without it starts from)
+TRAINING_FILES = {"resume-optimizer": ("optimizer.*", "optimizer.pt", "a fresh optimizer"),
+                  "resume-scheduler": ("scheduler.pt", "scheduler.pt", "the schedule's first step"),
+                  "resume-scaler": ("scaler.pt", "scaler.pt", "a fresh gradient scaler"),
+                  "resume-rng": ("rng_state*.pth", "rng_state.pth", "the RNG as the Trainer seeded it")}
 CALLBACKS = "run.trainer.callbacks."
 
 
@@ -33,13 +35,12 @@ def explain(report: ResumeReport, saved: dict[int, Path], facts: dict) -> None:
 
     def rule(point: ResumePoint, note: Note) -> tuple[str | None, int]:
         checkpoint = saved.get(point.at)
-        missing = [name for pattern, name in TRAINING_FILES.items()
-                   if checkpoint is not None and not any(checkpoint.glob(pattern))]
-        if args.save_only_model and missing and note.kind in FRESH:
-            return (f"save_only_model=True leaves {_and(missing)} out of {checkpoint.name}, and the Trainer resumes "
-                    f"from it with a fresh optimizer and schedule, without a warning: train with "
-                    f"save_only_model=False to write checkpoints you resume from (True suits only checkpoints "
-                    f"you never resume)"), 1
+        if args.save_only_model and checkpoint is not None and note.kind in TRAINING_FILES:
+            pattern, name, fresh = TRAINING_FILES[note.kind]
+            if not any(checkpoint.glob(pattern)):
+                return (f"save_only_model=True leaves {name} out of {checkpoint.name}, and the Trainer resumes from "
+                        f"{fresh} without a warning: train with save_only_model=False to write checkpoints you "
+                        f"resume from (True suits checkpoints you never resume)"), 1
         if args.ignore_data_skip and note.kind == "resume-data":
             return ("ignore_data_skip=True makes the resumed Trainer start the epoch's data over, so it trains "
                     "again on batches it trained before the checkpoint: leave ignore_data_skip=False (the "
@@ -69,6 +70,3 @@ def _callback_fix(name: str, exportable: bool, args: Any) -> str:
             f"EMA's weights) do not fit in JSON: write them into the checkpoint folder in {name}.on_save and "
             f"read them back in on_train_begin")
 
-
-def _and(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +34,9 @@ def test_save_only_model_resumes_with_a_fresh_optimizer():
     assert [n.kind for n in report.notes][:2] == ["resume-optimizer", "resume-scheduler"]
     first = report.notes[0]
     assert "exp_avg" in first.text and "empty after load" in first.text
-    assert first.fix.startswith("save_only_model=True leaves optimizer.pt, scheduler.pt and rng_state.pth "
-                                "out of checkpoint-3")
+    assert first.fix.startswith("save_only_model=True leaves optimizer.pt out of checkpoint-3, and the Trainer "
+                                "resumes from a fresh optimizer without a warning: train with save_only_model=False")
+    assert report.notes[1].fix.startswith("save_only_model=True leaves scheduler.pt out of checkpoint-3")
 
 
 def test_ignore_data_skip_trains_again_on_the_epochs_first_batches():
@@ -56,17 +59,29 @@ def test_a_callback_with_unsaved_state_is_named_with_the_trainers_fix():
     assert all("make EMA one (transformers.trainer_callback.ExportableState" in n.fix for n in notes)
 
 
-def test_a_failing_training_step_is_named_and_leaves_no_thread_behind():
+def test_an_error_in_the_training_call_is_named_after_it():
     class Boom(hf_runs.transformers.TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2:
                 raise RuntimeError("boom at step 2")
 
-    before = threading.active_count()
-    with pytest.raises(pc.ResumeError, match=r"transformers\.Trainer\.train raised RuntimeError: boom at step 2 "
-                                             r"\(at step 2 of the uninterrupted run\)"):
+    with pytest.raises(pc.ResumeError, match=r"^transformers\.Trainer\.train raised RuntimeError: boom at step 2 "
+                                             r"\(at step 2 of the uninterrupted run\)$"):
         pc.check_resume_hf(functools.partial(hf_runs.make_trainer, callbacks=[Boom]), at=3)
-    assert threading.active_count() == before
+
+
+def test_a_check_that_stops_early_leaves_no_training_thread_paused():
+    class Uploaded(hf_runs.transformers.TrainerCallback):
+        """Moves each checkpoint away once saved, as an upload-and-delete callback does."""
+
+        def on_save(self, args, state, control, **kwargs):
+            shutil.rmtree(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    with pytest.raises(pc.ResumeError, match=r"raised FileNotFoundError: the Trainer wrote no checkpoint-3 after "
+                                             r"step 3 \(in .*\) \(saving after step 3 to "):
+        pc.check_resume_hf(functools.partial(hf_runs.make_trainer, callbacks=[Uploaded]), at=3)
+    # the run paused before step 4 was ended, not left waiting
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("pytest-ckpt")]
 
 
 @pytest.mark.parametrize("make, error, message", [

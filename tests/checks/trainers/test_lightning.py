@@ -39,6 +39,14 @@ def test_a_mid_epoch_checkpoint_restarts_a_plain_loaders_epoch():
                                 "DataLoader starts the epoch over on resume: use a stateful loader")
 
 
+def test_mid_epoch_with_dropout_names_the_data_first_and_the_rng_the_steps_draw_from():
+    with pytest.raises(pc.ResumeMismatch) as err:
+        check(2, dropout=0.2)
+    notes = err.value.report.notes
+    assert [n.kind for n in notes] == ["resume-data", "resume-rng"]
+    assert notes[1].fix.endswith("(at an epoch end: mid-epoch, the data needs a stateful loader too)")
+
+
 def test_dropout_and_shuffle_need_the_global_rng_lightning_does_not_save():
     with pytest.raises(pc.ResumeMismatch) as err:
         check(4, dropout=0.2, shuffle=True)
