@@ -39,7 +39,7 @@ def check_resume_hf(make_trainer: Callable[[str], Any], *, at: int | tuple[int, 
 
     >>> report = pc.check_resume_hf(make_trainer, at=3)      # doctest: +SKIP
     >>> print(report)                                        # doctest: +SKIP
-    ok: resume after step 3 matches the uninterrupted run (6 steps, losses bitwise, 18 components compared)
+    ok: resume after step 3 matches the uninterrupted run (6 steps, losses bitwise, 11 components compared)
     """
     __tracebackhide__ = True
     transformers = require("transformers", "check_resume_hf")

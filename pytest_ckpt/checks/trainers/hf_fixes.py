@@ -35,7 +35,7 @@ def explain(report: ResumeReport, saved: dict[int, Path], facts: dict) -> None:
 
     def rule(point: ResumePoint, note: Note) -> tuple[str | None, int]:
         checkpoint = saved.get(point.at)
-        if args.save_only_model and checkpoint is not None and note.kind in TRAINING_FILES:
+        if getattr(args, "save_only_model", False) and checkpoint is not None and note.kind in TRAINING_FILES:
             pattern, name, fresh = TRAINING_FILES[note.kind]
             if not any(checkpoint.glob(pattern)):
                 return (f"save_only_model=True leaves {name} out of {checkpoint.name}, and the Trainer resumes from "
@@ -58,7 +58,7 @@ def explain(report: ResumeReport, saved: dict[int, Path], facts: dict) -> None:
 
 
 def _callback_fix(name: str, exportable: bool, args: Any) -> str:
-    if exportable and not args.restore_callback_states_from_checkpoint:
+    if exportable and not getattr(args, "restore_callback_states_from_checkpoint", False):
         return (f"{name} is an ExportableState and trainer_state.json holds its state(), but the Trainer "
                 f"restores callbacks only when asked: TrainingArguments(restore_callback_states_from_checkpoint=True)")
     if exportable:

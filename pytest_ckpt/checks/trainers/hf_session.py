@@ -25,8 +25,6 @@ from transformers.trainer_callback import ExportableState, TrainerCallback
 from ...resume.capture import digest
 from .stepped import Session, copy_tree
 
-#: the Trainer's own callbacks that hold no training state (progress bars, printing, the default flow)
-STATELESS = ("DefaultFlowCallback", "PrinterCallback", "ProgressCallback", "NotebookProgressCallback")
 #: the TrainerState fields that carry the run's progress (the others are set from the arguments, or are
 #: records: log_history, the paths of saved checkpoints)
 PROGRESS = ("global_step", "epoch", "num_input_tokens_seen", "total_flos", "best_metric", "best_global_step",
@@ -102,14 +100,21 @@ class HFSession(Session):
         scaler = getattr(t.accelerator, "scaler", None)
         if scaler is not None:
             parts["scaler"] = scaler
-        parts["state"] = types.SimpleNamespace(**{name: getattr(t.state, name) for name in PROGRESS})
+        parts["state"] = types.SimpleNamespace(**{name: getattr(t.state, name) for name in PROGRESS
+                                                  if hasattr(t.state, name)})  # older versions have fewer
         parts["control"] = types.SimpleNamespace(**{name: getattr(t.control, name) for name in CONTROL})
         callbacks = {}
         for cb in t.callback_handler.callbacks:
             name = type(cb).__name__
-            if isinstance(cb, _Probe) or (name in STATELESS and not isinstance(cb, ExportableState)):
+            if isinstance(cb, _Probe) or not _stateful(cb):
                 continue
             callbacks[name if name not in callbacks else f"{name}_{len(callbacks)}"] = cb
         if callbacks:
             parts["callbacks"] = types.SimpleNamespace(**callbacks)
         return {"trainer": types.SimpleNamespace(**parts)}
+
+
+def _stateful(cb: TrainerCallback) -> bool:
+    """A callback whose state is training state: one the Trainer checkpoints (an ExportableState), or the
+    user's own. transformers' other callbacks print, report to trackers or set the flow's flags."""
+    return isinstance(cb, ExportableState) or not type(cb).__module__.startswith("transformers.")

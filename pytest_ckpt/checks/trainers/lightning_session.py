@@ -25,9 +25,9 @@ from .stepped import Session
 
 #: where the check's own ModelCheckpoint writes, under the trainer's default_root_dir
 SAVES = "pytest-ckpt-saves"
-#: Lightning's callbacks that hold no training state (progress bars, summaries, timers of the UI)
-STATELESS = ("TQDMProgressBar", "RichProgressBar", "ModelSummary", "RichModelSummary")
-
+#: Lightning's callbacks whose state_dict is bookkeeping, not training state: the paths of the files
+#: written, the time elapsed
+BOOKKEEPING = ("ModelCheckpoint", "Timer")
 
 class _Probe(Callback):
     def __init__(self, session: "LightningSession") -> None:
@@ -94,9 +94,9 @@ class LightningSession(Session):
         callbacks = {}
         for cb in t.callbacks:
             name = type(cb).__name__
-            if isinstance(cb, (_Probe, ModelCheckpoint)) or name in STATELESS:
+            if isinstance(cb, (_Probe, ModelCheckpoint)) or not _stateful(cb):
                 continue
-            callbacks[name if name not in callbacks else f"{name}_{len(callbacks)}"] = _stateful(cb)
+            callbacks[name if name not in callbacks else f"{name}_{len(callbacks)}"] = _state_of(cb)
         if callbacks:
             parts["callbacks"] = types.SimpleNamespace(**callbacks)
         return {"module": self.module, "trainer": types.SimpleNamespace(**parts)}
@@ -121,10 +121,20 @@ def _done(state: Any) -> Any:
     return {k: v for k, v in kept.items() if v != {}}
 
 
-def _stateful(cb: Any) -> Any:
+def _stateful(cb: Callback) -> bool:
+    """A callback whose state is training state: the user's own, or one of Lightning's with a state_dict
+    (EarlyStopping, StochasticWeightAveraging), less the bookkeeping. Progress bars and summaries hold none."""
+    if not type(cb).__module__.startswith(("lightning.", "pytorch_lightning.")):
+        return True
+    return _own_state_dict(cb) and not any(t.__name__ in BOOKKEEPING for t in type(cb).__mro__)
+
+
+def _state_of(cb: Callback) -> Any:
     """A callback as state: itself when it has its own ``state_dict`` (what Lightning saves), else what its
     attributes hold (Callback's ``state_dict`` is ``{}``: an EMA kept in attributes is not saved)."""
-    if type(cb).state_dict is not Callback.state_dict:
-        return cb
-    return types.SimpleNamespace(**vars(cb))
+    return cb if _own_state_dict(cb) else types.SimpleNamespace(**vars(cb))
+
+
+def _own_state_dict(cb: Callback) -> bool:
+    return type(cb).state_dict is not Callback.state_dict
 
