@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -146,5 +147,13 @@ def is_stream(note: Note) -> bool:
 
 
 def about(note: Note, path: str) -> bool:
-    """Whether ``note`` is about the component at ``path`` or one inside it."""
-    return note.text.startswith(path) or any(n.startswith(path) for n in note.names)
+    """Whether ``note`` is about the component at ``path`` or one inside it (``path.x``, ``path[0]``), by
+    the path its text starts with or a name it covers.
+
+    >>> about(Note("resume-counter", "run.trainer.callbacks.EMA.updates is 0 after load"), "run.trainer.callbacks.EMA")
+    True
+    >>> about(Note("resume-counter", "run.trainer.callbacks.EMAv2.updates is 0"), "run.trainer.callbacks.EMA")
+    False
+    """
+    inside = re.compile(re.escape(path) + r"($|[.\[ ])")
+    return bool(inside.match(note.text)) or any(inside.match(n) for n in note.names)

@@ -21,7 +21,6 @@ class Stopped(BaseException):
 class Driven:
     """One training call (``fn()``), advanced from pause to pause.
 
-    >>> import threading
     >>> d = Driven("count")
     >>> seen = []
     >>> def fn():
