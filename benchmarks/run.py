@@ -28,7 +28,7 @@ import harness  # noqa: E402
 
 #: module -> interleaved rounds; the order matters: values.py writes the file torch_schema.py reads
 TARGETS = {"llama70b": 7, "torch_schema": 5, "values": 5, "roundtrip": 3, "startup": 20, "names": 5,
-           "resume_speed": 3, "ranks": 1}
+           "resume_speed": 3, "resume_trainers_speed": 5, "ranks": 1}
 RESULTS = harness.HERE / "results"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 

@@ -32,6 +32,8 @@ _EXPORTS = {
     "CheckpointError": "pytest_ckpt.errors",
     "CheckpointMismatch": "pytest_ckpt.errors",
     "check_resume": "pytest_ckpt.resume.check",
+    "check_resume_hf": "pytest_ckpt.checks.trainers.hf",
+    "check_resume_lightning": "pytest_ckpt.checks.trainers.lightning",
     "run_state": "pytest_ckpt.resume.state",
     "RunState": "pytest_ckpt.resume.state",
     "ResumeReport": "pytest_ckpt.resume.report",
@@ -70,6 +72,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .compare.diff import CheckpointDiff
     from .errors import (CheckpointError, CheckpointMismatch, NotReproducible, ResumeError,
                          ResumeMismatch)
+    from .checks.trainers.hf import check_resume_hf
+    from .checks.trainers.lightning import check_resume_lightning
     from .resume.check import check_resume
     from .resume.report import ResumeReport
     from .resume.state import RunState, run_state

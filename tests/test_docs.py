@@ -30,7 +30,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 #: pages whose examples need an optional extra
-NEEDS = {"hypothesis.md": ("hypothesis",), "frameworks.md": ("transformers", "lightning", "peft")}
+NEEDS = {"hypothesis.md": ("hypothesis",), "frameworks.md": ("transformers", "lightning", "peft", "accelerate")}
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
