@@ -45,6 +45,14 @@ def test_exact_round_trips_are_never_flagged(tmp_path, suffix):
     assert pc.diff(tensors, loaded).ok
 
 
+def test_diff_with_rtol_alone():
+    # the public call with a relative tolerance only: within it ok, beyond it one value differs
+    assert pc.diff({"w": torch.tensor(1000.0)}, {"w": torch.tensor(1000.5)}, rtol=1e-3).ok
+    d = pc.diff({"w": torch.tensor(1000.0)}, {"w": torch.tensor(1000.5)}, rtol=1e-4)
+    assert not d.ok and d.values == {"w": 0.5}
+    assert "rtol=0.0001" in str(d)
+
+
 def test_one_ulp_and_nan_position_are_differences():
     a = {"w": torch.tensor([1.0, float("nan"), 2.0])}
     ulp = {"w": torch.tensor([torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item(), float("nan"), 2.0])}

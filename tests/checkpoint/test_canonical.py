@@ -34,6 +34,16 @@ def test_prefix_carried_by_only_some_keys_is_kept():
     assert naming.names() == {"module.w", "head.b"}
 
 
+@pytest.mark.parametrize("unprefixed", ["head.b", "zhead.b"], ids=["sorts-first", "sorts-last"])
+def test_a_prefix_is_stripped_only_when_every_key_carries_it_wherever_the_others_sort(unprefixed):
+    # the rule looks at the smallest and the largest name: an unprefixed name that sorts
+    # after the prefixed ones ("zhead.b") must keep the prefix on as surely as one before it
+    naming = canonical.best_naming(["module.w", unprefixed])
+    assert naming.stripped == ()
+    assert naming.names() == {"module.w", unprefixed}
+    assert [n.stripped for n in canonical.namings(["module.w", unprefixed])] == [()]
+
+
 def test_a_model_whose_own_child_is_called_module_is_not_mangled():
     # The target model really has a child named `module`: keep it.
     target = {"module.w", "module.b"}
