@@ -204,14 +204,23 @@ def strip_prefix(name: str, prefix: str) -> str:
 def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:
     """The first component that ``names`` carry (``model.`` of a LightningModule holding the
     model as ``self.model``; transformers' ``base_model_prefix`` of a ``...ForCausalLM``
-    checkpoint read into its base model), when ``target`` has no name starting with it and
-    removing it once makes more names match ``target``; else ``None``. Every name carries
-    it, or all but a few that stay as they are (the ``lm_head`` a base model lacks). Never
-    guessed without a target.
+    checkpoint read into its base model), when removing it once makes more names match
+    ``target``; else ``None``. Every name carries it, or all but a few that stay as they are
+    (the ``lm_head`` a base model lacks). Never guessed without a target.
+
+    What decides is how the names match once it is removed, not whether the target has a
+    child of that name: a LightningModule's ``self.model`` holding a ``LlamaForCausalLM``
+    saves ``model.model.layers...``, read into the causal LM whose own child is ``model``.
+    When the target has names under the prefix too, more than half the names carrying it must
+    match once it is removed (a real drift, a block more, still leaves most matching): one
+    better match is no reason to read a name another way than the target itself spells it.
 
     >>> attribute_prefix({"model.l1.weight", "model.l1.bias"}, {"l1.weight", "l1.bias"})
     'model.'
     >>> attribute_prefix({"model.l1.weight", "model.norm", "lm_head.weight"}, {"l1.weight", "norm"})
+    'model.'
+    >>> attribute_prefix({"model.model.l1.weight", "model.lm_head.weight"},
+    ...                  {"model.l1.weight", "lm_head.weight"})
     'model.'
     >>> attribute_prefix({"model.l1.weight"}, {"model.l1.weight", "l1.weight"}) is None
     True
@@ -220,14 +229,18 @@ def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str |
     if not names or not target:
         return None
     prefix = _carried_prefix(names)
-    if prefix is None or any(t.startswith(prefix) for t in target):
+    if prefix is None:
         return None
     n = len(prefix)
     stripped = [name[n:] for name in names if name.startswith(prefix)]
     if len(stripped) < len(names) and not names.isdisjoint(stripped):
         return None  # removing it would give two names the same one: not an attribute prefix
     matched = sum(1 for name in stripped if name in target)
-    return prefix if matched > len(names & target) else None
+    if matched <= len(names & target):
+        return None
+    if 2 * matched <= len(stripped) and any(t.startswith(prefix) for t in target):
+        return None  # the target's own child has that name, and most names would still not match
+    return prefix
 
 
 def attribute_prefix_added(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:

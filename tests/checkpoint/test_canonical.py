@@ -103,10 +103,25 @@ def test_a_plain_module_with_a_child_named_module_is_not_unwrapped():
 def test_attribute_prefix_only_when_it_makes_names_match():
     names = {"model.l1.weight", "model.l1.bias"}
     assert canonical.attribute_prefix(names, {"l1.weight", "l1.bias"}) == "model."
-    assert canonical.attribute_prefix(names, {"l1.weight", "model.x"}) is None  # target has it
+    # the target has a child of that name, and half the names would still match nothing
+    assert canonical.attribute_prefix(names, {"l1.weight", "model.x"}) is None
     assert canonical.attribute_prefix(names, {"other.weight"}) is None  # matches nothing more
     assert canonical.attribute_prefix({"model.a", "net.b"}, {"a", "b"}) is None  # not one prefix
     assert canonical.attribute_prefix(names, set()) is None
+
+
+def test_attribute_prefix_removed_when_the_targets_own_child_has_that_name_too():
+    # a LightningModule's self.model holding a LlamaForCausalLM, read into the causal LM,
+    # whose own child is called model: what decides is that the names then match
+    target = {"model.embed.weight", "model.layers.0.w", "model.layers.1.w", "lm_head.weight"}
+    saved = {"model." + n for n in target}
+    assert canonical.attribute_prefix(saved, target) == "model."
+    assert canonical.best_naming(sorted(saved), target).names() == target
+    # a drift (a third block) still reads the names that match: the drift is the cause
+    assert canonical.attribute_prefix(saved | {"model.model.layers.2.w"}, target) == "model."
+    # most names still match nothing once it is removed: the names are read as they are
+    assert canonical.attribute_prefix({"model.model.a", "model.model.b", "model.lm_head.weight"},
+                                      target) is None
 
 
 def test_attribute_prefix_carried_by_all_but_a_head():
