@@ -358,3 +358,111 @@ def test_expect_missing_keeps_lora_bases_fresh():
     assert torch.equal(other.q.lora_A.weight, model.q.lora_A.weight)
     # strict=False reports, and a pattern that matches nothing changes nothing
     assert pc.load_into(other, adapters, strict=False, expect_missing=["nothing.*"]).diff.missing
+
+
+# -- a training state's damaged model beside a full EMA (issue 26, item 14) -------------------
+
+def _bn_net(seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    net(torch.randn(2, 3, 8, 8))  # running stats that differ from a fresh model's
+    return net
+
+
+BN_BUFFERS = ["1.num_batches_tracked", "1.running_mean", "1.running_var"]
+
+
+def _ema_state(tmp_path, ema):
+    """The user's save: the model as named_parameters() (BatchNorm's running stats dropped),
+    beside a full EMA."""
+    net = _bn_net()
+    path = tmp_path / "train.pt"
+    torch.save({"epoch": 3, "model": {n: p for n, p in net.named_parameters()}, "ema": ema(net),
+                "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict()}, path)
+    return path
+
+
+def _averaged(net):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    avg = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.99))
+    avg.update_parameters(net)
+    return avg.state_dict()  # module.* and n_averaged
+
+
+@pytest.mark.parametrize("ema", [lambda net: {k: v.clone() for k, v in net.state_dict().items()},
+                                 _averaged], ids=["state-dict-copy", "AveragedModel"])
+def test_a_partial_model_beside_a_full_ema_fails_naming_the_model_not_the_ema(tmp_path, ema):
+    path = _ema_state(tmp_path, ema)
+    assert pc.schema(path, like=_bn_net()).located_at == ("model",)
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(_bn_net(1), path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path} differs from model (Sequential): 3 missing (1 cause)"
+    assert lines[1] == (
+        f"  [partial] model in {path}, the training state's model, lacks 3 tensors that ema beside "
+        f"it holds: {', '.join(BN_BUFFERS)}; read model, not ema (which fits the model, but is "
+        "another copy of its weights, e.g. an EMA)")
+    assert lines[2].startswith("      fix: save the whole model.state_dict() as model "
+                               "(named_parameters() leaves out buffers")
+    assert "n_averaged" not in str(info.value) and "head" not in str(info.value)
+    # strict=False loads the model's own tensors and reports what it lacks
+    target = _bn_net(1)
+    report = pc.load_into(target, path, strict=False)
+    assert report.located_at == ("model",) and report.diff.missing == BN_BUFFERS
+    assert torch.equal(target[0].weight, _bn_net()[0].weight)
+
+
+def test_a_partial_model_turns_its_schema_snapshot_red(tmp_path):
+    good = tmp_path / "good.pt"
+    net = _bn_net()
+    torch.save({"model": net.state_dict(), "ema": {k: v.clone() for k, v in net.state_dict().items()}},
+               good)
+    golden = tmp_path / "arch.json"
+    pc.save_schema(good, golden, like=net)
+    assert pc.diff(good, golden, values=False, like=net).ok
+    bad = _ema_state(tmp_path, lambda n: {k: v.clone() for k, v in n.state_dict().items()})
+    d = pc.diff(bad, golden, values=False, like=net)  # what ckpt_snapshot.assert_match(like=) runs
+    assert not d.ok and d.unexpected == BN_BUFFERS
+    assert [n.kind for n in d.notes if not n.info] == ["partial"]
+
+
+def test_without_like_the_larger_copy_is_read_and_inspect_says_what_the_model_lacks(tmp_path):
+    path = _ema_state(tmp_path, lambda n: {k: v.clone() for k, v in n.state_dict().items()})
+    found = pc.inspect(path)
+    assert found.schema.located_at == ("ema",)  # without like=: the most tensors, as documented
+    assert (f"model in {path}, which the training state names as the model, lacks 3 tensors that "
+            f"ema holds ({', '.join(BN_BUFFERS)}): ema was read; pass like= the model to check "
+            "model itself") in [n.text for n in found.notes]
+
+
+def test_an_ema_kept_as_an_averaged_model_loads_into_the_bare_model(tmp_path):
+    net = _bn_net()
+    target = _bn_net(1)
+    report = pc.load_into(target, _averaged(net))
+    assert report.ok and report.stripped == ("module.",), str(report.diff)
+    assert [n.text for n in report.diff.notes] == [
+        "n_averaged left out and wrapper prefix module. removed from every name in state dict "
+        "(torch.optim.swa_utils.AveragedModel keeps the model as .module and counts its updates "
+        "beside it)"]
+    assert pc.diff(net, target).ok
+    # two AveragedModels compare their counters too: n_averaged is state of theirs
+    other = _averaged(net)
+    other["n_averaged"] += 1
+    assert pc.diff(_averaged(net), other).values == {"n_averaged": 1.0}
+
+
+def test_full_copies_or_a_smaller_model_beside_a_larger_one_are_no_partial_model(tmp_path):
+    net = _bn_net()
+    full = {k: v.clone() for k, v in net.state_dict().items()}
+    path = tmp_path / "full.pt"
+    torch.save({"model": net.state_dict(), "ema": full}, path)
+    assert pc.load_into(_bn_net(1), path).located_at == ("model",)
+    # a student beside its teacher: a smaller model lacks whole blocks, it is not damaged
+    student, teacher = tiny(2), tiny(4)
+    path = tmp_path / "distill.pt"
+    torch.save({"model": student.state_dict(), "teacher": teacher.state_dict()}, path)
+    report = pc.load_into(tiny(4, seed=1), path)
+    assert report.ok and report.located_at == ("teacher",)
+    assert pc.load_into(tiny(2, seed=1), path).located_at == ("model",)

@@ -11,6 +11,7 @@ carries it, and where a target schema is known, only as deep as matches it best
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from collections.abc import Set as AbstractSet
@@ -40,6 +41,9 @@ WRAPPERS = (
     Wrapper("_fsdp_wrapped_module.", "FSDP1", reserved=True),
     Wrapper("_checkpoint_wrapped_module.", "activation checkpointing", reserved=True),
 )
+#: names a wrapper keeps beside the wrapped module's names, with the wrapper that adds them:
+#: left out when the other side is the bare model (an EMA kept as an AveragedModel)
+WRAPPER_SIDE_NAMES = {"n_averaged": ("module.", "torch.optim.swa_utils.AveragedModel")}
 WRAPPER_PREFIXES = tuple(w.prefix for w in WRAPPERS)
 RESERVED_SEGMENTS = tuple(w.prefix for w in WRAPPERS if w.reserved)
 _ADDED_BY = {w.prefix: w.added_by for w in WRAPPERS}
@@ -69,6 +73,8 @@ class Naming:
     added: tuple[str, ...] = field(default=())
     #: names that do not carry the ``foreign`` prefix, read as they are (the head beside a base model)
     kept: tuple[str, ...] = field(default=())
+    #: source names left out: a wrapper's own bookkeeping (:data:`WRAPPER_SIDE_NAMES`)
+    dropped: tuple[str, ...] = field(default=())
 
     def names(self) -> set[str]:
         return set(self._names)
@@ -76,7 +82,7 @@ class Naming:
     @property
     def identity(self) -> bool:
         """Every name is read as it is: nothing stripped or removed."""
-        return not (self.stripped or self.inner or self.foreign or self.added)
+        return not (self.stripped or self.inner or self.foreign or self.added or self.dropped)
 
     @cached_property
     def _names(self) -> frozenset[str]:
@@ -155,16 +161,38 @@ def best_naming(
     holding it), it is added. ``attributes=False``: wrapper prefixes only (a schema snapshot
     pins its names).
     """
-    options = namings(names)
     if target is None:
-        return options[-1]
+        return namings(names)[-1]
     if not isinstance(target, AbstractSet):  # sets and key views are used as they are
         target = set(target)
+    if not isinstance(names, (Mapping, AbstractSet)):
+        names = list(names)
+    side = _wrapper_side_names(names, target)
+    if side:
+        rest = best_naming([n for n in names if n not in side], target, attributes=attributes)
+        return dataclasses.replace(rest, dropped=side)
+    options = namings(names)
     if len(options) == 1:  # nothing to strip (the usual case): no name sets to build
         best = options[0]
     else:
         best = max(options, key=lambda n: (len(n._names & target), len(n.stripped)))
     return (_foreign_prefix(best, target) if attributes else None) or best
+
+
+def _wrapper_side_names(names, target: AbstractSet[str]) -> tuple[str, ...]:
+    """The wrapper side names (``n_averaged``) that ``target`` lacks, when every other name
+    carries that wrapper's prefix: an ``AveragedModel``'s state dict read for the bare model."""
+    side = tuple(n for n, (prefix, _) in WRAPPER_SIDE_NAMES.items() if n in names and n not in target)
+    if not side:
+        return ()
+    prefixes = {WRAPPER_SIDE_NAMES[n][0] for n in side}
+    rest = [n for n in names if n not in side]
+    return side if len(prefixes) == 1 and rest and _universal_prefix(rest) in prefixes else ()
+
+
+def side_names_added_by(dropped: Iterable[str]) -> str:
+    """What keeps these side names: ``"torch.optim.swa_utils.AveragedModel"``."""
+    return ", ".join(dict.fromkeys(WRAPPER_SIDE_NAMES[n][1] for n in dropped))
 
 
 def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:

@@ -19,6 +19,8 @@ NOTE_KINDS = (
     "unexpected",
     "renamed",
     "candidates",
+    # a training state's model lacks tensors a copy beside it (an EMA) holds
+    "partial",
     # only= cut both sides down to a subset of names (info); adapters (PEFT/LoRA) that do not load
     "only",
     "adapter",

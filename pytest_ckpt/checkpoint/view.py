@@ -25,6 +25,17 @@ def holds_values(tensors: Mapping[str, torch.Tensor]) -> bool:
     return not any(map(_is_meta, tensors.values()))  # map runs at C speed: once per tensor
 
 
+@dataclass(frozen=True)
+class PartialModel:
+    """A training state's model that lacks tensors another mapping beside it holds (an EMA, a
+    copy): ``read`` was read, as the training state names it the model; ``rival`` fits the
+    other side better; ``lacking``: the canonical names ``rival`` holds and ``read`` lacks."""
+
+    read: tuple[str | int, ...]
+    rival: tuple[str | int, ...]
+    lacking: tuple[str, ...]
+
+
 @dataclass
 class View:
     """A source located and canonicalized, ready to compare.
@@ -71,6 +82,8 @@ class View:
     attribute_prefix: tuple[str, str] | None = None
     #: the framework that wrote the file (:func:`~.frameworks.saved_by`), when known
     saved_by: Any = None
+    #: the training state's model was read although another mapping fits better: it is partial
+    partial: PartialModel | None = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":
