@@ -84,6 +84,12 @@ class View:
     saved_by: Any = None
     #: the training state's model was read although another mapping fits better: it is partial
     partial: PartialModel | None = None
+    #: this side's tensors as its model is built, before any load (a round trip's fresh
+    #: factory()): a tensor still equal to them was never loaded
+    fresh: Mapping[str, torch.Tensor] | None = None
+    #: the file this side was loaded from, as pytest-ckpt reads it (a round trip's checkpoint):
+    #: its wrapper prefixes explain a load that matched no name
+    read_from: "View | None" = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -1,0 +1,113 @@
+"""Tensors a load never copied: still a freshly built module's values, or every tensor differing
+because the load matched none of the file's names (a wrapper prefix it left on)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ...checkpoint.canonical import added_by
+from ...checkpoint.notes import Note
+from ..values import max_abs_diff
+from .context import runs
+
+#: how a load that copies nothing says so: silently, when strict=False
+_AUDIT = ("a load_state_dict(..., strict=False) skips every name it does not match without a "
+          "word (print what it returns, or run with --ckpt-audit-loads)")
+
+
+def load_matched_nothing(diff, expected, actual, ctx) -> list[Note]:
+    """No tensor of the reloaded side holds the saved values, and every name of the file it was
+    loaded from carries a wrapper prefix: the load left the prefix on and matched nothing.
+
+    Needs ``actual.read_from`` (the file the load read, as pytest-ckpt reads it)."""
+    file = actual.read_from
+    if file is None or not file.schema.stripped or not diff.values_compared or not diff.values:
+        return []
+    compared = [n for n in expected.schema if n in actual.schema
+                and n not in diff.shape and n not in diff.dtype]
+    if len(compared) < 2 or any(n not in diff.values for n in compared):
+        return []
+    prefix = "".join(file.schema.stripped)
+    ctx.explained.update(compared)
+    return [Note(
+        "prefix",
+        f"every name in {file.label} starts with {prefix} ({added_by(file.schema.stripped)}) and "
+        f"no tensor of the {ctx.noun} holds the {ctx.model}'s values ({len(compared)} differ): "
+        f"your load leaves {prefix} on, so it matched no name",
+        fix=f"strip {prefix} in your load (torch.nn.modules.utils."
+            f"consume_prefix_in_state_dict_if_present, or pc.load_into(model, path), which strips "
+            f"any wrapper); {_AUDIT}",
+        names=tuple(compared))]
+
+
+def fresh_init(diff, expected, actual, ctx) -> list[Note]:
+    """Tensors one side holds as a freshly built module does (``View.fresh``'s values, or one
+    value everywhere, as a norm's weight of 1.0 or a bias of 0.0) while the other side's are
+    not: that side never loaded them."""
+    if not diff.values_compared:
+        return []
+    found: dict[str, list[str]] = defaultdict(list)
+    shown: dict[str, list[str]] = defaultdict(list)
+    for name in diff.values:
+        if name in ctx.explained:
+            continue
+        for side, mine, theirs in (("actual", actual, expected), ("expected", expected, actual)):
+            value = _as_built(name, mine, theirs)
+            if value is not None:
+                found[side].append(name)
+                shown[side].append(value)
+                break
+    notes = []
+    for side, names in found.items():
+        ctx.explained.update(names)
+        notes.append(_note(side, names, shown[side], ctx))
+    return notes
+
+
+def _as_built(name: str, mine, theirs) -> str | None:
+    """How ``mine``'s tensor shows it was never loaded (its one value, ``"1.0"``, or ``"as freshly
+    built"``), else None."""
+    t, other = mine.tensors[name], theirs.tensors[name]
+    if t.is_meta or other.is_meta:
+        return None
+    fresh = (mine.fresh or {}).get(name)
+    if fresh is not None and fresh.shape == t.shape and fresh.dtype == t.dtype \
+            and max_abs_diff(t, fresh) is None:
+        return "as freshly built"
+    first = _constant(t)
+    if first is not None and _constant(other) is None:
+        return repr(first)
+    return None
+
+
+def _constant(t: torch.Tensor) -> float | None:
+    # the one value of a tensor of at least two elements that holds nothing else (a norm's 1.0)
+    if t.numel() < 2 or t.dtype == torch.bool or t.is_complex():
+        return None
+    flat = t.detach().reshape(-1)
+    first = flat[0]
+    return float(first) if bool((flat == first).all()) else None
+
+
+def _note(side: str, names: list[str], shown: list[str], ctx) -> Note:
+    holder, other = (ctx.noun, ctx.model) if side == "actual" else (ctx.model, ctx.noun)
+    constants = sorted({v for v in shown if v != "as freshly built"}, key=float, reverse=True)
+    values = "; ".join(([f"{' or '.join(constants)} everywhere"] if constants else [])
+                       + (["as freshly built"] if "as freshly built" in shown else []))
+    what = f"the {holder}'s {runs(names, ctx.expected_blocks)}"
+    # in a round trip, the side its code made gets a cause and fix aimed at that code
+    code = ctx.fix_side if ctx.at_fault == side else None
+    if code == "load":
+        text = f"{what} equal a fresh init ({values}), where the {other}'s do not: your load skipped them"
+        fix = f"your load must copy them: {_AUDIT}"
+    elif code == "save":
+        text = (f"{what} equal a fresh init ({values}), where the {other}'s do not: your save "
+                "writes tensors of a model that never loaded or trained them")
+        fix = "your save must write the trained model's state_dict(), after loading or training it"
+    else:
+        text = (f"{what} still hold a freshly built module's values ({values}), where the "
+                f"{other}'s do not: the {holder} never loaded them")
+        fix = f"load the weights into the {holder} before comparing (pc.load_into checks every name); {_AUDIT}"
+    return Note("values", text, fix=fix, names=tuple(names))
