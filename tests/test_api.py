@@ -466,3 +466,24 @@ def test_full_copies_or_a_smaller_model_beside_a_larger_one_are_no_partial_model
     report = pc.load_into(tiny(4, seed=1), path)
     assert report.ok and report.located_at == ("teacher",)
     assert pc.load_into(tiny(2, seed=1), path).located_at == ("model",)
+
+
+def test_the_layer_field_is_named_for_a_config_held_as_cfg():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        n_layers: int
+        dim: int = 8
+
+    class Net(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg = cfg  # not .config: the hint must still name the field
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(cfg.dim, cfg.dim) for _ in range(cfg.n_layers))
+
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(Net(Cfg(2)), Net(Cfg(3)).state_dict())
+    assert str(info.value).splitlines()[1] == (
+        "  [layer-count] layers.2.*: 1 block unexpected: the checkpoint has 3 blocks, the model 2; "
+        "n_layers: 3 -> 2")

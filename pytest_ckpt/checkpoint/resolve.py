@@ -13,7 +13,7 @@ import torch
 from .notes import Note
 from ..errors import CheckpointError
 from . import canonical, frameworks, locate
-from .configs import config_to_dict, readable_config
+from .configs import CONFIG_KEYS, config_to_dict, module_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
 from .view import PartialModel, View, dataless, holds_values
@@ -141,7 +141,7 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
         tensors=tensors,
         has_values=holds_values(tensors),
         ties=ties,
-        config=readable_config(getattr(inner, "config", None)),
+        config=module_config(inner),
         notes=notes,
         format="module",
         module=inner,
@@ -293,10 +293,6 @@ def _partial_model(found, chosen: locate.Candidate, naming: canonical.Naming,
     if not any(n.rpartition(".")[0] in modules for n in lacking):
         return None
     return named, own, PartialModel(read=named.path, rival=chosen.path, lacking=tuple(lacking))
-
-
-#: keys under which training scripts keep the model's config beside its weights
-CONFIG_KEYS = ("model_args", "model_config", "config", "hyper_parameters", "hparams", "cfg", "args")
 
 
 def _config_beside(tree: Any, path: tuple) -> tuple[str, dict] | None:

@@ -145,8 +145,8 @@ def test_a_strict_false_load_that_drops_the_norm_says_the_reloaded_norm_is_a_fre
     reloaded.load_state_dict({k: v for k, v in sd.items() if not k.startswith("ln.")}, strict=False)
     d = round_trip(saved, reloaded)
     assert [(n.kind, n.text) for n in causes(d)] == [(
-        "values", "the reloaded model's ln.bias, ln.weight equal a fresh init (1.0 or 0.0 "
-                  "everywhere), where the saved model's do not: your load skipped them")]
+        "values", "the reloaded model's ln.bias, ln.weight hold 1.0 or 0.0 everywhere, as freshly "
+                  "built modules do, where the saved model's do not: your load did not copy them")]
     assert causes(d)[0].fix.startswith("your load must copy them: a load_state_dict(..., strict=False) "
                                        "skips every name it does not match")
     # a saved tensor that holds one value too (a scale set to 0.5 on purpose) tells no init apart
@@ -166,8 +166,8 @@ def test_tensors_equal_to_the_fresh_model_are_ones_the_load_skipped():
                              strict=False)
     d = round_trip(saved, reloaded, fresh=fresh.state_dict())
     assert [n.text for n in causes(d)] == [
-        "the reloaded model's fc.bias, fc.weight equal a fresh init (as freshly built), where the "
-        "saved model's do not: your load skipped them"]
+        "the reloaded model's fc.bias, fc.weight equal a freshly built model's, where the saved "
+        "model's do not: your load did not copy them"]
     # without the fresh model, random initial values are not evidence of anything: only a
     # difference in value is said
     assert [n.kind for n in causes(round_trip(saved, reloaded))] == ["values"]

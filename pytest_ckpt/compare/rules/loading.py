@@ -17,6 +17,10 @@ _AUDIT = ("a load_state_dict(..., strict=False) skips every name it does not mat
           "word (print what it returns, or run with --ckpt-audit-loads)")
 
 
+#: what :func:`_as_built` says of a tensor equal to ``View.fresh``'s
+FRESH = "as freshly built"
+
+
 def load_matched_nothing(diff, expected, actual, ctx) -> list[Note]:
     """No tensor of the reloaded side holds the saved values, and every name of the file it was
     loaded from carries a wrapper prefix: the load left the prefix on and matched nothing.
@@ -75,7 +79,7 @@ def _as_built(name: str, mine, theirs) -> str | None:
     fresh = (mine.fresh or {}).get(name)
     if fresh is not None and fresh.shape == t.shape and fresh.dtype == t.dtype \
             and max_abs_diff(t, fresh) is None:
-        return "as freshly built"
+        return FRESH
     first = _constant(t)
     if first is not None and _constant(other) is None:
         return repr(first)
@@ -93,21 +97,19 @@ def _constant(t: torch.Tensor) -> float | None:
 
 def _note(side: str, names: list[str], shown: list[str], ctx) -> Note:
     holder, other = (ctx.noun, ctx.model) if side == "actual" else (ctx.model, ctx.noun)
-    constants = sorted({v for v in shown if v != "as freshly built"}, key=float, reverse=True)
-    values = "; ".join(([f"{' or '.join(constants)} everywhere"] if constants else [])
-                       + (["as freshly built"] if "as freshly built" in shown else []))
-    what = f"the {holder}'s {runs(names, ctx.expected_blocks)}"
+    constants = sorted({v for v in shown if v != FRESH}, key=float, reverse=True)
+    how = [f"hold {' or '.join(constants)} everywhere, as freshly built modules do"] if constants else []
+    how += ["equal a freshly built model's"] if FRESH in shown else []
+    said = f"the {holder}'s {runs(names, ctx.expected_blocks)} {' or '.join(how)}, where the {other}'s do not"
     # in a round trip, the side its code made gets a cause and fix aimed at that code
     code = ctx.fix_side if ctx.at_fault == side else None
     if code == "load":
-        text = f"{what} equal a fresh init ({values}), where the {other}'s do not: your load skipped them"
-        fix = f"your load must copy them: {_AUDIT}"
-    elif code == "save":
-        text = (f"{what} equal a fresh init ({values}), where the {other}'s do not: your save "
-                "writes tensors of a model that never loaded or trained them")
-        fix = "your save must write the trained model's state_dict(), after loading or training it"
-    else:
-        text = (f"{what} still hold a freshly built module's values ({values}), where the "
-                f"{other}'s do not: the {holder} never loaded them")
-        fix = f"load the weights into the {holder} before comparing (pc.load_into checks every name); {_AUDIT}"
-    return Note("values", text, fix=fix, names=tuple(names))
+        return Note("values", f"{said}: your load did not copy them",
+                    fix=f"your load must copy them: {_AUDIT}", names=tuple(names))
+    if code == "save":
+        return Note("values", f"{said}: your save writes a model that never loaded or trained them",
+                    fix="your save must write the trained model's state_dict(), after loading or "
+                        "training it", names=tuple(names))
+    return Note("values", f"{said}: the {holder} never loaded them",
+                fix=f"load the weights into the {holder} before comparing (pc.load_into checks "
+                    f"every name); {_AUDIT}", names=tuple(names))
