@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import torch
 
+from .checkpoint.casts import declared_cast
 from .checkpoint.configs import config_to_dict
 from .checkpoint import latest
 from .checkpoint.latest import LatestComplete
@@ -155,6 +156,7 @@ def load_into(
     weights_only: bool = True,
     expect_missing: Iterable[str] = (),
     only: str | Iterable[str] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> LoadReport:
     """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
 
@@ -168,11 +170,16 @@ def load_into(
     covers the names under a module it names. Anything else missing still fails.
     ``only``: glob patterns of the names to check and load (a LoRA adapter file into a
     model whose base weights come from elsewhere); the rest of the model is left as it is.
+    ``dtype``: a cast made on purpose, declared: a floating tensor whose dtype differs from
+    the model's only by it (the checkpoint's or the model's is ``dtype``: a save that writes
+    ``.half()`` weights, loaded into a float32 model) is no difference, and is loaded cast
+    to the model's dtype; an info note counts them. Any other dtype difference still fails.
 
     >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
     >>> report.diff.missing                                     # doctest: +SKIP
     ['lm_head.bias']
     >>> pc.load_into(clip, "towers.pt", expect_missing=["text_projection"])  # doctest: +SKIP
+    >>> pc.load_into(model, "half.pt", dtype=torch.float16)     # doctest: +SKIP
     """
     __tracebackhide__ = True
     target = module_view(model)
@@ -180,6 +187,8 @@ def load_into(
     target, source_view = align(target, source_view)
     if only is not None:
         target, source_view = restrict(target, source_view, only)
+    if dtype is not None:
+        source_view = declared_cast(target, source_view, dtype)
     # a load copies values: a tensor without any (a meta tensor) is a cause, whatever the source
     source_view.dataless = dataless(source_view.tensors)
     configs, config_strict = None, False

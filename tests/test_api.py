@@ -487,3 +487,33 @@ def test_the_layer_field_is_named_for_a_config_held_as_cfg():
     assert str(info.value).splitlines()[1] == (
         "  [layer-count] layers.2.*: 1 block unexpected: the checkpoint has 3 blocks, the model 2; "
         "n_layers: 3 -> 2")
+
+
+def test_load_into_with_a_declared_cast_loads_a_half_save_into_a_float32_model(tmp_path):
+    import os
+
+    saved = tiny(2)
+    path = tmp_path / "pretrain.pth"
+    # minimind's save: .half() on purpose, written to .tmp and moved into place
+    torch.save({k: v.half() for k, v in saved.state_dict().items()}, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(tiny(2, seed=1), path)
+    assert str(info.value).splitlines()[1:3] == [
+        "  [dtype] 18 tensors are float16 in the checkpoint, float32 in the model",
+        "      fix: save from the model in float32 (model.to(torch.float32) before saving), or build "
+        "the model in float16; a cast made on purpose is declared with pc.load_into(..., "
+        "dtype=torch.float16)"]
+    model = tiny(2, seed=1)
+    report = pc.load_into(model, path, dtype=torch.float16)
+    assert report.ok, str(report.diff)
+    assert str(report.diff).splitlines()[1] == (
+        f"  [dtype] 18 tensors float16 in {path}, float32 in the model: read as float32, as "
+        "dtype=torch.float16 declares")
+    assert next(model.parameters()).dtype == torch.float32
+    assert pc.diff({k: v.half().float() for k, v in saved.state_dict().items()}, model).ok
+    # another cast than the one declared is still a difference; so is a non-floating dtype=
+    with pytest.raises(pc.CheckpointMismatch, match=r"\[dtype\]"):
+        pc.load_into(tiny(2), path, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="torch.int8 is not a floating dtype"):
+        pc.load_into(tiny(2), path, dtype=torch.int8)
