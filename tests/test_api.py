@@ -517,3 +517,15 @@ def test_load_into_with_a_declared_cast_loads_a_half_save_into_a_float32_model(t
         pc.load_into(tiny(2), path, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="torch.int8 is not a floating dtype"):
         pc.load_into(tiny(2), path, dtype=torch.int8)
+
+
+def test_against_a_snapshot_the_model_is_what_differs(tmp_path):
+    path = tmp_path / "arch.json"
+    pc.save_schema(tiny(3), path)
+    lines = str(pc.diff(tiny(2), path, values=False)).splitlines()
+    assert lines[0] == f"model (TinyLM) differs from snapshot {path.name}: 7 unexpected (1 cause)"
+    assert lines[1] == ("  [layer-count] layers.2.*: 1 block unexpected: the snapshot has 3 blocks, "
+                        "the model 2; num_hidden_layers: 3 -> 2")
+    # a checkpoint is still what differs from the model
+    torch.save(tiny(3).state_dict(), tmp_path / "three.pt")
+    assert str(pc.diff(tiny(2), tmp_path / "three.pt")).startswith(f"{tmp_path / 'three.pt'} differs from model")

@@ -174,6 +174,8 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     )
     view.format = contents.format
     view.noun = contents.noun
+    view.name = path.name
+    view.expected_noun = f"{contents.noun} {path.name}"  # no code built it: not "the model"
     if values and not contents.meta and not view.has_values:  # values read, yet some tensors hold none
         view.dataless = dataless(view.tensors)
         view.has_values = True

@@ -66,8 +66,11 @@ class View:
     #: a config the training state keeps beside the weights (nanoGPT's ``model_args``),
     #: ``(where, config)``: shown by inspect, never compared (only ``pc.save``'s is)
     found_config: tuple[str, dict[str, Any]] | None = None
-    #: what explanations call this side when it is the expected one ("the model")
+    #: what explanations call this side when it is the expected one ("the model"; a file
+    #: compared as the expected side, as ``pytest-ckpt diff a.pt b.pt`` does: "checkpoint a.pt")
     expected_noun: str = "model"
+    #: the file's name, when this side is a file: two files compared are each called by theirs
+    name: str | None = None
     #: how this side's block count is said when it is the expected one and code built it
     #: ("your load built"); None: "the <expected_noun> has"
     built: str | None = None
