@@ -182,6 +182,10 @@ def load_into(
     >>> pc.load_into(model, "half.pt", dtype=torch.float16)     # doctest: +SKIP
     """
     __tracebackhide__ = True
+    if not isinstance(model, torch.nn.Module):
+        swapped = isinstance(model, (str, os.PathLike)) and isinstance(source, torch.nn.Module)
+        raise TypeError(f"pc.load_into(model, source): model must be an nn.Module to load into, got "
+                        f"{_what(model)}" + (_SWAPPED + "pc.load_into(model, path)" if swapped else ""))
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
     target, source_view = align(target, source_view)
@@ -243,6 +247,10 @@ def save(
     from . import formats
     from .formats.stored import config_hash
 
+    if not isinstance(path, (str, os.PathLike)):
+        swapped = isinstance(source, (str, os.PathLike)) and isinstance(path, (torch.nn.Module, Mapping))
+        raise TypeError(f"pc.save(source, path): path must be a str or os.PathLike, got {_what(path)}"
+                        + (_SWAPPED + "pc.save(model, path)" if swapped else ""))
     view = resolve(source, values=True)
     tensors = _cpu_preserving_ties(view.tensors)
     cfg = config_to_dict(config) if config is not None else view.config
@@ -318,6 +326,14 @@ def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None, lik
     view = resolve(source, values=False, like=_like(like))
     cfg = config_to_dict(config) if config is not None else view.config
     return golden.write(view.schema.to_dict(), cfg, Path(path))
+
+
+def _what(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, os.PathLike)) else type(value).__name__
+
+
+#: the end of an argument error when the two arguments were given the other way round
+_SWAPPED = ": the arguments are the other way round, "
 
 
 def _like(like):

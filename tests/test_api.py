@@ -529,3 +529,22 @@ def test_against_a_snapshot_the_model_is_what_differs(tmp_path):
     # a checkpoint is still what differs from the model
     torch.save(tiny(3).state_dict(), tmp_path / "three.pt")
     assert str(pc.diff(tiny(2), tmp_path / "three.pt")).startswith(f"{tmp_path / 'three.pt'} differs from model")
+
+
+def test_swapped_arguments_are_named(tmp_path):
+    model = tiny(2)
+    path = tmp_path / "ckpt.pt"
+    for where in (path, str(path)):  # absent: the path must not be read as a checkpoint
+        with pytest.raises(TypeError) as info:
+            pc.save(where, model)
+        assert str(info.value) == ("pc.save(source, path): path must be a str or os.PathLike, got TinyLM: "
+                                   "the arguments are the other way round, pc.save(model, path)")
+    assert not path.exists()
+    with pytest.raises(TypeError, match=r"path must be a str or os.PathLike, got int$"):
+        pc.save(model, 3)
+    pc.save(model, path)
+    with pytest.raises(TypeError) as info:
+        pc.load_into(str(path), model)
+    assert str(info.value) == (f"pc.load_into(model, source): model must be an nn.Module to load into, "
+                               f"got str {str(path)!r}: the arguments are the other way round, "
+                               "pc.load_into(model, path)")
