@@ -49,15 +49,22 @@ def load_matched_nothing(diff, expected, actual, ctx) -> list[Note]:
 def fresh_init(diff, expected, actual, ctx) -> list[Note]:
     """Tensors one side holds as a freshly built module does (``View.fresh``'s values, or one
     value everywhere, as a norm's weight of 1.0 or a bias of 0.0) while the other side's are
-    not: that side never loaded them."""
-    if not diff.values_compared:
+    not: that side never loaded them.
+
+    Only for a side a round trip's code made (``ctx.at_fault``) or one whose fresh values are
+    known: elsewhere (two trained models, a resumed run) a tensor at one value is no evidence of
+    a load that skipped it."""
+    sides = [(side, mine, theirs) for side, mine, theirs in (("actual", actual, expected),
+                                                             ("expected", expected, actual))
+             if ctx.at_fault == side or mine.fresh is not None]
+    if not diff.values_compared or not sides:
         return []
     found: dict[str, list[str]] = defaultdict(list)
     shown: dict[str, list[str]] = defaultdict(list)
     for name in diff.values:
         if name in ctx.explained:
             continue
-        for side, mine, theirs in (("actual", actual, expected), ("expected", expected, actual)):
+        for side, mine, theirs in sides:
             value = _as_built(name, mine, theirs)
             if value is not None:
                 found[side].append(name)
