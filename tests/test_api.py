@@ -366,7 +366,10 @@ def _bn_net(seed=0):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                               torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
-    net(torch.randn(2, 3, 8, 8))  # running stats that differ from a fresh model's
+    bn = net[1]  # running stats as training leaves them: not a fresh model's
+    bn.running_mean.copy_(torch.randn(4))
+    bn.running_var.copy_(torch.rand(4) + 0.5)
+    bn.num_batches_tracked.fill_(7)
     return net
 
 
