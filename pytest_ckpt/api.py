@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import torch
 
+from .checkpoint.casts import declared_cast
 from .checkpoint.configs import config_to_dict
 from .checkpoint import latest
 from .checkpoint.latest import LatestComplete
@@ -155,6 +156,7 @@ def load_into(
     weights_only: bool = True,
     expect_missing: Iterable[str] = (),
     only: str | Iterable[str] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> LoadReport:
     """Load ``source`` into ``model`` (wrapped or not): locate, canonicalize, check, then copy.
 
@@ -168,18 +170,29 @@ def load_into(
     covers the names under a module it names. Anything else missing still fails.
     ``only``: glob patterns of the names to check and load (a LoRA adapter file into a
     model whose base weights come from elsewhere); the rest of the model is left as it is.
+    ``dtype``: a cast made on purpose, declared: a floating tensor whose dtype differs from
+    the model's only by it (the checkpoint's or the model's is ``dtype``: a save that writes
+    ``.half()`` weights, loaded into a float32 model) is no difference, and is loaded cast
+    to the model's dtype; an info note counts them. Any other dtype difference still fails.
 
     >>> report = pc.load_into(model, "ckpt.pt", strict=False)   # doctest: +SKIP
     >>> report.diff.missing                                     # doctest: +SKIP
     ['lm_head.bias']
     >>> pc.load_into(clip, "towers.pt", expect_missing=["text_projection"])  # doctest: +SKIP
+    >>> pc.load_into(model, "half.pt", dtype=torch.float16)     # doctest: +SKIP
     """
     __tracebackhide__ = True
+    if not isinstance(model, torch.nn.Module):
+        swapped = isinstance(model, (str, os.PathLike)) and isinstance(source, torch.nn.Module)
+        raise TypeError(f"pc.load_into(model, source): model must be an nn.Module to load into, got "
+                        f"{_what(model)}" + (_SWAPPED + "pc.load_into(model, path)" if swapped else ""))
     target = module_view(model)
     source_view = resolve(source, values=True, like=target, weights_only=weights_only)
     target, source_view = align(target, source_view)
     if only is not None:
         target, source_view = restrict(target, source_view, only)
+    if dtype is not None:
+        source_view = declared_cast(target, source_view, dtype)
     # a load copies values: a tensor without any (a meta tensor) is a cause, whatever the source
     source_view.dataless = dataless(source_view.tensors)
     configs, config_strict = None, False
@@ -234,6 +247,10 @@ def save(
     from . import formats
     from .formats.stored import config_hash
 
+    if not isinstance(path, (str, os.PathLike)):
+        swapped = isinstance(source, (str, os.PathLike)) and isinstance(path, (torch.nn.Module, Mapping))
+        raise TypeError(f"pc.save(source, path): path must be a str or os.PathLike, got {_what(path)}"
+                        + (_SWAPPED + "pc.save(model, path)" if swapped else ""))
     view = resolve(source, values=True)
     tensors = _cpu_preserving_ties(view.tensors)
     cfg = config_to_dict(config) if config is not None else view.config
@@ -328,6 +345,14 @@ def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None, lik
     view = resolve(source, values=False, like=_like(like))
     cfg = config_to_dict(config) if config is not None else view.config
     return golden.write(view.schema.to_dict(), cfg, Path(path))
+
+
+def _what(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, os.PathLike)) else type(value).__name__
+
+
+#: the end of an argument error when the two arguments were given the other way round
+_SWAPPED = ": the arguments are the other way round, "
 
 
 def _like(like):

@@ -45,6 +45,14 @@ def test_exact_round_trips_are_never_flagged(tmp_path, suffix):
     assert pc.diff(tensors, loaded).ok
 
 
+def test_diff_with_rtol_alone():
+    # the public call with a relative tolerance only: within it ok, beyond it one value differs
+    assert pc.diff({"w": torch.tensor(1000.0)}, {"w": torch.tensor(1000.5)}, rtol=1e-3).ok
+    d = pc.diff({"w": torch.tensor(1000.0)}, {"w": torch.tensor(1000.5)}, rtol=1e-4)
+    assert not d.ok and d.values == {"w": 0.5}
+    assert "rtol=0.0001" in str(d)
+
+
 def test_one_ulp_and_nan_position_are_differences():
     a = {"w": torch.tensor([1.0, float("nan"), 2.0])}
     ulp = {"w": torch.tensor([torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item(), float("nan"), 2.0])}
@@ -350,3 +358,196 @@ def test_expect_missing_keeps_lora_bases_fresh():
     assert torch.equal(other.q.lora_A.weight, model.q.lora_A.weight)
     # strict=False reports, and a pattern that matches nothing changes nothing
     assert pc.load_into(other, adapters, strict=False, expect_missing=["nothing.*"]).diff.missing
+
+
+# -- a training state's damaged model beside a full EMA (issue 26, item 14) -------------------
+
+def _bn_net(seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    bn = net[1]  # running stats as training leaves them: not a fresh model's
+    bn.running_mean.copy_(torch.randn(4))
+    bn.running_var.copy_(torch.rand(4) + 0.5)
+    bn.num_batches_tracked.fill_(7)
+    return net
+
+
+BN_BUFFERS = ["1.num_batches_tracked", "1.running_mean", "1.running_var"]
+
+
+def _ema_state(tmp_path, ema):
+    """The user's save: the model as named_parameters() (BatchNorm's running stats dropped),
+    beside a full EMA."""
+    net = _bn_net()
+    path = tmp_path / "train.pt"
+    torch.save({"epoch": 3, "model": {n: p for n, p in net.named_parameters()}, "ema": ema(net),
+                "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict()}, path)
+    return path
+
+
+def _averaged(net):
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    avg = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.99))
+    avg.update_parameters(net)
+    return avg.state_dict()  # module.* and n_averaged
+
+
+@pytest.mark.parametrize("ema", [lambda net: {k: v.clone() for k, v in net.state_dict().items()},
+                                 _averaged], ids=["state-dict-copy", "AveragedModel"])
+def test_a_partial_model_beside_a_full_ema_fails_naming_the_model_not_the_ema(tmp_path, ema):
+    path = _ema_state(tmp_path, ema)
+    assert pc.schema(path, like=_bn_net()).located_at == ("model",)
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(_bn_net(1), path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path} differs from model (Sequential): 3 missing (1 cause)"
+    assert lines[1] == (
+        f"  [partial] model in {path}, the training state's model, lacks 3 tensors that ema beside "
+        f"it holds: {', '.join(BN_BUFFERS)}; read model, not ema (which fits the model, but is "
+        "another copy of its weights, e.g. an EMA)")
+    assert lines[2].startswith("      fix: save the whole model.state_dict() as model "
+                               "(named_parameters() leaves out buffers")
+    assert "n_averaged" not in str(info.value) and "head" not in str(info.value)
+    # strict=False loads the model's own tensors and reports what it lacks
+    target = _bn_net(1)
+    report = pc.load_into(target, path, strict=False)
+    assert report.located_at == ("model",) and report.diff.missing == BN_BUFFERS
+    assert torch.equal(target[0].weight, _bn_net()[0].weight)
+
+
+def test_a_partial_model_turns_its_schema_snapshot_red(tmp_path):
+    good = tmp_path / "good.pt"
+    net = _bn_net()
+    torch.save({"model": net.state_dict(), "ema": {k: v.clone() for k, v in net.state_dict().items()}},
+               good)
+    golden = tmp_path / "arch.json"
+    pc.save_schema(good, golden, like=net)
+    assert pc.diff(good, golden, values=False, like=net).ok
+    bad = _ema_state(tmp_path, lambda n: {k: v.clone() for k, v in n.state_dict().items()})
+    d = pc.diff(bad, golden, values=False, like=net)  # what ckpt_snapshot.assert_match(like=) runs
+    assert not d.ok and d.unexpected == BN_BUFFERS
+    assert [n.kind for n in d.notes if not n.info] == ["partial"]
+
+
+def test_without_like_the_larger_copy_is_read_and_inspect_says_what_the_model_lacks(tmp_path):
+    path = _ema_state(tmp_path, lambda n: {k: v.clone() for k, v in n.state_dict().items()})
+    found = pc.inspect(path)
+    assert found.schema.located_at == ("ema",)  # without like=: the most tensors, as documented
+    assert (f"model in {path}, which the training state names as the model, lacks 3 tensors that "
+            f"ema holds ({', '.join(BN_BUFFERS)}): ema was read; pass like= the model to check "
+            "model itself") in [n.text for n in found.notes]
+
+
+def test_an_ema_kept_as_an_averaged_model_loads_into_the_bare_model(tmp_path):
+    net = _bn_net()
+    target = _bn_net(1)
+    report = pc.load_into(target, _averaged(net))
+    assert report.ok and report.stripped == ("module.",), str(report.diff)
+    assert [n.text for n in report.diff.notes] == [
+        "n_averaged left out and wrapper prefix module. removed from every name in state dict "
+        "(torch.optim.swa_utils.AveragedModel keeps the model as .module and counts its updates "
+        "beside it)"]
+    assert pc.diff(net, target).ok
+    # two AveragedModels compare their counters too: n_averaged is state of theirs
+    other = _averaged(net)
+    other["n_averaged"] += 1
+    assert pc.diff(_averaged(net), other).values == {"n_averaged": 1.0}
+
+
+def test_full_copies_or_a_smaller_model_beside_a_larger_one_are_no_partial_model(tmp_path):
+    net = _bn_net()
+    full = {k: v.clone() for k, v in net.state_dict().items()}
+    path = tmp_path / "full.pt"
+    torch.save({"model": net.state_dict(), "ema": full}, path)
+    assert pc.load_into(_bn_net(1), path).located_at == ("model",)
+    # a student beside its teacher: a smaller model lacks whole blocks, it is not damaged
+    student, teacher = tiny(2), tiny(4)
+    path = tmp_path / "distill.pt"
+    torch.save({"model": student.state_dict(), "teacher": teacher.state_dict()}, path)
+    report = pc.load_into(tiny(4, seed=1), path)
+    assert report.ok and report.located_at == ("teacher",)
+    assert pc.load_into(tiny(2, seed=1), path).located_at == ("model",)
+
+
+def test_the_layer_field_is_named_for_a_config_held_as_cfg():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        n_layers: int
+        dim: int = 8
+
+    class Net(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg = cfg  # not .config: the hint must still name the field
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(cfg.dim, cfg.dim) for _ in range(cfg.n_layers))
+
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(Net(Cfg(2)), Net(Cfg(3)).state_dict())
+    assert str(info.value).splitlines()[1] == (
+        "  [layer-count] layers.2.*: 1 block unexpected: the checkpoint has 3 blocks, the model 2; "
+        "n_layers: 3 -> 2")
+
+
+def test_load_into_with_a_declared_cast_loads_a_half_save_into_a_float32_model(tmp_path):
+    import os
+
+    saved = tiny(2)
+    path = tmp_path / "pretrain.pth"
+    # minimind's save: .half() on purpose, written to .tmp and moved into place
+    torch.save({k: v.half() for k, v in saved.state_dict().items()}, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.load_into(tiny(2, seed=1), path)
+    assert str(info.value).splitlines()[1:3] == [
+        "  [dtype] 18 tensors are float16 in the checkpoint, float32 in the model",
+        "      fix: save from the model in float32 (model.to(torch.float32) before saving), or build "
+        "the model in float16; a cast made on purpose is declared with pc.load_into(..., "
+        "dtype=torch.float16)"]
+    model = tiny(2, seed=1)
+    report = pc.load_into(model, path, dtype=torch.float16)
+    assert report.ok, str(report.diff)
+    assert str(report.diff).splitlines()[1] == (
+        f"  [dtype] 18 tensors float16 in {path}, float32 in the model: read as float32, as "
+        "dtype=torch.float16 declares")
+    assert next(model.parameters()).dtype == torch.float32
+    assert pc.diff({k: v.half().float() for k, v in saved.state_dict().items()}, model).ok
+    # another cast than the one declared is still a difference; so is a non-floating dtype=
+    with pytest.raises(pc.CheckpointMismatch, match=r"\[dtype\]"):
+        pc.load_into(tiny(2), path, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="torch.int8 is not a floating dtype"):
+        pc.load_into(tiny(2), path, dtype=torch.int8)
+
+
+def test_against_a_snapshot_the_model_is_what_differs(tmp_path):
+    path = tmp_path / "arch.json"
+    pc.save_schema(tiny(3), path)
+    lines = str(pc.diff(tiny(2), path, values=False)).splitlines()
+    assert lines[0] == f"model (TinyLM) differs from snapshot {path.name}: 7 unexpected (1 cause)"
+    assert lines[1] == ("  [layer-count] layers.2.*: 1 block unexpected: the snapshot has 3 blocks, "
+                        "the model 2; num_hidden_layers: 3 -> 2")
+    # a checkpoint is still what differs from the model
+    torch.save(tiny(3).state_dict(), tmp_path / "three.pt")
+    assert str(pc.diff(tiny(2), tmp_path / "three.pt")).startswith(f"{tmp_path / 'three.pt'} differs from model")
+
+
+def test_swapped_arguments_are_named(tmp_path):
+    model = tiny(2)
+    path = tmp_path / "ckpt.pt"
+    for where in (path, str(path)):  # absent: the path must not be read as a checkpoint
+        with pytest.raises(TypeError) as info:
+            pc.save(where, model)
+        assert str(info.value) == ("pc.save(source, path): path must be a str or os.PathLike, got TinyLM: "
+                                   "the arguments are the other way round, pc.save(model, path)")
+    assert not path.exists()
+    with pytest.raises(TypeError, match=r"path must be a str or os.PathLike, got int$"):
+        pc.save(model, 3)
+    pc.save(model, path)
+    with pytest.raises(TypeError) as info:
+        pc.load_into(str(path), model)
+    assert str(info.value) == (f"pc.load_into(model, source): model must be an nn.Module to load into, "
+                               f"got str {str(path)!r}: the arguments are the other way round, "
+                               "pc.load_into(model, path)")

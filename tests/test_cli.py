@@ -44,6 +44,15 @@ def test_diff_exit_codes(files, capsys):
     assert payload["ok"] is False and payload["missing"]
 
 
+def test_diff_of_two_files_names_each_file_not_the_model(files, capsys):
+    a, b, _ = files
+    assert main(["diff", str(a), str(b), "--no-values"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("  [layer-count] layers.2-3.*: blocks 2-3 missing: the checkpoint a.safetensors "
+                        "has 4 blocks, the checkpoint b.pt 2; num_hidden_layers: 2 -> 4")
+    assert lines[0] == f"{b} differs from {a}: 14 missing (1 cause)"
+
+
 def test_verify_and_unreadable_input(files, tmp_path, capsys):
     a, _, _ = files
     assert main(["verify", str(a)]) == 0

@@ -11,6 +11,7 @@ carries it, and where a target schema is known, only as deep as matches it best
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from collections.abc import Set as AbstractSet
@@ -40,6 +41,9 @@ WRAPPERS = (
     Wrapper("_fsdp_wrapped_module.", "FSDP1", reserved=True),
     Wrapper("_checkpoint_wrapped_module.", "activation checkpointing", reserved=True),
 )
+#: names a wrapper keeps beside the wrapped module's names, with the wrapper that adds them:
+#: left out when the other side is the bare model (an EMA kept as an AveragedModel)
+WRAPPER_SIDE_NAMES = {"n_averaged": ("module.", "torch.optim.swa_utils.AveragedModel")}
 WRAPPER_PREFIXES = tuple(w.prefix for w in WRAPPERS)
 RESERVED_SEGMENTS = tuple(w.prefix for w in WRAPPERS if w.reserved)
 _ADDED_BY = {w.prefix: w.added_by for w in WRAPPERS}
@@ -69,6 +73,8 @@ class Naming:
     added: tuple[str, ...] = field(default=())
     #: names that do not carry the ``foreign`` prefix, read as they are (the head beside a base model)
     kept: tuple[str, ...] = field(default=())
+    #: source names left out: a wrapper's own bookkeeping (:data:`WRAPPER_SIDE_NAMES`)
+    dropped: tuple[str, ...] = field(default=())
 
     def names(self) -> set[str]:
         return set(self._names)
@@ -76,7 +82,7 @@ class Naming:
     @property
     def identity(self) -> bool:
         """Every name is read as it is: nothing stripped or removed."""
-        return not (self.stripped or self.inner or self.foreign or self.added)
+        return not (self.stripped or self.inner or self.foreign or self.added or self.dropped)
 
     @cached_property
     def _names(self) -> frozenset[str]:
@@ -155,16 +161,38 @@ def best_naming(
     holding it), it is added. ``attributes=False``: wrapper prefixes only (a schema snapshot
     pins its names).
     """
-    options = namings(names)
     if target is None:
-        return options[-1]
+        return namings(names)[-1]
     if not isinstance(target, AbstractSet):  # sets and key views are used as they are
         target = set(target)
+    if not isinstance(names, (Mapping, AbstractSet)):
+        names = list(names)
+    side = _wrapper_side_names(names, target)
+    if side:
+        rest = best_naming([n for n in names if n not in side], target, attributes=attributes)
+        return dataclasses.replace(rest, dropped=side)
+    options = namings(names)
     if len(options) == 1:  # nothing to strip (the usual case): no name sets to build
         best = options[0]
     else:
         best = max(options, key=lambda n: (len(n._names & target), len(n.stripped)))
     return (_foreign_prefix(best, target) if attributes else None) or best
+
+
+def _wrapper_side_names(names, target: AbstractSet[str]) -> tuple[str, ...]:
+    """The wrapper side names (``n_averaged``) that ``target`` lacks, when every other name
+    carries that wrapper's prefix: an ``AveragedModel``'s state dict read for the bare model."""
+    side = tuple(n for n, (prefix, _) in WRAPPER_SIDE_NAMES.items() if n in names and n not in target)
+    if not side:
+        return ()
+    prefixes = {WRAPPER_SIDE_NAMES[n][0] for n in side}
+    rest = [n for n in names if n not in side]
+    return side if len(prefixes) == 1 and rest and _universal_prefix(rest) in prefixes else ()
+
+
+def side_names_added_by(dropped: Iterable[str]) -> str:
+    """What keeps these side names: ``"torch.optim.swa_utils.AveragedModel"``."""
+    return ", ".join(dict.fromkeys(WRAPPER_SIDE_NAMES[n][1] for n in dropped))
 
 
 def _foreign_prefix(naming: Naming, target: AbstractSet[str]) -> Naming | None:
@@ -204,14 +232,23 @@ def strip_prefix(name: str, prefix: str) -> str:
 def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:
     """The first component that ``names`` carry (``model.`` of a LightningModule holding the
     model as ``self.model``; transformers' ``base_model_prefix`` of a ``...ForCausalLM``
-    checkpoint read into its base model), when ``target`` has no name starting with it and
-    removing it once makes more names match ``target``; else ``None``. Every name carries
-    it, or all but a few that stay as they are (the ``lm_head`` a base model lacks). Never
-    guessed without a target.
+    checkpoint read into its base model), when removing it once makes more names match
+    ``target``; else ``None``. Every name carries it, or all but a few that stay as they are
+    (the ``lm_head`` a base model lacks). Never guessed without a target.
+
+    What decides is how the names match once it is removed, not whether the target has a
+    child of that name: a LightningModule's ``self.model`` holding a ``LlamaForCausalLM``
+    saves ``model.model.layers...``, read into the causal LM whose own child is ``model``.
+    When the target has names under the prefix too, more than half the names carrying it must
+    match once it is removed (a real drift, a block more, still leaves most matching): one
+    better match is no reason to read a name another way than the target itself spells it.
 
     >>> attribute_prefix({"model.l1.weight", "model.l1.bias"}, {"l1.weight", "l1.bias"})
     'model.'
     >>> attribute_prefix({"model.l1.weight", "model.norm", "lm_head.weight"}, {"l1.weight", "norm"})
+    'model.'
+    >>> attribute_prefix({"model.model.l1.weight", "model.lm_head.weight"},
+    ...                  {"model.l1.weight", "lm_head.weight"})
     'model.'
     >>> attribute_prefix({"model.l1.weight"}, {"model.l1.weight", "l1.weight"}) is None
     True
@@ -220,14 +257,18 @@ def attribute_prefix(names: AbstractSet[str], target: AbstractSet[str]) -> str |
     if not names or not target:
         return None
     prefix = _carried_prefix(names)
-    if prefix is None or any(t.startswith(prefix) for t in target):
+    if prefix is None:
         return None
     n = len(prefix)
     stripped = [name[n:] for name in names if name.startswith(prefix)]
     if len(stripped) < len(names) and not names.isdisjoint(stripped):
         return None  # removing it would give two names the same one: not an attribute prefix
     matched = sum(1 for name in stripped if name in target)
-    return prefix if matched > len(names & target) else None
+    if matched <= len(names & target):
+        return None
+    if 2 * matched <= len(stripped) and any(t.startswith(prefix) for t in target):
+        return None  # the target's own child has that name, and most names would still not match
+    return prefix
 
 
 def attribute_prefix_added(names: AbstractSet[str], target: AbstractSet[str]) -> str | None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import torch  # noqa: F401  (the doctests' namespace)
+import torch
 
 from ..formats.jsonable import jsonable
 
-__all__ = ["ABSENT", "LAYER_FIELDS", "VOLATILE_FIELDS", "DEFAULTED_FIELDS", "config_to_dict", "flatten",
-           "config_fields_diff", "layer_field", "int_fields_equal"]
+__all__ = ["ABSENT", "CONFIG_KEYS", "LAYER_FIELDS", "VOLATILE_FIELDS", "DEFAULTED_FIELDS", "config_to_dict", "flatten",
+           "config_fields_diff", "layer_field", "int_fields_equal", "module_config"]
+
+#: names under which training code keeps a model's config: keys beside the weights in a training
+#: state (nanoGPT's ``model_args``), attributes of a model (transformers' ``.config``, ``.cfg``)
+CONFIG_KEYS = ("model_args", "model_config", "config", "hyper_parameters", "hparams", "cfg", "args")
 
 #: names of the layer-count field, in the order they are looked for
 LAYER_FIELDS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "depth")
@@ -63,6 +67,37 @@ def readable_config(cfg: Any) -> dict[str, Any] | None:
         return config_to_dict(cfg)
     except (TypeError, ValueError):
         return None
+
+
+def module_config(module: Any) -> dict[str, Any] | None:
+    """The config a model keeps as an attribute, as a dict: ``.config`` (transformers) as it is;
+    else the first attribute named as in :data:`CONFIG_KEYS` (``.cfg``, ``.args``, ...), then the
+    first dataclass or ``to_dict()`` attribute, that holds a layer-count field; else ``None``.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Cfg:
+    ...     n_layers: int = 2
+    >>> class Net(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.cfg = Cfg()
+    >>> module_config(Net())
+    {'n_layers': 2}
+    """
+    found = readable_config(getattr(module, "config", None))
+    if found is not None:
+        return found
+    named = [getattr(module, key, None) for key in CONFIG_KEYS if key != "config"]
+    typed = [v for k, v in vars(module).items() if not k.startswith("_") and not isinstance(v, type)
+             and (dataclasses.is_dataclass(v) or callable(getattr(v, "to_dict", None)))]
+    for value in named + typed:
+        if value is None or isinstance(value, (torch.Tensor, torch.nn.Module, str, bytes, int, float)):
+            continue
+        cfg = readable_config(value)
+        if cfg and layer_field(cfg):
+            return cfg
+    return None
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any] | None:

@@ -39,6 +39,24 @@ class Candidate:
         return any(isinstance(p, int) for p in self.path)
 
 
+#: keys under which training states keep the model itself (beside an EMA, a teacher, ...)
+MODEL_KEYS = frozenset({"model", "state_dict", "model_state_dict", "model_state", "net", "network",
+                        "model_weights"})
+
+
+def named_model(found: Sequence[Candidate]) -> Candidate | None:
+    """The one candidate a training state names as the model (its key is in :data:`MODEL_KEYS`),
+    else ``None`` (none, or several).
+
+    >>> sd = {"w": torch.zeros(2)}
+    >>> named_model(candidates({"model": sd, "ema": dict(sd)})).path
+    ('model',)
+    """
+    named = [c for c in found if c.path and not c.per_parameter_state
+             and isinstance(c.path[-1], str) and c.path[-1] in MODEL_KEYS]
+    return named[0] if len(named) == 1 else None
+
+
 def format_path(path: Sequence[str | int]) -> str:
     """``("trainer", "var_wo_ddp")`` -> ``trainer.var_wo_ddp``; ``()`` -> ``<top level>``."""
     if not path:

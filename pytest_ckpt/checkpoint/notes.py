@@ -19,6 +19,10 @@ NOTE_KINDS = (
     "unexpected",
     "renamed",
     "candidates",
+    # values that are the other side's rounded to float16/bfloat16 and back: a cast
+    "cast",
+    # a training state's model lacks tensors a copy beside it (an EMA) holds
+    "partial",
     # only= cut both sides down to a subset of names (info); adapters (PEFT/LoRA) that do not load
     "only",
     "adapter",

@@ -13,10 +13,10 @@ import torch
 from .notes import Note
 from ..errors import CheckpointError
 from . import canonical, frameworks, locate
-from .configs import config_to_dict, readable_config
+from .configs import CONFIG_KEYS, config_to_dict, module_config
 from .schema import Schema
 from .ties import module_tie_groups, tie_groups
-from .view import View, dataless, holds_values
+from .view import PartialModel, View, dataless, holds_values
 
 
 def resolve(
@@ -141,7 +141,7 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
         tensors=tensors,
         has_values=holds_values(tensors),
         ties=ties,
-        config=readable_config(getattr(inner, "config", None)),
+        config=module_config(inner),
         notes=notes,
         format="module",
         module=inner,
@@ -174,6 +174,8 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
     )
     view.format = contents.format
     view.noun = contents.noun
+    view.name = path.name
+    view.expected_noun = f"{contents.noun} {path.name}"  # no code built it: not "the model"
     if values and not contents.meta and not view.has_values:  # values read, yet some tensors hold none
         view.dataless = dataless(view.tensors)
         view.has_values = True
@@ -229,12 +231,21 @@ def tree_view(
             return 2 * len(names & target) - len(names ^ target)
     chosen = locate.choose(found, score)
     naming = canonical.best_naming(chosen.tensors, target, attributes=attributes)
+    partial = None
+    if target:
+        partial = _partial_model(found, chosen, naming, target, attributes)
+        if partial is not None:  # the training state's own model, damaged: read it, and say so
+            chosen, naming, partial = partial
     if naming.identity:  # read as they are: no renaming pass (chosen.tensors is our own dict)
         tensors, source_names = chosen.tensors, {}
     else:
-        tensors = {naming.rename[name]: t for name, t in chosen.tensors.items()}
+        tensors = {cur: chosen.tensors[src] for src, cur in naming.rename.items()}
         source_names = {c: s for s, c in naming.rename.items()}
     notes = _location_notes(chosen, found, naming, label, chosen_by_target=target is not None)
+    if not target:  # nothing to compare with: read the most tensors, but say what the model lacks
+        shadowed = _partial_model(found, chosen, naming, naming.names(), attributes)
+        if shadowed is not None:
+            notes.append(_shadowed_note(shadowed[2], label))
     if stored_ties is not None:
         ties = [tuple(sorted(_renamed(n, naming) for n in g)) for g in stored_ties]
     elif ties_expressible:
@@ -254,11 +265,36 @@ def tree_view(
         found_config=_config_beside(tree, chosen.path),
         attribute_prefix=((naming.foreign[0], "removed") if naming.foreign else
                           (naming.added[0], "added") if naming.added else None),
+        partial=partial,
     )
 
 
-#: keys under which training scripts keep the model's config beside its weights
-CONFIG_KEYS = ("model_args", "model_config", "config", "hyper_parameters", "hparams", "cfg", "args")
+def _partial_model(found, chosen: locate.Candidate, naming: canonical.Naming,
+                   target: AbstractSet[str], attributes: bool):
+    """``(candidate, naming, PartialModel)`` when the mapping the training state names as the
+    model (``model``, ``state_dict``, ...) lost to ``chosen`` only because it lacks tensors
+    ``chosen`` holds: a copy of the same model (an EMA) standing in for a damaged one. Else None.
+
+    A copy of the same model: ``chosen`` holds every tensor of it with the same shape, and
+    some tensor it lacks belongs to a module it has (BatchNorm's running stats beside its
+    weight, left out by a save of named_parameters()). A smaller model beside a larger one (a
+    student beside its teacher) lacks whole modules: that is another model, not a damaged one.
+    """
+    named = locate.named_model(found)
+    if named is None or named is chosen:
+        return None
+    own = canonical.best_naming(named.tensors, target, attributes=attributes)
+    theirs = {cur: chosen.tensors[src] for src, cur in naming.rename.items()}
+    mine = {cur: named.tensors[src] for src, cur in own.rename.items()}
+    if not mine.keys() < theirs.keys() or any(
+            tuple(t.shape) != tuple(theirs[n].shape) for n, t in mine.items()):
+        return None
+    lacking = sorted(n for n in theirs.keys() - mine.keys()
+                     if n in target and n.rpartition(".")[2] not in canonical.WRAPPER_SIDE_NAMES)
+    modules = {n.rpartition(".")[0] for n in mine}
+    if not any(n.rpartition(".")[0] in modules for n in lacking):
+        return None
+    return named, own, PartialModel(read=named.path, rival=chosen.path, lacking=tuple(lacking))
 
 
 def _config_beside(tree: Any, path: tuple) -> tuple[str, dict] | None:
@@ -306,7 +342,15 @@ def _location_notes(chosen, found, naming: canonical.Naming, label: str, *,
         ))
     if rivals:
         notes.append(_candidates_note(chosen, rivals, label))
-    if naming.stripped:
+    if naming.dropped:
+        notes.append(Note(
+            "prefix",
+            f"{', '.join(naming.dropped)} left out and wrapper prefix {''.join(naming.stripped)} "
+            f"removed from every name in {label} ({canonical.side_names_added_by(naming.dropped)} "
+            "keeps the model as .module and counts its updates beside it)",
+            info=True,
+        ))
+    elif naming.stripped:
         notes.append(Note(
             "prefix",
             f"wrapper prefix {''.join(naming.stripped)} removed from every name in {label} "
@@ -350,6 +394,17 @@ def _candidates_note(chosen: locate.Candidate, rivals: list[locate.Candidate], l
         names=tuple(locate.format_path(c.path) for c in [chosen, *ranked]),
         info=True,
     )
+
+
+def _shadowed_note(partial: PartialModel, label: str) -> Note:
+    # without a target the larger copy was read; partial.read is the model it would have been
+    model, read = locate.format_path(partial.read), locate.format_path(partial.rival)
+    return Note(
+        "candidates",
+        f"{model} in {label}, which the training state names as the model, lacks "
+        f"{_tensors(len(partial.lacking))} that {read} holds ({_listed(list(partial.lacking))}): "
+        f"{read} was read; pass like= the model to check {model} itself",
+        names=partial.lacking, info=True)
 
 
 def attribute_prefix_note(prefix: str, label: str, *, kept: Iterable[str] = (),

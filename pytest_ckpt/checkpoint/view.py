@@ -25,6 +25,17 @@ def holds_values(tensors: Mapping[str, torch.Tensor]) -> bool:
     return not any(map(_is_meta, tensors.values()))  # map runs at C speed: once per tensor
 
 
+@dataclass(frozen=True)
+class PartialModel:
+    """A training state's model that lacks tensors another mapping beside it holds (an EMA, a
+    copy): ``read`` was read, as the training state names it the model; ``rival`` fits the
+    other side better; ``lacking``: the canonical names ``rival`` holds and ``read`` lacks."""
+
+    read: tuple[str | int, ...]
+    rival: tuple[str | int, ...]
+    lacking: tuple[str, ...]
+
+
 @dataclass
 class View:
     """A source located and canonicalized, ready to compare.
@@ -55,8 +66,11 @@ class View:
     #: a config the training state keeps beside the weights (nanoGPT's ``model_args``),
     #: ``(where, config)``: shown by inspect, never compared (only ``pc.save``'s is)
     found_config: tuple[str, dict[str, Any]] | None = None
-    #: what explanations call this side when it is the expected one ("the model")
+    #: what explanations call this side when it is the expected one ("the model"; a file
+    #: compared as the expected side, as ``pytest-ckpt diff a.pt b.pt`` does: "checkpoint a.pt")
     expected_noun: str = "model"
+    #: the file's name, when this side is a file: two files compared are each called by theirs
+    name: str | None = None
     #: how this side's block count is said when it is the expected one and code built it
     #: ("your load built"); None: "the <expected_noun> has"
     built: str | None = None
@@ -71,6 +85,14 @@ class View:
     attribute_prefix: tuple[str, str] | None = None
     #: the framework that wrote the file (:func:`~.frameworks.saved_by`), when known
     saved_by: Any = None
+    #: the training state's model was read although another mapping fits better: it is partial
+    partial: PartialModel | None = None
+    #: this side's tensors as its model is built, before any load (a round trip's fresh
+    #: factory()): a tensor still equal to them was never loaded
+    fresh: Mapping[str, torch.Tensor] | None = None
+    #: the file this side was loaded from, as pytest-ckpt reads it (a round trip's checkpoint):
+    #: its wrapper prefixes explain a load that matched no name
+    read_from: "View | None" = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -88,8 +88,10 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     diff.expected_info = {**expected.info(), "config": exp_cfg}
     diff.actual_info = {**actual.info(), "config": act_cfg}
     at_fault = "expected" if expected.made_by else "actual" if actual.made_by else None
+    # two files (pytest-ckpt diff a.pt b.pt): "the checkpoint" alone would not say which
+    noun = actual.noun if expected.name is None or actual.name is None else f"{actual.noun} {actual.name}"
     ctx = Context(expected_config=exp_cfg, actual_config=act_cfg, atol=atol, rtol=rtol,
-                  noun=actual.noun, model=expected.expected_noun, built=expected.built,
+                  noun=noun, model=expected.expected_noun, built=expected.built,
                   fix_side=expected.made_by or actual.made_by, at_fault=at_fault)
     notes = [*expected.notes, *actual.notes, *diagnose(diff, expected, actual, ctx)]
     if stored_once:

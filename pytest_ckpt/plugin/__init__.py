@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{o.MARKER}(*variations): run the test once per checkpoint save-side variation "
         f"(ids [ckpt-<variation>]) with the `ckpt` fixture's roundtrip(); no arguments: "
-        f"{', '.join(DEFAULT)}. Also: layers-1, layers+1.",
+        f"{', '.join(DEFAULT)}. Also: {', '.join(n for n in VARIATIONS if n not in DEFAULT)}.",
     )
     config.addinivalue_line(
         "markers",

@@ -72,7 +72,10 @@ def _verdict(diff: Diff, problems) -> str:
     if diff.dataless:
         parts.append(f"{len(diff.dataless)} without data")
     causes = len(problems)
-    return (f"{diff.actual} differs from {diff.expected}: {', '.join(parts)} "
+    # a checkpoint is checked against the model; against a snapshot, the model is what changed
+    changed, reference = ((diff.expected, diff.actual) if diff.actual_info.get("format") == "snapshot"
+                          else (diff.actual, diff.expected))
+    return (f"{changed} differs from {reference}: {', '.join(parts)} "
             f"({causes} {'cause' if causes == 1 else 'causes'})")
 
 

@@ -34,6 +34,16 @@ def test_prefix_carried_by_only_some_keys_is_kept():
     assert naming.names() == {"module.w", "head.b"}
 
 
+@pytest.mark.parametrize("unprefixed", ["head.b", "zhead.b"], ids=["sorts-first", "sorts-last"])
+def test_a_prefix_is_stripped_only_when_every_key_carries_it_wherever_the_others_sort(unprefixed):
+    # the rule looks at the smallest and the largest name: an unprefixed name that sorts
+    # after the prefixed ones ("zhead.b") must keep the prefix on as surely as one before it
+    naming = canonical.best_naming(["module.w", unprefixed])
+    assert naming.stripped == ()
+    assert naming.names() == {"module.w", unprefixed}
+    assert [n.stripped for n in canonical.namings(["module.w", unprefixed])] == [()]
+
+
 def test_a_model_whose_own_child_is_called_module_is_not_mangled():
     # The target model really has a child named `module`: keep it.
     target = {"module.w", "module.b"}
@@ -93,10 +103,25 @@ def test_a_plain_module_with_a_child_named_module_is_not_unwrapped():
 def test_attribute_prefix_only_when_it_makes_names_match():
     names = {"model.l1.weight", "model.l1.bias"}
     assert canonical.attribute_prefix(names, {"l1.weight", "l1.bias"}) == "model."
-    assert canonical.attribute_prefix(names, {"l1.weight", "model.x"}) is None  # target has it
+    # the target has a child of that name, and half the names would still match nothing
+    assert canonical.attribute_prefix(names, {"l1.weight", "model.x"}) is None
     assert canonical.attribute_prefix(names, {"other.weight"}) is None  # matches nothing more
     assert canonical.attribute_prefix({"model.a", "net.b"}, {"a", "b"}) is None  # not one prefix
     assert canonical.attribute_prefix(names, set()) is None
+
+
+def test_attribute_prefix_removed_when_the_targets_own_child_has_that_name_too():
+    # a LightningModule's self.model holding a LlamaForCausalLM, read into the causal LM,
+    # whose own child is called model: what decides is that the names then match
+    target = {"model.embed.weight", "model.layers.0.w", "model.layers.1.w", "lm_head.weight"}
+    saved = {"model." + n for n in target}
+    assert canonical.attribute_prefix(saved, target) == "model."
+    assert canonical.best_naming(sorted(saved), target).names() == target
+    # a drift (a third block) still reads the names that match: the drift is the cause
+    assert canonical.attribute_prefix(saved | {"model.model.layers.2.w"}, target) == "model."
+    # most names still match nothing once it is removed: the names are read as they are
+    assert canonical.attribute_prefix({"model.model.a", "model.model.b", "model.lm_head.weight"},
+                                      target) is None
 
 
 def test_attribute_prefix_carried_by_all_but_a_head():

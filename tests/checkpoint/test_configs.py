@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pytest_ckpt.checkpoint.configs import (ABSENT, config_fields_diff, config_to_dict,
-                                            int_fields_equal, layer_field)
+                                            int_fields_equal, layer_field, module_config)
 
 
 @dataclasses.dataclass
@@ -81,3 +81,27 @@ def test_provenance_runtime_switches_and_unset_dtype_are_no_difference():
     # a dtype both sides set is still compared; so is everything else
     assert config_fields_diff({"dtype": "float32", "n_layer": 2}, {"dtype": "bfloat16", "n_layer": 3}) == {
         "dtype": ("float32", "bfloat16"), "n_layer": (2, 3)}
+
+
+@dataclasses.dataclass
+class Small:
+    n_layers: int = 3
+    dim: int = 8
+
+
+class Holder(torch.nn.Module):
+    def __init__(self, **attrs):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        for name, value in attrs.items():
+            setattr(self, name, value)
+
+
+def test_a_models_config_is_found_by_more_names_than_config_and_by_type():
+    assert module_config(Holder(cfg=Small())) == {"n_layers": 3, "dim": 8}
+    assert module_config(Holder(args={"n_layer": 4, "lr": 0.1})) == {"n_layer": 4, "lr": 0.1}
+    assert module_config(Holder(settings=Small(n_layers=5)))["n_layers"] == 5  # by type
+    # .config wins, as it is; a name or type without a layer count is not taken for a config
+    assert module_config(Holder(config={"hidden": 4}, cfg=Small())) == {"hidden": 4}
+    assert module_config(Holder(args={"lr": 0.1}, opts=Small)) is None
+    assert module_config(Holder()) is None

@@ -37,6 +37,14 @@ def test_every_dtype_with_tolerance(dtype):
     assert max_abs_diff(a, b, atol=0.5) == 1.0
 
 
+def test_rtol_alone_is_a_tolerance_relative_to_the_values():
+    # 1000 vs 1000.5: 5e-4 relative, 0.5 absolute. rtol alone must be honoured (not read as
+    # "exact"), and it must scale with the values (0.5 is far beyond any rtol of 1e-3 near 0)
+    a, b = torch.tensor([1000.0, 2.0]), torch.tensor([1000.5, 2.0])
+    assert max_abs_diff(a, b, rtol=1e-3) is None
+    assert max_abs_diff(a, b, rtol=1e-4) == 0.5
+
+
 @pytest.mark.parametrize("dtype, ints", [(torch.float16, torch.int16), (torch.bfloat16, torch.int16),
                                          (torch.float32, torch.int32), (torch.float64, torch.int64)])
 def test_one_ulp_is_a_difference(dtype, ints):

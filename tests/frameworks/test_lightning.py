@@ -86,3 +86,71 @@ def test_inspect_says_it_is_a_lightning_checkpoint(trained, capsys):
                       "global step 1; optimizer_states, lr_schedulers, loops beside the weights)")
     assert "  located at: state_dict" in out
     assert '  config:     (at hyper_parameters) {"hidden": 8, "lr": 0.1}' in out
+
+
+# -- a LightningModule holding a transformers causal LM (issue 26, item 4) ---------------------
+
+def _llama_config(layers: int = 2):
+    transformers = pytest.importorskip("transformers")
+    return transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                    num_hidden_layers=layers, num_attention_heads=2,
+                                    num_key_value_heads=2, max_position_embeddings=32)
+
+
+class LitCausalLM(L.LightningModule):
+    """The most common Lightning + transformers shape: the causal LM as self.model, whose own
+    base model is .model too, so the checkpoint's keys read model.model.layers..."""
+
+    def __init__(self, layers: int = 2):
+        super().__init__()
+        from transformers import LlamaForCausalLM
+
+        self.model = LlamaForCausalLM(_llama_config(layers))
+
+    def training_step(self, batch, batch_idx):
+        return self.model(input_ids=batch[0], labels=batch[0]).loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tmp_path_factory):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    d = tmp_path_factory.mktemp("lightning-llama")
+    torch.manual_seed(0)
+    lit = LitCausalLM()
+    data = torch.utils.data.TensorDataset(torch.randint(0, 32, (4, 8)))
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False,
+                        callbacks=[ModelCheckpoint(dirpath=d, save_last=True)],
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(lit, torch.utils.data.DataLoader(data, batch_size=2))
+    return lit, d / "last.ckpt"
+
+
+def test_a_lightning_module_holding_a_causal_lm_loads_into_the_bare_causal_lm(causal_lm):
+    from transformers import LlamaForCausalLM
+
+    lit, path = causal_lm
+    assert "model.model.layers.0.self_attn.q_proj.weight" in pc.schema(path)
+    bare = LlamaForCausalLM(_llama_config())
+    # the causal LM's own child is called model too: the prefix is removed because every
+    # name then matches, not refused because the target has a child of that name
+    report = pc.load_into(bare, path)
+    assert report.ok and report.stripped == ("model.",), str(report.diff)
+    assert not [n for n in report.diff.notes if not n.info]
+    assert pc.diff(lit.model, bare).ok  # the trained weights, after the step
+
+
+def test_a_depth_drift_in_the_lightning_causal_lm_is_named_as_one(causal_lm):
+    from transformers import LlamaForCausalLM
+
+    _, path = causal_lm
+    with pytest.raises(pc.CheckpointMismatch) as err:
+        pc.load_into(LlamaForCausalLM(_llama_config(layers=3)), path)
+    first = str(err.value).splitlines()[1]
+    assert first.startswith("  [layer-count] model.layers.2.*: block 2 missing"), str(err.value)
+    assert "[renamed]" not in str(err.value)

@@ -39,6 +39,10 @@ def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
 def test_marker_is_documented(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines([f"@pytest.mark.{o.MARKER}(*variations): *plain, dataparallel*"])
+    line = next(l for l in result.stdout.lines if l.startswith(f"@pytest.mark.{o.MARKER}("))
+    from pytest_ckpt.plugin.variations import VARIATIONS
+
+    assert all(f" {name}," in line or f" {name}." in line for name in VARIATIONS), line
 
 
 def test_help_documents_options_and_ini_keys(pytester):

@@ -21,8 +21,11 @@ from ...checkpoint.view import View
 from ..diff import Diff
 from .adapters import adapter_keys_match_nothing, merged_with_adapter_keys, noop_adapter
 from .blocks import incomplete, layer_count
+from .casts import rounded
 from .context import Context
 from .heads import base_model_head
+from .loading import fresh_init, load_matched_nothing
+from .located import partial_model
 from .names import missing, renamed, unexpected
 from .shapes import config, shape
 from .tensors import dataless, dtype, tied, tied_copies, values
@@ -32,6 +35,7 @@ __all__ = ["Context", "Rule", "RULES"]
 Rule = Callable[[Diff, View, View, Context], "list[Note]"]
 
 #: the rules, in the order they claim names: specific causes before generic ones
-RULES: list[Rule] = [layer_count, incomplete, adapter_keys_match_nothing, merged_with_adapter_keys,
+RULES: list[Rule] = [partial_model, layer_count, incomplete, adapter_keys_match_nothing, merged_with_adapter_keys,
                      renamed, base_model_head, missing, unexpected, shape, config, dtype, dataless,
-                     noop_adapter, values, tied, tied_copies]
+                     noop_adapter, load_matched_nothing, fresh_init, rounded, values, tied,
+                     tied_copies]

@@ -24,7 +24,8 @@ def dtype(diff, expected, actual, ctx) -> list[Note]:
             f"{plural(len(names), 'tensor')} {verb(len(names), 'is', 'are')} {an} in "
             f"the {ctx.noun}, {en} in the {ctx.model}{where}",
             fix=by_side(ctx, f"save from the model in {en} (model.to(torch.{en}) before saving), "
-                             f"or build the model in {an}",
+                             f"or build the model in {an}; a cast made on purpose is declared "
+                             f"with pc.load_into(..., dtype=torch.{an})",
                         load=f"your load casts them to {ctx.wrong(en, an)} (.half(), .to(), a "
                              f"torch_dtype=): keep {ctx.right(en, an)}, or declare the cast once "
                              f"with ckpt.roundtrip(..., dtype=torch.{ctx.wrong(en, an)})",

@@ -1,0 +1,63 @@
+"""The interrupted judge's verdict (``compare.origin``) on real files: a torn multi-shard save
+read back as a mix of the previous and the new checkpoint is "mixed", never "new"."""
+
+import json
+
+import torch
+from safetensors.torch import save_file
+
+import pytest_ckpt as pc
+from pytest_ckpt.compare.origin import origin
+from tests.tinymodel import tiny
+
+INDEX = "model.safetensors.index.json"
+
+
+def sharded(directory, sd, shards):
+    """``sd`` written the way save_pretrained shards it: one safetensors file per shard, an index."""
+    directory.mkdir(exist_ok=True)
+    weight_map = {}
+    for shard, names in shards.items():
+        save_file({n: sd[n].contiguous() for n in names}, directory / shard)
+        weight_map.update(dict.fromkeys(names, shard))
+    (directory / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def two_states():
+    torch.manual_seed(0)
+    previous = {k: v.clone() for k, v in tiny(2).state_dict().items()}
+    new = {k: v + 0.5 if v.is_floating_point() else v.clone() for k, v in previous.items()}
+    return previous, new
+
+
+def test_a_torn_multi_shard_checkpoint_is_mixed_with_counts(tmp_path):
+    previous, new = two_states()
+    names = sorted(previous)
+    half = len(names) // 2
+    shards = {"model-00001-of-00002.safetensors": names[:half],
+              "model-00002-of-00002.safetensors": names[half:]}
+    sharded(tmp_path / "ckpt", previous, shards)
+    # the next save_pretrained into the same directory rewrote shard 1, then was killed: shard 2
+    # still holds the previous step's tensors, and every file reads back whole
+    save_file({n: new[n].contiguous() for n in names[:half]},
+              tmp_path / "ckpt" / "model-00001-of-00002.safetensors")
+    pc.verify(tmp_path / "ckpt")  # nothing for an integrity check to see: a silent divergence
+    loaded = pc.load_state_dict(tmp_path / "ckpt")
+
+    found = origin(loaded, previous, new)
+
+    assert found.verdict == "mixed"
+    assert (found.from_a, found.from_b, found.neither) == (len(names) - half, half, 0)
+    assert str(found) == (f"{len(names) - half} tensors from the previous checkpoint, "
+                          f"{half} from the new one, 0 from neither")
+
+
+def test_whole_checkpoints_are_previous_or_new_and_a_fresh_model_is_none(tmp_path):
+    previous, new = two_states()
+    names = sorted(previous)
+    shards = {"model-00001-of-00001.safetensors": names}
+    for which, sd in (("previous", previous), ("new", new)):
+        sharded(tmp_path / which, sd, shards)
+        assert origin(pc.load_state_dict(tmp_path / which), previous, new).verdict == which
+    fresh = {k: torch.full_like(v, 7.0) if v.is_floating_point() else v for k, v in previous.items()}
+    assert origin(fresh, previous, new).verdict == "none"
