@@ -53,8 +53,8 @@ class Findings:
     trained: frozenset[str] = frozenset()
     #: module path -> the earlier step of the uninterrupted run whose weights it holds after load
     behind: Mapping[str, int] = field(default_factory=dict)
-    #: path -> where the checkpoint holds its state (``'["optimizer"]'``), ``None``: nowhere; absent: unknown
-    saved: Mapping[str, str | None] = field(default_factory=dict)
+    #: path -> where the checkpoint holds its state (a :class:`~.saved.Location`), ``None``: nowhere; absent: unknown
+    saved: Mapping[str, Any] = field(default_factory=dict)
     #: module path -> (where the checkpoint holds its weights, the wrapper prefixes their names carry)
     prefixes: Mapping[str, tuple[tuple, tuple[str, ...]]] = field(default_factory=dict)
     #: resumed on another world size: the samples the resumed ranks did not cover exactly once
