@@ -4,7 +4,6 @@ and each bug's first line names its root (the counter, the stream, the loader, t
 from __future__ import annotations
 
 import pytest
-import torch
 
 import pytest_ckpt as pc
 from tests.resume import projects as P
