@@ -63,22 +63,29 @@ class Evidence:
     def __init__(self, checkpoint: Path, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
         self.checkpoint, self.expected, self.actual = checkpoint, expected, actual
         self._held: Any = None
+        self._partial = False
         self._read = False
 
     @property
     def held(self) -> Mapping[str, Any] | None:
         """The checkpoint's objects by file name (``None``: none could be read)."""
         if not self._read:
-            self._held, self._read = read_checkpoint(self.checkpoint), True
+            saved = read_checkpoint(self.checkpoint)
+            # the safe readers' result (objects by file, and the files read only in part), or a plain mapping
+            self._held = getattr(saved, "objects", saved)
+            self._partial = bool(getattr(saved, "partial", None))
+            self._read = True
         return self._held
 
     def locations(self, diffs: Iterable[Difference]) -> dict[str, Location | None]:
         """path -> where the checkpoint holds the uninterrupted run's state of it (``None``: nowhere), for
-        every difference but a module's weights (those are read by name, with their prefixes)."""
+        every difference but a module's weights (those are read by name, with their prefixes). A file read
+        only in part may hold what was found nowhere: then only what was found is said."""
         wanted = [d for d in diffs if not d.absent and d.kind != "module"]
         if not wanted or self.held is None:
             return {}
-        return {d.path: where(self.held, d.kind, d.path, self.expected[d.path]) for d in wanted}
+        found = {d.path: where(self.held, d.kind, d.path, self.expected[d.path]) for d in wanted}
+        return {p: at for p, at in found.items() if at is not None or not self._partial}
 
     def where_actual(self, diffs: Iterable[Difference]) -> dict[str, tuple[Location, bool]]:
         """path -> where the checkpoint holds the state the resumed run has after load (``True``), or a state
