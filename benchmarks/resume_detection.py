@@ -63,6 +63,8 @@ KINDS: dict[str, set[str]] = {
     "data-position-restarts": {"resume-data"},
     # the loader's shuffle generator is an RNG stream the run holds, and the data it reshuffles
     "data-generator-not-restored": {"resume-rng", "resume-data"},
+    # the loader's state_dict() is in the checkpoint and not loaded: the loader is named, not its generator
+    "loader-not-restored": {"resume-data"},
     "counter-not-restored": {"resume-counter"},
     "weights-before-last-step": {"resume-weights"},
     "strict-false-loads-nothing": {"resume-weights"},
@@ -79,6 +81,7 @@ COMPONENTS: dict[str, set[str]] = {
     "numpy-rng-not-restored": {"rng:numpy"},
     "data-position-restarts": {"data"},
     "data-generator-not-restored": {"data"},
+    "loader-not-restored": {"data"},
     "counter-not-restored": {"counter"},
     "weights-before-last-step": {"weights"},
     "strict-false-loads-nothing": {"weights"},

@@ -60,6 +60,7 @@ BUG_NAMES = (
     "numpy-rng-not-restored",
     "data-position-restarts",
     "data-generator-not-restored",
+    "loader-not-restored",
     "counter-not-restored",
     "weights-before-last-step",
     "strict-false-loads-nothing",
@@ -69,7 +70,7 @@ BUG_NAMES = (
 _COMMON = (
     "optimizer-not-saved", "optimizer-not-loaded", "scheduler-not-restored",
     "torch-rng-not-restored", "data-position-restarts", "data-generator-not-restored",
-    "counter-not-restored", "weights-before-last-step", "strict-false-loads-nothing",
+    "loader-not-restored", "counter-not-restored", "weights-before-last-step", "strict-false-loads-nothing",
 )
 BUGS: dict[str, tuple[str, ...]] = {
     "mlp": _COMMON + ("python-rng-not-restored", "numpy-rng-not-restored", "ema-not-saved"),
@@ -213,6 +214,8 @@ def _load_model(model: torch.nn.Module, state: dict[str, torch.Tensor], bug: Opt
 
 
 def _load_loader(loader: ShuffledLoader, state: dict[str, Any], bug: Optional[str]) -> None:
+    if bug == "loader-not-restored":  # saved with the checkpoint, never loaded: the loader start built goes on
+        return
     loader.load_state_dict(state, restore_generator=bug != "data-generator-not-restored")
     if bug == "data-position-restarts":
         loader.index = 0  # restarts from the first batch of the saved epoch

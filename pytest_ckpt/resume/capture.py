@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import streams as global_streams
-from .state import Component, RunState, is_ndarray, optimizer_params, unwrap
+from .state import Component, RunState, config_fields, is_ndarray, optimizer_params, unwrap
 
 
 #: tensors up to this size are fingerprinted by a hash of their bytes, larger ones by a sum of their bits
@@ -44,6 +44,8 @@ def read(c: Component, names: Mapping[int, str]) -> Any:
         return obj.state_dict()
     if kind == "generator":
         return _generator_state(obj)
+    if kind == "config":
+        return config_fields(obj)
     if kind == "tensor":
         return obj.detach() if isinstance(obj, torch.Tensor) else obj
     if kind == "tensors":

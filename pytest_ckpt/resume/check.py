@@ -20,14 +20,15 @@ from typing import Any, Callable, Iterable
 
 from ..errors import NotReproducible, ResumeMismatch
 from . import streams as global_streams
-from .compare import (compare_states, first_divergence, first_state_divergence, ledger, losses_differ,
-                      matching_step, without_generator_echoes)
+from .compare import (Difference, compare_states, first_divergence, first_state_divergence, ledger,
+                      losses_differ, matching_step, without_generator_echoes)
 from .capture import Unreadable
+from .evidence import Evidence, set_aside
 from .report import ResumePoint, ResumeReport
 from .rules import Findings, explain
-from .saved import read_checkpoint, weight_prefix, where
-from .runner import Functions, Trace, resumed_half, uninterrupted
-from .state import available_streams
+from .saved import weight_prefix
+from .runner import Functions, Trace, resumed_half, seeded, uninterrupted
+from .state import available_streams, ignored
 
 #: seconds a fresh process may take for the resumed half, start-up included, when the caller gives none
 FRESH_PROCESS_TIMEOUT = 600.0
@@ -45,6 +46,7 @@ def check_resume(
     atol: float = 0.0,
     rtol: float = 0.0,
     reproducible: bool = True,
+    ignore: str | Iterable[str] = (),
     wrap: Callable | None = None,
     fresh_process: bool = False,
     workdir: str | Path | None = None,
@@ -58,6 +60,10 @@ def check_resume(
     :class:`~pytest_ckpt.errors.ResumeMismatch` (an ``AssertionError`` whose ``.report`` is the
     :class:`ResumeReport`) when anything differs, :class:`~pytest_ckpt.errors.NotReproducible` when the
     uninterrupted run disagrees with itself. The caller's global random states are put back at the end.
+
+    ``ignore``: paths of state the project re-derives on purpose rather than restoring (``"run.it"``,
+    ``'run["loader"]'``; ``*`` matches any run of characters; a path covers what lies inside it), or a
+    global stream (``"numpy"``): never read, never compared, listed in ``.not_compared``.
 
     Hooks for the pytest variations (keyword-only; the plugin passes them):
 
@@ -79,13 +85,13 @@ def check_resume(
     __tracebackhide__ = True
     points = resume_points(steps, at)
     _check_arguments(start=start, step=step, save=save, load=load, atol=atol, rtol=rtol)
-    fns = Functions(start, step, save, load, config, wrap)
+    fns = Functions(start, step, save, load, config, wrap, ignore_paths(ignore))
     job = None
     if fresh_process:
         from .child import FreshProcess
 
         job = FreshProcess.prepare(fns, timeout)  # raises ResumeUnavailable before anything runs
-    streams = available_streams()
+    streams = tuple(s for s in available_streams() if not ignored(s, fns.ignore))
     caller_streams = global_streams.save(streams)
     try:
         with _workdir(workdir) as directory:
@@ -124,14 +130,18 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     clock["reproducible"] = time.perf_counter()
     results = [_judge(ref, resume(at), at, steps, compared, atol, rtol, checkpoints[at], rerun) for at in points]
     clock["interrupted"] = time.perf_counter()
+    not_compared = _not_compared(ref, streams, points, compared, unstable, fns.ignore)
+    for point in results:
+        for path, why in point.set_aside.items():
+            not_compared.setdefault(path, why)
     seconds = {"uninterrupted": clock["uninterrupted"] - clock["start"],
                "reproducible": clock["reproducible"] - clock["uninterrupted"],
                "interrupted": clock["interrupted"] - clock["reproducible"],
                "total": clock["interrupted"] - clock["start"]}
     return ResumeReport(
         steps=steps, at=at_arg if isinstance(at_arg, tuple) else points[0], losses=list(ref.losses),
-        points=results, compared=compared, not_compared=_not_compared(ref, streams, points, compared, unstable),
-        atol=atol, rtol=rtol, seconds=seconds)
+        points=results, compared={p: k for p, k in compared.items() if p not in not_compared},
+        not_compared=not_compared, atol=atol, rtol=rtol, seconds=seconds)
 
 
 def _saves(workdir: Path, run: str, points: Iterable[int]) -> dict[int, Path]:
@@ -171,8 +181,9 @@ def _judge(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, 
            atol: float, rtol: float, checkpoint: Path, rerun: _Rerun) -> ResumePoint:
     """One resume point: what differs right after load, from which step, and why. The
     interrupted run's first ``at`` steps are the uninterrupted run's (it saved and went on)."""
-    # and what only the resumed run holds: a component its load added
-    kinds = {**compared, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds}}
+    # and what only the resumed run holds: a component its load added (a fresh process saw no ignore=)
+    kinds = {**compared, **{p: k for p, k in resumed.kinds.items()
+                            if p not in ref.kinds and not ignored(p, rerun.fns.ignore)}}
     paths = list(kinds)
     expected, actual = ref.snapshots[at], resumed.snapshots[at]
     after_load = without_generator_echoes(compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol),
@@ -181,36 +192,78 @@ def _judge(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, 
     losses = ref.losses[:at] + resumed.losses
     batches = ref.batches[:at] + resumed.batches
     first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
+    after_load, final, aside = set_aside(after_load, final, ref, resumed, continuation_matches=first is None,
+                                         batches_followed=None not in resumed.batches)
     if first is None and not after_load and not final:
-        return ResumePoint(at, losses)
-    behind = {}
-    for d in after_load:
+        return ResumePoint(at, losses, set_aside=aside)
+    for d in after_load:  # load left it as start built it
         d.untouched = d.path in resumed.before_load and resumed.before_load[d.path] == resumed.prints[0].get(d.path)
-        if d.kind in ("module", "tensors") and not d.untouched and d.path in resumed.prints[0]:
-            step = matching_step(rerun.ref().prints, d.path, resumed.prints[0][d.path], before=at)
-            if step is not None:
-                behind[d.path] = step
+    led = ledger(ref.batches, batches, at)
     if first is not None:
         step, what = first
         divergence = {"step": step, "what": what, "expected": ref.losses[step - 1], "actual": losses[step - 1]}
     else:
         divergence = _state_divergence(rerun, at, [d.path for d in (*after_load, *final)])
-    saved, prefixes = {}, {}
-    untouched = [d for d in after_load if d.untouched and d.kind != "module"]
-    held = read_checkpoint(checkpoint) if untouched else None
-    if held is not None:  # only to tell "not saved" from "saved, not loaded"
-        saved = {d.path: where(held.objects, d.kind, d.path, expected[d.path]) for d in untouched}
-        if held.partial:  # a file read only in part: a state found nowhere may still be in it
-            saved = {p: at for p, at in saved.items() if at is not None}
+    findings = _findings(ref, resumed, at, steps, after_load, final, led, (divergence["step"], divergence["what"]),
+                         kinds, checkpoint, rerun)
+    return ResumePoint(at, losses, divergence, explain(findings), [d.path for d in after_load], aside)
+
+
+def _findings(ref: Trace, resumed: Trace, at: int, steps: int, after_load: list[Difference],
+              final: list[Difference], led: list, divergence: tuple[int, str], kinds: dict[str, str],
+              checkpoint: Path, rerun: _Rerun) -> Findings:
+    """What the rules need beyond the differences: asked only as far as these differences need it."""
+    expected, actual = ref.snapshots[at], resumed.snapshots[at]
+    evidence = Evidence(checkpoint, expected, actual)
+    drawn: frozenset[str] = frozenset()
+    if _drawn_asks(after_load):  # load set it, or left what a random stream drew? one more start and load tells
+        try:
+            drawn = seeded(rerun.fns, checkpoint, at, rerun.streams, resumed.prints[0],
+                           [d.path for d in after_load if not d.absent and d.kind != "module"])
+        except Exception:  # noqa: BLE001 - evidence for the wording only: the verdict stands without it
+            drawn = frozenset()
+    # the earlier step of the uninterrupted run whose state a differing component holds after load
+    behind = {}
+    for d in after_load:
+        if d.path in resumed.prints[0] and _behind_asks(d, after_load, led, drawn):
+            step = matching_step(rerun.ref().prints, d.path, resumed.prints[0][d.path], before=at)
+            if step is not None:
+                behind[d.path] = step
+    prefixes = {}
     for d in after_load:  # weights that load left alone: do the checkpoint's names carry a wrapper prefix?
         found = weight_prefix(checkpoint, expected[d.path]) if d.untouched and d.kind == "module" else None
         if found and "".join(found[1]) != resumed.wrappers.get(d.path, ""):  # a prefix the live names lack
             prefixes[d.path] = found
-    findings = Findings(
-        at=at, steps=steps, restore=after_load, final=final, ledger=ledger(ref.batches, batches, at),
-        divergence=(divergence["step"], divergence["what"]), compared={p: kinds[p] for p in paths},
-        classes=ref.classes, trained=ref.trained, behind=behind, saved=saved, prefixes=prefixes)
-    return ResumePoint(at, losses, divergence, explain(findings), [d.path for d in after_load])
+    return Findings(
+        at=at, steps=steps, restore=after_load, final=final, ledger=led, divergence=divergence, compared=kinds,
+        classes={**resumed.classes, **ref.classes}, trained=ref.trained, behind=behind,
+        saved=evidence.locations(after_load), prefixes=prefixes, seeded=drawn,
+        bookkeeping=ref.bookkeeping | resumed.bookkeeping, casts=evidence.casts(after_load),
+        copies=evidence.copies(after_load, ref.trained), resumed_at=evidence.where_actual(after_load),
+        position=evidence.position(led, at))
+
+
+def _drawn_asks(after_load: list[Difference]) -> bool:
+    """Whether the wording needs to know what load left to chance: a random state load touched, a tensor
+    load set to another value, or a random state beside other state that may have been drawn from it."""
+    rng = [d for d in after_load if d.kind in ("global-rng", "generator") and not d.absent]
+    other = [d for d in after_load if d.kind in Evidence.DRAWN - {"global-rng", "generator"} and not d.absent]
+    return any(not d.untouched for d in rng) or bool(rng and other) or any(
+        d.kind == "tensor" and not d.untouched for d in other)
+
+
+def _behind_asks(d: Difference, after_load: list[Difference], led: list, drawn: frozenset[str]) -> bool:
+    """Whether a rule needs the step whose state ``d`` holds after load (it costs a rerun with fingerprints)."""
+    if d.absent:
+        return False
+    if d.kind in ("module", "tensors") and not d.untouched:
+        return True  # weights saved behind the optimizer, or an EMA behind the rest
+    if d.kind == "generator" and led and led[0].how == "repeated":
+        return True  # a generator back at the epoch start, the epoch drawn again
+    if d.kind in ("global-rng", "generator") and not d.untouched and d.path not in drawn:
+        return True  # restored from another time: which
+    counters = any(c.kind == "counter" and not c.absent and type(c.items[0][1]) is int for c in after_load)
+    return counters and d.kind in ("tensor", "tensors", "data", "state", "generator")
 
 
 def _state_divergence(rerun: _Rerun, at: int, differing: list[str]) -> dict:
@@ -252,8 +305,11 @@ def _compared(ref: Trace, points: tuple[int, ...]) -> dict[str, str]:
 
 
 def _not_compared(ref: Trace, streams: tuple[str, ...], points: tuple[int, ...], compared: dict[str, str],
-                  unstable: list[str]) -> dict[str, str]:
+                  unstable: list[str], ignore: tuple[str, ...]) -> dict[str, str]:
     out = {}
+    for pattern in ignore:
+        held = [p for p in (*ref.left_out, *available_streams()) if ignored(p, (pattern,))]
+        out[pattern] = ("left out with ignore=" if held else "ignore= names it, but the run holds nothing there")
     for s in streams:
         if s not in ref.drawn:
             out[s] = "no step of the uninterrupted run draws from it"
@@ -282,6 +338,20 @@ def resume_points(steps: Any, at: Any) -> tuple[int, ...]:
             raise ValueError(f"at={at!r}: each resume point must be a step from 1 to {steps - 1} "
                              f"(save after it, then resume; steps={steps})")
     return tuple(sorted(set(values)))
+
+
+def ignore_paths(ignore: Any) -> tuple[str, ...]:
+    """``ignore=`` as a tuple of paths: one path, or an iterable of them."""
+    values = (ignore,) if isinstance(ignore, str) else ignore
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise TypeError(f"ignore={ignore!r}: give a path (\"run.it\") or a tuple of paths") from None
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise TypeError(f"ignore={ignore!r}: each entry is a path such as \"run.it\" or 'run[\"loader\"]', "
+                            f"not {v!r}")
+    return values
 
 
 def _check_arguments(**kw: Any) -> None:

@@ -165,6 +165,40 @@ def same(exp: Any, act: Any, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
         return repr(exp) == repr(act)
 
 
+#: the dtypes a save or a load may round the weights through
+ROUND_TRIP_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def cast_round_trip(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> torch.dtype | None:
+    """The dtype whose rounding turns ``expected`` into ``actual``: every floating tensor of ``actual`` is
+    exactly ``expected`` cast to it and back, at least one differs, and nothing else does.
+
+    >>> w = {"w": torch.tensor([1.0, 1.0001, 3.14159])}
+    >>> cast_round_trip(w, {"w": w["w"].half().float()}), cast_round_trip(w, {"w": w["w"] + 1e-3})
+    (torch.float16, None)
+    """
+    if expected.keys() != actual.keys():
+        return None
+    for dtype in ROUND_TRIP_DTYPES:
+        differs = False
+        for k, e in expected.items():
+            a = actual[k]
+            if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor)) or e.shape != a.shape \
+                    or e.dtype != a.dtype:
+                return None
+            if same(e, a):
+                continue
+            if not e.is_floating_point() or e.dtype.itemsize <= dtype.itemsize:
+                break
+            if not same(e.to(dtype).to(e.dtype), a):
+                break
+            differs = True
+        else:
+            if differs:
+                return dtype
+    return None
+
+
 def losses_differ(exp: float, act: float, *, atol: float, rtol: float) -> bool:
     return not same(float(exp), float(act), atol=atol, rtol=rtol)
 

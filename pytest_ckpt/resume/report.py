@@ -25,6 +25,8 @@ class ResumePoint:
     notes: list[Note] = field(default_factory=list)
     #: components whose state differed right after load
     differs_after_load: list[str] = field(default_factory=list)
+    #: differences that are no cause by the evidence (bookkeeping while every batch matches): path -> why
+    set_aside: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

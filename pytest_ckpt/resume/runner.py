@@ -24,6 +24,8 @@ from .state import RunState, classes, run_state, unwrap
 SEED = 1234
 #: the seed before the resumed half's start: state that load does not restore cannot match by chance
 POISON = 987654321
+#: another such seed: what load sets does not change with it, what load leaves or draws does
+OTHER_POISON = 55555
 
 
 @dataclass
@@ -41,6 +43,12 @@ class Functions:
     load: Callable
     config: Any = None
     wrap: Callable | None = None
+    #: paths (and global streams) left out on purpose: never read, never compared (``ignore=``)
+    ignore: tuple[str, ...] = ()
+
+    def observe(self, run: Any, streams: tuple[str, ...]) -> RunState:
+        """The components of ``run`` the check reads: ``run_state`` less what ``ignore`` names."""
+        return run_state(run, streams=streams).without(self.ignore)
 
 
 @dataclass
@@ -62,6 +70,12 @@ class Trace:
     wrappers: dict[str, str] = field(default_factory=dict)
     #: the resumed half: fingerprints right after start, before load
     before_load: dict[str, Any] = field(default_factory=dict)
+    #: the paths the run held right after start (a component the step adds is not there)
+    started: frozenset[str] = frozenset()
+    #: the data pipeline's own bookkeeping (a DataLoader iterator's batch count, a sampler's cursor)
+    bookkeeping: frozenset[str] = frozenset()
+    #: the paths ``ignore=`` left out
+    left_out: frozenset[str] = frozenset()
 
 
 def name_of(fn: Any) -> str:
@@ -84,17 +98,17 @@ def start_run(fns: Functions, seed: int, streams: tuple[str, ...], doing: str) -
     global_streams.seed(streams, seed)
     args = () if fns.config is None else (fns.config,)
     run = call(fns.start, args, doing)
-    rs = state_of(run, fns.start, "built", streams)
+    rs = state_of(run, fns.start, "built", streams, fns.ignore)
     if fns.wrap is not None:
         for c in rs.trained_modules():
             wrapped = call(fns.wrap, (c.obj,), f"wrapping {c.path}")
             c.replace_in_run(wrapped)
-        rs = run_state(run, streams=streams)
+        rs = fns.observe(run, streams)
     return run, rs
 
 
-def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...]) -> RunState:
-    rs = run_state(run, streams=streams)
+def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...], ignore: tuple[str, ...] = ()) -> RunState:
+    rs = run_state(run, streams=streams).without(ignore)
     if not rs.of_kind("module"):
         found = ", ".join(f"{c.path} ({c.kind})" for c in list(rs)[:5]) or "nothing the check knows"
         raise ValueError(
@@ -134,20 +148,20 @@ def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, firs
         loss, batch = train_step(fns, run, n, label)
         trace.losses.append(loss)
         trace.batches.append(batch)
-        record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None)
+        record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None, ignore=fns.ignore)
         if after_step is not None:
             after_step(n, run)
 
 
 def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None,
-           rs: RunState | None = None) -> None:
+           rs: RunState | None = None, ignore: tuple[str, ...] = ()) -> None:
     """Fingerprints (at the level ``prints``) and, when ``snapshot`` is a step, a snapshot of ``run``
-    (``rs``: its components, when the caller has just found them)."""
+    (``rs``: its components, when the caller has just found them; else those not in ``ignore``)."""
     if prints == "draws":
         _watch(streams, trace)
     if snapshot is None and prints != "all":
         return
-    rs = rs or run_state(run, streams=streams)
+    rs = rs or run_state(run, streams=streams).without(ignore)
     if snapshot is not None:
         trace.snapshots[snapshot] = take_snapshot(rs, streams)
         _describe(trace, rs)
@@ -178,7 +192,7 @@ def uninterrupted(fns: Functions, steps: int, streams: tuple[str, ...], *, doing
     the check needs no separate run for it. A snapshot at a step is taken before its save.
     """
     run, rs = start_run(fns, SEED, streams, f"starting the {doing}")
-    trace = Trace()
+    trace = Trace(started=frozenset(rs.paths))
     _describe(trace, rs)
     record(run, streams, trace, prints, rs=rs)
     train(fns, run, streams, trace, 1, steps, prints=prints, label=f"the {doing}", snapshot_at=snapshot_at,
@@ -205,19 +219,38 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
     ``before_load`` the fingerprints right after start; ``prints[0]`` is right after load (every
     component) and, with ``prints="all"``, ``prints[j]`` after step ``at + j``.
     """
-    run, rs = start_run(fns, POISON, streams, f"starting the run resumed after step {at}")
+    run, rs, before = _start_and_load(fns, POISON, path, at, streams)
+    trace = Trace(before_load=before, started=frozenset(before) - set(streams))
+    record(run, streams, trace, "all", snapshot=at, rs=rs)
+    train(fns, run, streams, trace, at + 1, steps, prints=prints, label=f"the run resumed after step {at}",
+          snapshot_at=(steps,))
+    return trace
+
+
+def _start_and_load(fns: Functions, seed: int, path: Path, at: int,
+                    streams: tuple[str, ...]) -> tuple[Any, RunState, dict[str, Any]]:
+    """A run started under ``seed`` and loaded from ``path``, its components, and their fingerprints before load."""
+    run, rs = start_run(fns, seed, streams, f"starting the run resumed after step {at}")
     before = fingerprints(rs, streams)
     out = call(fns.load, (run, path), f"loading the checkpoint saved after step {at} from {path}")
     if out is not None and type(out) is not type(run):
         raise TypeError(f"{name_of(fns.load)} returned {_short_repr(out)} (a {type(out).__name__}), not the run "
                         f"(a {type(run).__name__}): load(run, path) returns the run to continue, or None")
     run = run if out is None else out
-    rs = state_of(run, fns.load, "returned", streams)
-    trace = Trace(before_load=before)
-    record(run, streams, trace, "all", snapshot=at, rs=rs)
-    train(fns, run, streams, trace, at + 1, steps, prints=prints, label=f"the run resumed after step {at}",
-          snapshot_at=(steps,))
-    return trace
+    return run, state_of(run, fns.load, "returned", streams, fns.ignore), before
+
+
+def seeded(fns: Functions, path: Path, at: int, streams: tuple[str, ...], after_load: Mapping[str, Any],
+           paths: Iterable[str]) -> frozenset[str]:
+    """Those of ``paths`` whose state right after load changes with the seed the resumed run starts from:
+    load did not set them, and they were drawn from a random stream (or left as start drew them).
+
+    ``after_load``: the fingerprints after load of the run started under :data:`POISON`. Costs one more
+    start and load, under another seed; only a failure asks for it.
+    """
+    run, rs, _ = _start_and_load(fns, OTHER_POISON, path, at, streams)
+    again = fingerprints(rs, streams)
+    return frozenset(p for p in paths if p in again and p in after_load and again[p] != after_load[p])
 
 
 def _describe(trace: Trace, rs: RunState) -> None:
@@ -225,6 +258,8 @@ def _describe(trace: Trace, rs: RunState) -> None:
         trace.kinds.setdefault(path, kind)
     trace.classes.update(classes(rs))
     trace.trained = trace.trained | {c.path for c in rs.trained_modules()}
+    trace.bookkeeping = trace.bookkeeping | rs.bookkeeping
+    trace.left_out = trace.left_out | set(rs.left_out)
     for c in rs.of_kind("module"):
         if c.path not in trace.wrappers:  # two state_dict() calls: once per module, not per snapshot
             trace.wrappers[c.path] = wrapper_prefix(c.obj)

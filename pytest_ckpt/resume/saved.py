@@ -55,20 +55,111 @@ def _files(path: Path) -> list[Path]:
     return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
 
 
-def where(checkpoint: Mapping[str, Any], kind: str, path: str, expected: Any) -> str | None:
+@dataclass(frozen=True)
+class Location:
+    """Where a checkpoint holds a value: the keys inside the object (``["optimizer"]``, ``""`` for the
+    object itself) and, for a checkpoint of several files, the file that holds it.
+
+    >>> str(Location('["step"]', "pretrain_resume.pth")), Location('["step"]').ref
+    ('["step"] in pretrain_resume.pth', 'checkpoint["step"]')
+    """
+
+    key: str
+    file: str = ""
+
+    def __str__(self) -> str:
+        key = self.key or "its top level"
+        return f"{key} in {self.file}" if self.file else key
+
+    @property
+    def ref(self) -> str:
+        """The value as code, for a fix: ``checkpoint["step"]`` (``checkpoint``: what the file holds)."""
+        return f"checkpoint{self.key}"
+
+
+def where(checkpoint: Mapping[str, Any], kind: str, path: str, expected: Any) -> Location | None:
     """Where the checkpoint holds the state ``expected`` of the component at ``path`` (``'["optimizer"]'``),
     or ``None`` when it holds it nowhere.
 
-    >>> where({"ckpt.pt": {"step": 3, "model": {}}}, "counter", "run.step", 3)
+    >>> str(where({"ckpt.pt": {"step": 3, "model": {}}}, "counter", "run.step", 3))
     '["step"]'
     """
-    match = _matcher(kind, path, expected)
+    return _first(checkpoint, _matcher(kind, path, expected))
+
+
+def where_like(checkpoint: Mapping[str, Any], expected: Any) -> Location | None:
+    """Where the checkpoint holds a value of the same make as ``expected`` (a random state of the same
+    size, a tensor of the same shape and dtype), whatever its value: saved at another time.
+
+    >>> import torch
+    >>> str(where_like({"c.pt": {"rng": torch.zeros(4, dtype=torch.uint8)}}, torch.ones(4, dtype=torch.uint8)))
+    '["rng"]'
+    """
+    def like(v: Any, key: str) -> bool:
+        if isinstance(expected, torch.Tensor):
+            return isinstance(v, torch.Tensor) and v.shape == expected.shape and v.dtype == expected.dtype
+        if isinstance(expected, tuple) and expected and isinstance(expected[0], str):  # numpy's legacy state
+            return isinstance(v, tuple) and len(v) == len(expected) and v[:1] == expected[:1]
+        if isinstance(expected, tuple):  # python's random state
+            return isinstance(v, tuple) and len(v) == len(expected) and type(v[-1]) is type(expected[-1])
+        return False
+
+    return _first(checkpoint, like)
+
+
+#: keys under which a project keeps how far it got: an int here may be the data position
+POSITION_KEYS = re.compile(r"step|iter|batch|index|idx|pos|done|consumed|seen", re.IGNORECASE)
+
+
+def position(checkpoint: Mapping[str, Any], count: int) -> Location | None:
+    """Where the checkpoint holds the number ``count`` under a key that counts progress (``step``,
+    ``iter_num``, ``batches_done``): the data position, when a loader is rebuilt from it.
+
+    >>> str(position({"c.pt": {"epoch": 3, "step": 3}}, 3))
+    '["step"]'
+    """
+    return _first(checkpoint, lambda v, key: type(v) is int and v == count and bool(POSITION_KEYS.search(str(key))))
+
+
+def weights(checkpoint: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> tuple[Location, torch.dtype] | None:
+    """Where the checkpoint holds tensors named and shaped as ``expected``, and their (first floating) dtype.
+
+    >>> import torch
+    >>> loc, dtype = weights({"c.pt": {"model": {"w": torch.zeros(2, dtype=torch.half)}}}, {"w": torch.ones(2)})
+    >>> str(loc), dtype
+    ('["model"]', torch.float16)
+    """
+    def named_alike(v: Any, key: str) -> bool:
+        return (isinstance(v, Mapping) and v.keys() == expected.keys()
+                and all(isinstance(t, torch.Tensor) and t.shape == expected[k].shape for k, t in v.items()))
+
+    several = len(checkpoint) > 1
+    held = [Location(at, name if several else "") for name, obj in checkpoint.items()
+            if (at := _find(obj, named_alike, "", 0)) is not None]
+    if not held:
+        return None
+    found = next((loc for loc in held if loc.key), held[0])  # in a training state, rather than a weights file
+    value = _at(checkpoint, found)
+    dtypes = [t.dtype for t in value.values() if t.is_floating_point()]
+    return (found, dtypes[0]) if dtypes else None
+
+
+def _first(checkpoint: Mapping[str, Any], match: Callable[[Any, str], bool]) -> Location | None:
     several = len(checkpoint) > 1
     for name, obj in checkpoint.items():
         found = _find(obj, match, "", 0)
         if found is not None:
-            return f"{name}{found}" if several else (found or "its top level")
+            return Location(found, name if several else "")
     return None
+
+
+def _at(checkpoint: Mapping[str, Any], loc: Location) -> Any:
+    """The value at ``loc`` (found by :func:`_find`, so each step of its key is there)."""
+    obj = checkpoint[loc.file] if loc.file else next(iter(checkpoint.values()))
+    for key in re.findall(r'\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]', loc.key):
+        name, index = key
+        obj = obj[name] if name or not index else obj[int(index)]
+    return obj
 
 
 def _matcher(kind: str, path: str, expected: Any) -> Callable[[Any, str], bool]:

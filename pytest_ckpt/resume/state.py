@@ -2,8 +2,9 @@
 
 The walk goes through dicts, lists, tuples, dataclasses, namespaces and plain objects, and stops at
 what it recognizes: a module (its top level only), an optimizer, an LR scheduler, a GradScaler, a
-random generator, a data loader or iterator, any object with ``state_dict()``, a counter, a tensor,
-a mapping of tensors. It never walks into torch internals, a module's children or a cycle.
+random generator, a data loader or iterator, any object with ``state_dict()``, a config (one
+component, not one counter per field), a counter, a tensor, a mapping of tensors. It never walks
+into torch internals, a module's children or a cycle.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import enum
 import os
 import random
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -28,7 +30,12 @@ DATA_ATTRIBUTES = frozenset({"dataset", "data_source", "_dataset", "collate_fn",
 
 #: component kinds, in the order ``str(RunState)`` lists them
 KINDS = ("module", "optimizer", "scheduler", "scaler", "data", "generator", "state",
-         "tensors", "tensor", "counter", "global-rng")
+         "tensors", "tensor", "counter", "config", "global-rng")
+#: a class, attribute or key named so, holding only plain values, is a config: settings, not training state
+CONFIG_NAME = re.compile(r"(config|configuration|cfg|conf|args|arguments|hparams|hyperparameters|settings)$",
+                         re.IGNORECASE)
+#: transformers' config classes, recognized without importing transformers
+CONFIG_CLASSES = frozenset({"PretrainedConfig", "PreTrainedConfig"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,9 @@ class Component:
     parent: Any = dataclasses.field(repr=False, compare=False, default=None)
     key: Any = dataclasses.field(repr=False, compare=False, default=None)
     access: str = dataclasses.field(repr=False, compare=False, default="")
+    #: the data pipeline's own bookkeeping (a DataLoader iterator's batch count, a sampler's cursor):
+    #: its batches are the evidence of its position, not these numbers
+    bookkeeping: bool = dataclasses.field(repr=False, compare=False, default=False)
 
     def replace_in_run(self, new: Any) -> None:
         """Put ``new`` where this component's object is (an attribute or an item of its parent)."""
@@ -72,6 +82,8 @@ class RunState:
 
     components: tuple[Component, ...]
     streams: tuple[str, ...] = ()
+    #: what :meth:`without` left out (paths and streams)
+    left_out: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Component]:
         return iter(self.components)
@@ -91,6 +103,20 @@ class RunState:
 
     def of_kind(self, *kinds: str) -> list[Component]:
         return [c for c in self.components if c.kind in kinds]
+
+    def without(self, ignore: tuple[str, ...]) -> "RunState":
+        """This run state less the components and global streams ``ignore`` names (see :func:`ignored`)."""
+        if not ignore:
+            return self
+        out = [c.path for c in self.components if ignored(c.path, ignore)]
+        out += [s for s in self.streams if ignored(s, ignore)]
+        return RunState(tuple(c for c in self.components if c.path not in out),
+                        tuple(s for s in self.streams if s not in out), self.left_out + tuple(out))
+
+    @property
+    def bookkeeping(self) -> frozenset[str]:
+        """The paths of the data pipeline's own bookkeeping (see :attr:`Component.bookkeeping`)."""
+        return frozenset(c.path for c in self.components if c.bookkeeping)
 
     def kinds(self) -> dict[str, str]:
         """path -> kind, global streams included."""
@@ -140,7 +166,7 @@ def run_state(run: Any, *, streams: tuple[str, ...] | None = None) -> RunState:
     [('run.model', 'module'), ('run.ema', 'tensors'), ('run.epoch', 'counter')]
     """
     found: list[Component] = []
-    _walk(run, "run", None, None, "", 0, set(), found, rng_only=False)
+    _walk(run, "run", None, None, "", 0, set(), found, rng_only=False, inner=False)
     module_tensors = {id(t) for c in found if c.kind == "module"
                       for t in (*c.obj.parameters(), *c.obj.buffers())}
     # a list of a module's own parameters is the module again, not more state
@@ -149,6 +175,23 @@ def run_state(run: Any, *, streams: tuple[str, ...] | None = None) -> RunState:
     order = {k: i for i, k in enumerate(KINDS)}
     found.sort(key=lambda c: order[c.kind])  # stable: the walk's order within a kind
     return RunState(tuple(found), available_streams() if streams is None else tuple(streams))
+
+
+def ignored(path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``patterns`` or lies inside one: ``*`` matches any run of characters,
+    ``?`` one; brackets and quotes are themselves (``run["loader"]`` covers ``run["loader"].generator``).
+
+    >>> ignored('run["loader"].generator', ('run["loader"]',)), ignored("run.it", ("run.*",))
+    (True, True)
+    >>> ignored("torch", ("run.*",)), ignored("run.items", ("run.it",))
+    (False, False)
+    """
+    return any(_pattern(p).match(path) for p in patterns)
+
+
+def _pattern(pattern: str) -> re.Pattern:
+    body = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.compile(rf"{body}(?:$|[.\[])")
 
 
 def available_streams() -> tuple[str, ...]:
@@ -176,16 +219,17 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
 
-def _walk(obj, path, parent, key, access, depth, seen, found, *, rng_only):
-    def add(kind):
-        found.append(Component(path, kind, obj, parent, key, access))
+def _walk(obj, path, parent, key, access, depth, seen, found, *, rng_only, inner):
+    """``inner``: ``obj`` is held by a data loader, sampler or iterator (its numbers are bookkeeping)."""
+    def add(kind, bookkeeping=False):
+        found.append(Component(path, kind, obj, parent, key, access, bookkeeping))
 
     if obj is None or isinstance(obj, (str, bytes, enum.Enum, os.PathLike, type, types.FunctionType,
                                        types.MethodType, types.ModuleType, types.BuiltinFunctionType)):
         return
     if isinstance(obj, (bool, int, float)):
         if not rng_only:
-            add("counter")
+            add("counter", inner)
         return
     if id(obj) in seen or depth > MAX_DEPTH:
         return
@@ -193,54 +237,61 @@ def _walk(obj, path, parent, key, access, depth, seen, found, *, rng_only):
     kind = _kind(obj)
     if kind is not None:
         if not rng_only or kind == "generator":
-            add(kind)
+            # torch's DataLoader iterator has no state_dict: the check reads its batch count, bookkeeping
+            add(kind, kind == "data" and not callable(getattr(obj, "state_dict", None)))
         if kind in ("data", "state"):
             # its state_dict is its state; only a generator it holds is a component of its own
-            _walk_attributes(obj, path, depth, seen, found, rng_only=True)
+            _walk_attributes(obj, path, depth, seen, found, rng_only=True, inner=True)
+        return
+    if depth > 0 and is_config(obj, key):
+        if not rng_only:
+            add("config")
         return
     if isinstance(obj, torch.Tensor) or is_ndarray(obj):
         if not rng_only:
-            add("tensor")
+            add("tensor", inner)
         return
     if isinstance(obj, torch.utils.data.DataLoader):
         for name in ("generator", "sampler", "batch_sampler"):
             _walk(getattr(obj, name, None), f"{path}.{name}", obj, name, "attr", depth + 1, seen, found,
-                  rng_only=rng_only)
+                  rng_only=rng_only, inner=True)
         return
     if isinstance(obj, Mapping):
         if not rng_only and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            add("tensors")
+            add("tensors", inner)
             return
         for k, v in list(obj.items())[:MAX_ITEMS]:
             if isinstance(k, (str, int)):
                 where = f'{path}["{k}"]' if isinstance(k, str) else f"{path}[{k}]"
-                _walk(v, where, obj, k, "item", depth + 1, seen, found, rng_only=rng_only)
+                _walk(v, where, obj, k, "item", depth + 1, seen, found, rng_only=rng_only, inner=inner)
         return
     if isinstance(obj, (list, tuple)):
         if not rng_only and obj and all(isinstance(v, torch.Tensor) for v in obj):
-            add("tensors")
+            add("tensors", inner)
             return
         if not rng_only and obj and all(isinstance(v, (bool, int, float)) for v in obj):
-            add("counter")  # a list of numbers (a loss history) is one piece of state
+            add("counter", inner)  # a list of numbers (a loss history) is one piece of state
             return
         for i, v in enumerate(obj[:MAX_ITEMS]):
-            _walk(v, f"{path}[{i}]", obj, i, "item", depth + 1, seen, found, rng_only=rng_only)
+            _walk(v, f"{path}[{i}]", obj, i, "item", depth + 1, seen, found, rng_only=rng_only, inner=inner)
         return
     if isinstance(obj, torch.utils.data.Sampler) and _is_torch_internal(obj):
         # torch's samplers: their generator and epoch (DistributedSampler.set_epoch) are state; the rest is setup
-        _walk_attributes(obj, path, depth, seen, found, rng_only=True)
+        _walk_attributes(obj, path, depth, seen, found, rng_only=True, inner=True)
         epoch = getattr(obj, "epoch", None)
         if isinstance(epoch, int) and not rng_only:
-            found.append(Component(f"{path}.epoch", "counter", epoch, obj, "epoch", "attr"))
+            found.append(Component(f"{path}.epoch", "counter", epoch, obj, "epoch", "attr", True))
         return
     if _is_torch_internal(obj):
         return
     if isinstance(obj, torch.utils.data.Dataset):
         return  # data, not training state
-    _walk_attributes(obj, path, depth, seen, found, rng_only=rng_only)
+    inner = inner or isinstance(obj, torch.utils.data.Sampler) or (
+        depth > 0 and (hasattr(type(obj), "__next__") or hasattr(type(obj), "__iter__")))
+    _walk_attributes(obj, path, depth, seen, found, rng_only=rng_only, inner=inner)
 
 
-def _walk_attributes(obj, path, depth, seen, found, *, rng_only):
+def _walk_attributes(obj, path, depth, seen, found, *, rng_only, inner):
     try:
         attrs = vars(obj)
     except TypeError:
@@ -248,7 +299,48 @@ def _walk_attributes(obj, path, depth, seen, found, *, rng_only):
     for name, value in list(attrs.items()):
         if name.startswith("__") or name in DATA_ATTRIBUTES:
             continue
-        _walk(value, f"{path}.{name}", obj, name, "attr", depth + 1, seen, found, rng_only=rng_only)
+        _walk(value, f"{path}.{name}", obj, name, "attr", depth + 1, seen, found, rng_only=rng_only, inner=inner)
+
+
+def is_config(obj: Any, key: Any = None) -> bool:
+    """A config: a transformers ``PretrainedConfig``, or an object, dataclass or dict named like a config
+    (``GPTConfig``, ``run.args``, ``run["model_args"]``) that holds only plain values.
+
+    >>> import types
+    >>> is_config(types.SimpleNamespace(lr=0.1, layers=2), "args"), is_config({"step": 3}, "state")
+    (True, False)
+    """
+    if any(t.__name__ in CONFIG_CLASSES for t in type(obj).__mro__):
+        return True
+    named = CONFIG_NAME.search(type(obj).__name__) or (isinstance(key, str) and CONFIG_NAME.search(key))
+    if not named or isinstance(obj, (list, tuple)):
+        return False
+    fields = config_fields(obj)
+    return bool(fields) and all(_plain(v, 0) for v in fields.values())
+
+
+def config_fields(obj: Any) -> dict[str, Any]:
+    """A config's fields by name (``to_dict()`` for a transformers config)."""
+    if any(t.__name__ in CONFIG_CLASSES for t in type(obj).__mro__) and callable(getattr(obj, "to_dict", None)):
+        return dict(obj.to_dict())
+    if isinstance(obj, Mapping):
+        return {str(k): v for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    try:
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    except TypeError:
+        return {}
+
+
+def _plain(value: Any, depth: int) -> bool:
+    if value is None or isinstance(value, (str, bytes, bool, int, float, enum.Enum, os.PathLike, torch.dtype)):
+        return True
+    if depth < 3 and isinstance(value, (list, tuple, set, frozenset)):
+        return all(_plain(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, Mapping):
+        return all(_plain(v, depth + 1) for v in value.values())
+    return False
 
 
 def _kind(obj) -> str | None:
@@ -291,6 +383,9 @@ def _about(c: Component, trained_by: Mapping[int, list[str]]) -> str:
     if c.kind == "counter":
         text = repr(obj)
         return f"{cls} {text if len(text) <= 20 else text[:17] + '...'}"
+    if c.kind == "config":
+        n = len(config_fields(obj))
+        return f"{cls}, {n} field{'s' if n != 1 else ''}"
     return cls
 
 

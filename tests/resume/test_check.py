@@ -259,9 +259,9 @@ def test_data_the_check_cannot_see_is_followed_by_its_batches():
     assert [n.kind for n in err.report.notes] == ["resume-data"]
     assert cause_lines(str(err))[0] == (
         "  [resume-data] The resumed run trained at step 4 on the batch the uninterrupted run saw at step 1 "
-        "(repeated data: the position restarts); 3 of 3 resumed steps trained on another batch; fix: save the "
-        "data position (the loader's or sampler's state_dict(), or the number of batches done in the epoch) "
-        "and resume from it in your load")
+        "(repeated data: the position restarts); 3 of 3 resumed steps trained on another batch; fix: skip the 3 "
+        'batches already done (the checkpoint holds 3 at ["step"]) when your load builds the loader again, as a '
+        "sampler that skips the done batches does, or save and load the loader's state_dict()")
     assert err.report.first_divergent_step == 4
     skipped = mismatch_of(stream, "data-skips-ahead").report.notes[0]
     assert skipped.kind == "resume-data"

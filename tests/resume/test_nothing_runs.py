@@ -31,7 +31,7 @@ def test_the_optimizer_beside_a_payload_is_found_and_nothing_runs(marker, fresh,
     [note] = err.report.notes
     assert note.kind == "resume-optimizer"
     # the file was searched on stubs: its optimizer state is found where the save put it
-    assert 'the checkpoint holds it at optimizer.pt["opt"], but load does not restore it' in note.text
+    assert 'the checkpoint holds it at ["opt"] in optimizer.pt, but load does not restore it' in note.text
 
 
 def test_weights_under_a_prefix_beside_a_payload_file_are_explained_and_nothing_runs(marker):
