@@ -27,8 +27,13 @@ def set_aside(after_load: list[Difference], final: list[Difference], ref: Any, r
     ``ref``/``resumed``: the two runs' traces (``started``, ``bookkeeping``).
     """
     aside: dict[str, str] = {}
+    differs_at_end = {d.path for d in final}
     for d in after_load:
-        if d.absent == "resumed" and d.path not in ref.started:
+        # what a step builds is no cause for being absent right after load (the next step builds it), unless
+        # the training itself is unchanged and it still differs after the last step: then nothing else made it
+        # differ (an EMA kept beside the training that load never restores)
+        if (d.absent == "resumed" and d.path not in ref.started
+                and not (continuation_matches and d.path in differs_at_end)):
             aside[d.path] = ("start does not build it (a step does): not compared right after load, only after "
                              "the last step")
     after_load = [d for d in after_load if d.path not in aside]
