@@ -1,0 +1,228 @@
+"""A torch zip read as torch reads it (miniz: the central directory first, the local header it
+points at), on real files from torch.save and pc.save with one field changed on purpose: what torch
+reads differently or refuses is refused, naming the record; what torch reads intact is read."""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import pytest_ckpt as pc
+from pytest_ckpt.errors import CheckpointError
+from tests.strategies import zipfields
+
+SD = {"a": torch.arange(8.0), "b": torch.arange(4.0) + 100, "c": torch.ones(3, dtype=torch.float16)}
+READERS = {"verify": pc.verify, "schema": pc.schema, "load_state_dict": pc.load_state_dict,
+           "diff": lambda p: pc.diff(SD, p)}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("zips")
+    torch.save(SD, root / "torch.pt")
+    pc.save(SD, root / "pc.pt")
+    return root
+
+
+def torch_reads(path: Path, *, mmap: bool = False):
+    """What torch.load reads (weights only), or the exception it raises."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - torch's refusal is the reference
+        return e
+
+
+def intact(loaded) -> bool:
+    return isinstance(loaded, dict) and loaded.keys() == SD.keys() and all(
+        torch.equal(loaded[k], SD[k]) for k in SD)
+
+
+def every_reader_refuses(path: Path, match: str, *, values_only: bool = False) -> None:
+    """Every reader refuses ``path``; ``values_only``: every reader of values (the damage is
+    in bytes a schema does not read)."""
+    for name, read in READERS.items():
+        if values_only and name == "schema":
+            continue
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        assert info.value.kind == "corrupted" and match in str(info.value), f"{name}: {info.value}"
+
+
+def changed(src: Path, dst: Path, where: str, name: str, value=None, xor: int | None = None) -> Path:
+    """A copy of ``src`` with one zip field set to ``value`` (or xor'ed with ``xor``)."""
+    blob = src.read_bytes()
+    f = zipfields.field(blob, where, name)
+    dst.write_bytes(f.set(blob, value if xor is None else f.get(blob) ^ xor))
+    return dst
+
+
+def folder(path: Path) -> str:
+    with zipfile.ZipFile(path) as zf:
+        return zf.namelist()[0].split("/")[0]
+
+
+@pytest.mark.parametrize("name", ["torch.pt", "pc.pt"])
+def test_a_storage_record_marked_as_a_directory_is_refused(files, tmp_path, name):
+    record = f"{folder(files / name)}/data/1"
+    path = changed(files / name, tmp_path / name, f"central {record}", "external attributes", 0x10)
+    assert intact(torch_reads(path, mmap=True))  # the mmap reader looks away...
+    assert not intact(torch_reads(path))  # ...torch.load does not read the bytes of a "directory"
+    every_reader_refuses(path, f"zip record {record} is marked as a directory")
+
+
+@pytest.mark.parametrize("name", ["torch.pt", "pc.pt"])
+def test_the_encrypted_flag_on_a_later_storage_record_is_refused(files, tmp_path, name):
+    record = f"{folder(files / name)}/data/1"  # not the first: torch's meta read never stats it
+    path = changed(files / name, tmp_path / name, f"central {record}", "flags", xor=0x01)
+    assert isinstance(torch_reads(path), RuntimeError) and isinstance(torch_reads(path, mmap=True), RuntimeError)
+    every_reader_refuses(path, f"zip record {record} is marked encrypted")
+
+
+def test_seeded_flips_in_a_pc_save_directory_are_read_as_torch_reads_them(files, tmp_path):
+    """Flips in the central directory entries of a storage record, data.pkl and pc.save's own
+    record: where torch (with or without mmap) reads other values or refuses, every reader
+    refuses; where it reads the file intact, we read it too, unless zipfile refuses it or the
+    flip changed pc.save's own record."""
+    blob = (files / "pc.pt").read_bytes()
+    top = folder(files / "pc.pt")
+    entries = {f"central {top}/{r}" for r in ("data/1", "data.pkl", "pytest_ckpt.json")}
+    targets = [f for f in zipfields.fields(blob) if f.where in entries]
+    rng = random.Random(22)
+    path = tmp_path / "flip.pt"
+    refused_for_torch = 0
+    for f in targets:
+        for mask in (0x10, 0x81, rng.randrange(1, 256)):
+            damaged = bytearray(blob)
+            damaged[f.at + rng.randrange(f.width)] ^= mask
+            path.write_bytes(bytes(damaged))
+            theirs, mapped = torch_reads(path), torch_reads(path, mmap=True)
+            try:
+                ours = pc.load_state_dict(path)
+            except CheckpointError as e:
+                if not (intact(theirs) and intact(mapped)):
+                    refused_for_torch += 1
+                    continue
+                assert _zip_refuses(path) or "pytest_ckpt.json" in f.where, f"{f} ^ {mask:#x}: false refusal: {e}"
+                continue
+            assert intact(theirs) and intact(mapped), f"{f} ^ {mask:#x}: we read what torch reads otherwise"
+            assert all(torch.equal(ours[k], SD[k]) for k in SD)
+            pc.verify(path)
+    assert refused_for_torch > 10  # the flips reached what torch reads
+
+
+def _zip_refuses(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is not None
+    except Exception:  # noqa: BLE001 - zipfile's refusal, whatever its type
+        return True
+
+
+def test_a_local_header_naming_another_record_is_refused(files, tmp_path):
+    record = f"{folder(files / 'torch.pt')}/data/1"
+    blob = (files / "torch.pt").read_bytes()
+    name_at = zipfields.field(blob, f"local {record}", "extra length").at + 2
+    damaged = bytearray(blob)
+    damaged[name_at + len(record) - 1] = ord("2")  # the local header says data/2
+    path = tmp_path / "local.pt"
+    path.write_bytes(bytes(damaged))
+    assert intact(torch_reads(path))  # torch never reads the local name; zipfile does
+    every_reader_refuses(path, f"zip record {record}: its local header names")
+
+
+def test_a_local_extra_length_that_moves_the_data_is_refused(files, tmp_path):
+    record = f"{folder(files / 'torch.pt')}/data/0"
+    path = changed(files / "torch.pt", tmp_path / "x.pt", f"local {record}", "extra length", xor=0x04)
+    assert not intact(torch_reads(path))  # torch reads the tensor 4 bytes later
+    every_reader_refuses(path, f"zip record {record} fails its CRC check", values_only=True)
+
+
+def rezip(src: Path, dst: Path, *, rename=lambda n: n, data=lambda n, d: d, deflate=()) -> Path:
+    """``src`` rewritten by Python's zipfile: records renamed, their bytes changed, some deflated."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            short = info.filename.split("/", 1)[1]
+            method = zipfile.ZIP_DEFLATED if short in deflate else zipfile.ZIP_STORED
+            zout.writestr(zipfile.ZipInfo(rename(info.filename)), data(short, zin.read(info)), compress_type=method)
+    return dst
+
+
+def test_names_are_found_as_torch_finds_them_ignoring_letter_case(files, tmp_path):
+    path = rezip(files / "torch.pt", tmp_path / "case.pt", rename=lambda n: n.replace("/data/1", "/DATA/1"))
+    assert intact(torch_reads(path))
+    assert all(torch.equal(pc.load_state_dict(path)[k], SD[k]) for k in SD)
+    pc.verify(path)
+    twice = rezip(files / "torch.pt", tmp_path / "twice.pt",
+                  rename=lambda n: n.replace("/data/2", "/DATA/1"))  # data/1 and DATA/1: torch takes either
+    every_reader_refuses(twice, "differ only in letter case")
+
+
+def test_a_compressed_data_pkl_is_read_as_torch_reads_it(files, tmp_path):
+    path = rezip(files / "torch.pt", tmp_path / "deflated.pt", deflate={"data.pkl", "byteorder"})
+    assert intact(torch_reads(path))
+    pc.verify(path)
+    assert all(torch.equal(pc.load_state_dict(path)[k], SD[k]) for k in SD)
+
+
+def test_compressed_tensor_data_is_refused(files, tmp_path):
+    record = f"{folder(files / 'torch.pt')}/data/0"
+    path = rezip(files / "torch.pt", tmp_path / "deflated.pt", deflate={"data/0"})
+    assert not intact(torch_reads(path, mmap=True))  # mmap reads the deflated bytes as floats
+    every_reader_refuses(path, f"zip record {record} is compressed: torch stores tensor data uncompressed")
+
+
+def bomb(src: Path, dst: Path, inflated: int) -> Path:
+    """``src`` with its data.pkl replaced by a deflate stream of ``inflated`` MARK opcodes (sizes
+    and CRC right), built from one flushed megabyte repeated: no 200 MB in memory, no slow deflate."""
+    chunk = b"(" * (1 << 20)
+    stream = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    segment = stream.compress(chunk) + stream.flush(zlib.Z_FULL_FLUSH)  # resets the window: repeatable
+    n = inflated // len(chunk)
+    body = segment * n + zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush()
+    crc = 0
+    for _ in range(n):
+        crc = zlib.crc32(chunk, crc)
+    path = rezip(src, dst, data=lambda name, d: body if name == "data.pkl" else d)
+    record = f"{folder(path)}/data.pkl"
+    blob = path.read_bytes()
+    for where in ("central", "local"):
+        for name, value in (("method", 8), ("size", inflated), ("crc", crc)):
+            blob = zipfields.field(blob, f"{where} {record}", name).set(blob, value)
+    path.write_bytes(blob)
+    with zipfile.ZipFile(path) as zf:  # a well-formed archive: zipfile inflates it to the byte
+        with zf.open(record) as f:
+            assert len(f.read(1 << 20)) == 1 << 20
+    return path
+
+
+@pytest.mark.parametrize("inflated", [20 << 20, 200 << 20])
+def test_a_compressed_pickle_bomb_is_refused_before_anything_is_inflated(files, tmp_path, inflated):
+    # a 21 KB (205 KB) file whose data.pkl inflates to 20 MB (200 MB): torch's own reader inflates it,
+    # then unpickles MARK opcodes for 25 s (the larger one: minutes and 620 MB)
+    path = bomb(files / "torch.pt", tmp_path / "bomb.pt", inflated)
+    assert path.stat().st_size < inflated // 900
+    record = f"{folder(path)}/data.pkl"
+    for name, read in READERS.items():
+        cpu = time.process_time()
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        assert time.process_time() - cpu < 1.0, name  # CPU seconds, not wall time: load does not move it
+        assert info.value.kind == "corrupted" and f"zip record {record} is compressed" in str(info.value)
+        assert "decompression bomb" in str(info.value) and "CRC" not in str(info.value), str(info.value)
+
+
+def test_a_compressed_record_that_inflates_past_its_declared_size_stops_there(files, tmp_path):
+    path = rezip(files / "torch.pt", tmp_path / "liar.pt", deflate={"byteorder"},
+                 data=lambda n, d: b"little" * 100_000 if n == "byteorder" else d)
+    record = f"{folder(path)}/byteorder"
+    path = changed(path, tmp_path / "liar2.pt", f"central {record}", "size", 6)  # says 6 bytes
+    every_reader_refuses(path, f"zip record {record} inflates to more than the 6 bytes", values_only=True)
