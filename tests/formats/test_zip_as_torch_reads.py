@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import time
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 
 import pytest_ckpt as pc
 from pytest_ckpt.errors import CheckpointError
-from tests.strategies import zipfields
+from tests.strategies import corruption, zipfields
+from tests.strategies.corruption import torch_load
 
 SD = {"a": torch.arange(8.0), "b": torch.arange(4.0) + 100, "c": torch.ones(3, dtype=torch.float16)}
 READERS = {"verify": pc.verify, "schema": pc.schema, "load_state_dict": pc.load_state_dict,
@@ -29,16 +29,6 @@ def files(tmp_path_factory) -> Path:
     torch.save(SD, root / "torch.pt")
     pc.save(SD, root / "pc.pt")
     return root
-
-
-def torch_reads(path: Path, *, mmap: bool = False):
-    """What torch.load reads (weights only), or the exception it raises."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - torch's refusal is the reference
-        return e
 
 
 def intact(loaded) -> bool:
@@ -74,8 +64,8 @@ def folder(path: Path) -> str:
 def test_a_storage_record_marked_as_a_directory_is_refused(files, tmp_path, name):
     record = f"{folder(files / name)}/data/1"
     path = changed(files / name, tmp_path / name, f"central {record}", "external attributes", 0x10)
-    assert intact(torch_reads(path, mmap=True))  # the mmap reader looks away...
-    assert not intact(torch_reads(path))  # ...torch.load does not read the bytes of a "directory"
+    assert intact(torch_load(path, mmap=True))  # the mmap reader looks away...
+    assert not intact(torch_load(path))  # ...torch.load does not read the bytes of a "directory"
     every_reader_refuses(path, f"zip record {record} is marked as a directory")
 
 
@@ -83,15 +73,15 @@ def test_a_storage_record_marked_as_a_directory_is_refused(files, tmp_path, name
 def test_the_encrypted_flag_on_a_later_storage_record_is_refused(files, tmp_path, name):
     record = f"{folder(files / name)}/data/1"  # not the first: torch's meta read never stats it
     path = changed(files / name, tmp_path / name, f"central {record}", "flags", xor=0x01)
-    assert isinstance(torch_reads(path), RuntimeError) and isinstance(torch_reads(path, mmap=True), RuntimeError)
+    assert isinstance(torch_load(path), RuntimeError) and isinstance(torch_load(path, mmap=True), RuntimeError)
     every_reader_refuses(path, f"zip record {record} is marked encrypted")
 
 
 def test_seeded_flips_in_a_pc_save_directory_are_read_as_torch_reads_them(files, tmp_path):
     """Flips in the central directory entries of a storage record, data.pkl and pc.save's own
     record: where torch (with or without mmap) reads other values or refuses, every reader
-    refuses; where it reads the file intact, we read it too, unless zipfile refuses it or the
-    flip changed pc.save's own record."""
+    refuses; where it reads the file intact, we read it too, unless other evidence explains the
+    refusal (zipfile refuses it, the flip changed pc.save's own record)."""
     blob = (files / "pc.pt").read_bytes()
     top = folder(files / "pc.pt")
     entries = {f"central {top}/{r}" for r in ("data/1", "data.pkl", "pytest_ckpt.json")}
@@ -104,27 +94,20 @@ def test_seeded_flips_in_a_pc_save_directory_are_read_as_torch_reads_them(files,
             damaged = bytearray(blob)
             damaged[f.at + rng.randrange(f.width)] ^= mask
             path.write_bytes(bytes(damaged))
-            theirs, mapped = torch_reads(path), torch_reads(path, mmap=True)
+            theirs, mapped = torch_load(path), torch_load(path, mmap=True)
             try:
                 ours = pc.load_state_dict(path)
             except CheckpointError as e:
                 if not (intact(theirs) and intact(mapped)):
                     refused_for_torch += 1
                     continue
-                assert _zip_refuses(path) or "pytest_ckpt.json" in f.where, f"{f} ^ {mask:#x}: false refusal: {e}"
+                why = corruption.explain(path, {path.name: blob}, SD)
+                assert why, f"{f} ^ {mask:#x}: torch reads it as saved, and nothing explains the refusal: {e}"
                 continue
             assert intact(theirs) and intact(mapped), f"{f} ^ {mask:#x}: we read what torch reads otherwise"
             assert all(torch.equal(ours[k], SD[k]) for k in SD)
             pc.verify(path)
     assert refused_for_torch > 10  # the flips reached what torch reads
-
-
-def _zip_refuses(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is not None
-    except Exception:  # noqa: BLE001 - zipfile's refusal, whatever its type
-        return True
 
 
 def test_a_local_header_naming_another_record_is_refused(files, tmp_path):
@@ -135,14 +118,14 @@ def test_a_local_header_naming_another_record_is_refused(files, tmp_path):
     damaged[name_at + len(record) - 1] = ord("2")  # the local header says data/2
     path = tmp_path / "local.pt"
     path.write_bytes(bytes(damaged))
-    assert intact(torch_reads(path))  # torch never reads the local name; zipfile does
+    assert intact(torch_load(path))  # torch never reads the local name; zipfile does
     every_reader_refuses(path, f"zip record {record}: its local header names")
 
 
 def test_a_local_extra_length_that_moves_the_data_is_refused(files, tmp_path):
     record = f"{folder(files / 'torch.pt')}/data/0"
     path = changed(files / "torch.pt", tmp_path / "x.pt", f"local {record}", "extra length", xor=0x04)
-    assert not intact(torch_reads(path))  # torch reads the tensor 4 bytes later
+    assert not intact(torch_load(path))  # torch reads the tensor 4 bytes later
     every_reader_refuses(path, f"zip record {record} fails its CRC check", values_only=True)
 
 
@@ -158,7 +141,7 @@ def rezip(src: Path, dst: Path, *, rename=lambda n: n, data=lambda n, d: d, defl
 
 def test_names_are_found_as_torch_finds_them_ignoring_letter_case(files, tmp_path):
     path = rezip(files / "torch.pt", tmp_path / "case.pt", rename=lambda n: n.replace("/data/1", "/DATA/1"))
-    assert intact(torch_reads(path))
+    assert intact(torch_load(path))
     assert all(torch.equal(pc.load_state_dict(path)[k], SD[k]) for k in SD)
     pc.verify(path)
     twice = rezip(files / "torch.pt", tmp_path / "twice.pt",
@@ -168,7 +151,7 @@ def test_names_are_found_as_torch_finds_them_ignoring_letter_case(files, tmp_pat
 
 def test_a_compressed_data_pkl_is_read_as_torch_reads_it(files, tmp_path):
     path = rezip(files / "torch.pt", tmp_path / "deflated.pt", deflate={"data.pkl", "byteorder"})
-    assert intact(torch_reads(path))
+    assert intact(torch_load(path))
     pc.verify(path)
     assert all(torch.equal(pc.load_state_dict(path)[k], SD[k]) for k in SD)
 
@@ -176,7 +159,7 @@ def test_a_compressed_data_pkl_is_read_as_torch_reads_it(files, tmp_path):
 def test_compressed_tensor_data_is_refused(files, tmp_path):
     record = f"{folder(files / 'torch.pt')}/data/0"
     path = rezip(files / "torch.pt", tmp_path / "deflated.pt", deflate={"data/0"})
-    assert not intact(torch_reads(path, mmap=True))  # mmap reads the deflated bytes as floats
+    assert not intact(torch_load(path, mmap=True))  # mmap reads the deflated bytes as floats
     every_reader_refuses(path, f"zip record {record} is compressed: torch stores tensor data uncompressed")
 
 
