@@ -5,7 +5,7 @@ points at.
 Refused (``corrupted``), naming the record:
 
 * what torch refuses, or reads differently with and without ``mmap``: a record marked encrypted
-  or as a directory (torch.load then returns zeros for it), compressed tensor data, a method torch
+  or as a directory (torch.load then reads none of its bytes), compressed tensor data, a method torch
   cannot inflate, a name outside the archive's folder or not UTF-8, two names torch cannot tell
   apart (it ignores letter case), a tensor whose storage record is absent or of another size;
 * what Python's ``zipfile`` refuses where torch looks away: a local header without its signature
@@ -137,7 +137,7 @@ def _flags(path: Path, record: zipdir.Record, name: str) -> None:
         raise CheckpointError(path, "corrupted", f"{who} is marked as patch data (flag bit 5): torch.load refuses it")
     if record.is_directory and record.size:  # an empty one reads as empty either way
         raise CheckpointError(path, "corrupted", f"{who} is marked as a directory (MS-DOS attribute 0x10): "
-                                                 "torch.load reads no bytes for it and returns zeros")
+                                                 "torch.load reads none of its bytes (the tensor holds whatever memory held)")
     if record.method not in (STORED, DEFLATED):
         raise CheckpointError(path, "corrupted", f"{who} is compressed with method {record.method}, "
                                                  "which torch cannot read")
