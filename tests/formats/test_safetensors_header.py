@@ -96,3 +96,13 @@ def test_a_header_that_is_not_utf8_is_refused(tmp_path, raw):
     with pytest.raises(CheckpointError) as info:
         pc.verify(path)
     assert info.value.kind == "corrupted"
+
+
+def test_a_header_length_past_the_file_is_corrupted_not_another_format(tmp_path):
+    path = header_file(tmp_path / "h.safetensors", "{" + W + "}")
+    blob = path.read_bytes()
+    path.write_bytes(struct.pack("<Q", 1 << 40) + blob[8:])
+    assert not reference_reads(path)
+    with pytest.raises(CheckpointError) as info:
+        pc.verify(path)
+    assert info.value.kind == "corrupted" and "says 1099511627776 bytes, more than the file holds" in str(info.value)

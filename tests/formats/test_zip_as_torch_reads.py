@@ -110,6 +110,81 @@ def test_seeded_flips_in_a_pc_save_directory_are_read_as_torch_reads_them(files,
     assert refused_for_torch > 10  # the flips reached what torch reads
 
 
+#: (structure, field, change, what the refusal says): each a field torch (miniz) honours
+FIELDS = [
+    ("central {r}", "flags", lambda v: v ^ 0x20, "is marked as patch data (flag bit 5)"),
+    ("central {r}", "flags", lambda v: v ^ 0x40, "is marked encrypted"),
+    ("central {r}", "flags", lambda v: v ^ 0x2000, "is marked encrypted (flag bit 13)"),
+    ("central {r}", "method", lambda v: 12, "is compressed with method 12, which torch cannot read"),
+    ("central {r}", "disk", lambda v: 3, "places it on disk 3"),
+    ("central {r}", "size", lambda v: v ^ 1, "cannot both be right"),
+    ("central {r}", "compressed size", lambda v: 1 << 31, "cannot both be right"),
+    ("central {r}", "header offset", lambda v: v + (1 << 20), "past the end of the file"),
+    ("central {r}", "header offset", lambda v: v + 1, "no local header at offset"),
+    ("local {r}", "extra length", lambda v: v + 4096, "past the end of the records"),
+    ("central {r}", "name length", lambda v: v - 1, "the zip directory is damaged"),
+    ("zip64 end", "entries here", lambda v: v + 1, "multi-disk archive"),
+    ("zip64 end", "directory size", lambda v: 1 << 40, "its zip64 end record claims 9 entries in"),
+    ("zip64 end", "directory size", lambda v: v + 1 << 20, "do not fit in the file"),
+    ("locator", "disks", lambda v: 2, "counts 2 disks"),
+    ("locator", "zip64 end offset", lambda v: 1 << 40, "past the end of the file"),
+]
+
+
+@pytest.mark.parametrize("where, name, change, says", FIELDS, ids=[f"{w.split()[0]} {n}" for w, n, _, _ in FIELDS])
+def test_each_directory_field_torch_honours_is_refused_naming_what_it_says(files, tmp_path, where, name, change, says):
+    top = folder(files / "torch.pt")
+    blob = (files / "torch.pt").read_bytes()
+    f = zipfields.field(blob, where.format(r=f"{top}/data/1"), name)
+    path = tmp_path / "field.pt"
+    path.write_bytes(f.set(blob, change(f.get(blob))))
+    assert not (intact(torch_load(path)) and intact(torch_load(path, mmap=True))), "torch reads it: no finding"
+    every_reader_refuses(path, says)
+
+
+@pytest.mark.parametrize("record, at, byte, says", [
+    ("data/1", 0, ord("u"), "lies outside the archive's folder torch/"),
+    ("data/1", 10, 0xFF, "is not UTF-8"),
+    ("data.pkl", 5, ord("x"), "is not inside a folder"),  # the first record: its folder is the archive's
+], ids=["outside", "not-utf8", "no-folder"])
+def test_a_record_name_torch_cannot_list_is_refused(files, tmp_path, record, at, byte, says):
+    top = folder(files / "torch.pt")
+    assert top == "torch"
+    blob = (files / "torch.pt").read_bytes()
+    name = zipfields.field(blob, f"central {top}/{record}", "header offset").at + 4  # its name's first byte
+    damaged = bytearray(blob)
+    damaged[name + at] = byte
+    path = tmp_path / "name.pt"
+    path.write_bytes(bytes(damaged))
+    assert isinstance(torch_load(path), Exception)  # torch.load lists every record, and refuses
+    every_reader_refuses(path, says)
+
+
+def test_a_stored_record_whose_two_sizes_disagree_is_refused(files, tmp_path):
+    # miniz checks the two sizes only when the time field is 0 (it reads method and time as one
+    # word); another zip tool writes a time, and then torch.load and its mmap read differently
+    path = tmp_path / "timed.pt"
+    with zipfile.ZipFile(files / "torch.pt") as zin, zipfile.ZipFile(path, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(zipfile.ZipInfo(info.filename, date_time=(2024, 5, 6, 7, 8, 10)), zin.read(info))
+    record = f"{folder(path)}/data/0"
+    path = changed(path, tmp_path / "sizes.pt", f"central {record}", "size", 40)
+    assert isinstance(torch_load(path), RuntimeError) and intact(torch_load(path, mmap=True))
+    every_reader_refuses(path, f"zip record {record} is stored, but its directory entry gives 32 and 40 bytes")
+
+
+def test_records_that_overlap_are_refused(files, tmp_path):
+    record = f"{folder(files / 'torch.pt')}/data/0"
+    blob = (files / "torch.pt").read_bytes()
+    for where in ("central", "local"):
+        for name in ("compressed size", "size"):
+            f = zipfields.field(blob, f"{where} {record}", name)
+            blob = f.set(blob, f.get(blob) + 128 if where == "central" else f.get(blob))
+    path = tmp_path / "overlap.pt"
+    path.write_bytes(blob)
+    every_reader_refuses(path, f"zip records {record} and")
+
+
 def test_a_local_header_naming_another_record_is_refused(files, tmp_path):
     record = f"{folder(files / 'torch.pt')}/data/1"
     blob = (files / "torch.pt").read_bytes()
@@ -154,6 +229,24 @@ def test_a_compressed_data_pkl_is_read_as_torch_reads_it(files, tmp_path):
     assert intact(torch_load(path))
     pc.verify(path)
     assert all(torch.equal(pc.load_state_dict(path)[k], SD[k]) for k in SD)
+
+
+@pytest.mark.parametrize("damage, says", [("garbage", "its deflate stream is damaged"),
+                                          ("cut", "its deflate stream ends after")])
+def test_a_damaged_deflate_stream_is_refused(files, tmp_path, damage, says):
+    path = rezip(files / "torch.pt", tmp_path / "deflated.pt", deflate={"data.pkl"})
+    record = f"{folder(path)}/data.pkl"
+    blob = path.read_bytes()
+    start = zipfields.field(blob, f"local {record}", "extra length").at + 2 + len(record)
+    size = zipfields.field(blob, f"central {record}", "compressed size")
+    if damage == "garbage":  # 0xFF: a block type deflate does not have
+        blob = blob[:start] + b"\xff" * size.get(blob) + blob[start + size.get(blob):]
+    else:  # the stream's last half left out of its size
+        blob = size.set(blob, size.get(blob) // 2)
+        local = zipfields.field(blob, f"local {record}", "compressed size")
+        blob = local.set(blob, size.get(blob))
+    path.write_bytes(blob)
+    every_reader_refuses(path, f"zip record {record}: {says}")
 
 
 def test_compressed_tensor_data_is_refused(files, tmp_path):
