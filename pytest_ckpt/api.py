@@ -20,7 +20,8 @@ from .checkpoint.resolve import align, module_view, resolve
 from .checkpoint.schema import Schema
 from .checkpoint.view import dataless
 from .compare.compare import compare
-from .errors import CheckpointMismatch
+from .errors import CheckpointError, CheckpointMismatch
+from .formats import without_data
 from .report.diff import CheckpointDiff
 from .report.inspection import Inspection
 
@@ -80,6 +81,10 @@ def load_state_dict(source: Any, *, like: Any = None, weights_only: bool = True)
     >>> sd = pc.load_state_dict("ckpt.pt", like=model)   # doctest: +SKIP
     """
     view = resolve(source, values=True, like=_like(like), weights_only=weights_only)
+    missing = dataless(view.tensors)
+    if missing:  # no values to hand back: verify's verdict, not a raw NotImplementedError
+        where = source if isinstance(source, (str, os.PathLike)) else None
+        raise CheckpointError(where, "incomplete", without_data(missing))
     return {name: _cpu(t) for name, t in view.tensors.items()}
 
 

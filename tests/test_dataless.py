@@ -60,3 +60,10 @@ def test_a_model_on_the_meta_device_still_compares_by_schema(half_meta):
     d = pc.diff(torch.nn.Linear(4, 4, device="meta").state_dict(), {"weight": torch.ones(4, 4),
                                                                     "bias": torch.ones(4)})
     assert d.ok and not d.values_compared and not d.dataless
+
+
+def test_load_state_dict_says_incomplete_as_verify_does(half_meta):
+    with pytest.raises(CheckpointError) as info:
+        pc.load_state_dict(half_meta)
+    assert info.value.kind == "incomplete" and info.value.path == str(half_meta)
+    assert str(info.value).endswith("1 tensor without data (saved as meta tensors): bias")

@@ -166,6 +166,8 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
         t = t.resolve_conj()
     if t.is_neg():
         t = t.resolve_neg()
+    if t.dtype == torch.bool:  # torch reads any non-zero byte as True: compare what torch compares
+        t = t.view(torch.uint8).ne(0)
     return t
 
 

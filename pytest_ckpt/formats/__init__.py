@@ -19,11 +19,12 @@ from . import torchfile, safetensors, hf_dir, sharded, dcp, golden, bare_pickle 
 from ..errors import CheckpointError
 from .atomic import atomic_path
 from .registry import Contents, Format, detect, formats
+from .torchfile import without_data
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Contents", "Format", "read", "verify", "write", "detect", "formats"]
+__all__ = ["Contents", "Format", "read", "verify", "write", "detect", "formats", "without_data"]
 
 
 def read(path: str | os.PathLike, *, meta: bool, weights_only: bool = True) -> Contents:

@@ -168,6 +168,9 @@ def _unclaimed(path: Path, head: bytes, size: int) -> CheckpointError:
         if size < 9:
             return CheckpointError(path, "truncated", f"the file is {size} bytes: shorter than a safetensors header")
         (n,) = struct.unpack("<Q", head[:8])
+        if n > size - 8:
+            return CheckpointError(path, "corrupted", f"the header length field says {n} bytes, "
+                                                      f"more than the file holds ({size}): not a plausible safetensors header")
         return CheckpointError(
             path, "corrupted",
             f"not a safetensors file: the 8-byte header length ({n}) is not followed by a JSON header",

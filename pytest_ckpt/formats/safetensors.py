@@ -7,19 +7,22 @@ import json
 import math
 import os
 import struct
-import zlib
 from pathlib import Path
 from typing import Any, Hashable, Mapping
 
 import torch
 
 from ..errors import CheckpointError
-from . import stored as stored_mod
+from . import stored as stored_mod, strict_json
+from .checksum import crc32
 from .registry import Contents, Format, register
 
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
 _FIRST_READ = 1 << 16  # most headers fit: one read
 _MAX_ELEMENTS = 1 << 48  # an empty tensor's other dimensions: beyond this torch cannot index it
+_U64 = 1 << 64  # shapes and offsets are u64 to the safetensors library
+#: the fields the safetensors library refuses to see twice in one object
+_FIELDS = frozenset({"__metadata__", "dtype", "shape", "data_offsets"})
 
 DTYPES: dict[str, torch.dtype] = {
     code: getattr(torch, name)
@@ -70,8 +73,10 @@ def read_header(path: Path) -> Header:
                 raw += f.read(n - len(raw))
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
-    header = stored_mod.json_object(raw, path, "the safetensors header")
-    metadata = header.pop("__metadata__", None) or {}
+    header, plain = _parse(path, raw)
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(path, "corrupted", "the safetensors __metadata__ is not a JSON object of strings")
     data_size = size - 8 - n
@@ -82,15 +87,16 @@ def read_header(path: Path) -> Header:
             dtype = DTYPES[info["dtype"]]
             shape = info["shape"]
             begin, end = info["data_offsets"]
-            # min() and prod() in C: cheaper than a per-dimension Python check; float dims fail below.
-            ok = (0 <= begin <= end and end - begin == math.prod(shape) * dtype.itemsize
-                  and (not shape or min(shape) >= 0) and type(end) is int and type(shape) is list)
+            # min() and prod() in C; each dimension's type only where a float or a bool can be
+            ok = (type(begin) is int and type(end) is int and type(shape) is list
+                  and 0 <= begin <= end < _U64 and (plain or all(type(d) is int for d in shape))
+                  and end - begin == math.prod(shape) * dtype.itemsize and (not shape or min(shape) >= 0))
             if ok and begin == end and shape:  # empty: the other dimensions are unbounded by the bytes
-                ok = all(type(d) is int for d in shape) and math.prod(d or 1 for d in shape) < _MAX_ELEMENTS
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(path, "corrupted", f"the header entry for {name!r} is malformed ({type(e).__name__}: {e})") from None
+                ok = max(shape) < _U64 and math.prod(d or 1 for d in shape) < _MAX_ELEMENTS
+        except (KeyError, TypeError, ValueError):
+            ok = False
         if not ok:
-            raise CheckpointError(path, "corrupted", f"the header entry for {name!r} has byte range [{begin}, {end}) that does not fit shape {shape} of {info['dtype']}")
+            raise CheckpointError(path, "corrupted", f"the header entry for {name!r}: {_fault(info)}")
         if end > end_max:
             end_max = end
         entries.append((name, dtype, shape, begin, end))
@@ -101,6 +107,44 @@ def read_header(path: Path) -> Header:
         )
     _check_coverage(path, entries, data_size)
     return Header(entries, metadata, 8 + n, size)
+
+
+def _parse(path: Path, raw: bytes) -> tuple[dict, bool]:
+    """The header as the safetensors library parses it (:mod:`.strict_json`): what it refuses is
+    refused here too. ``plain``: it holds no float and no true/false."""
+    try:
+        header, plain = strict_json.loads(raw, fields=_FIELDS)
+    except strict_json.Refused as e:
+        raise CheckpointError(path, "corrupted", f"the safetensors header is one the safetensors library "
+                                                 f"refuses: {e}") from None
+    except ValueError as e:
+        raise CheckpointError(path, "corrupted", f"the safetensors header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(path, "corrupted", "the safetensors header nests too deeply to be a header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "corrupted", "the safetensors header is not a JSON object")
+    return header, plain
+
+
+def _fault(info: Any) -> str:
+    """Which field of a tensor's header entry is wrong, in the safetensors library's terms."""
+    if not isinstance(info, dict):
+        return f"it is {type(info).__name__}, not an object"
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in info:
+            return f"the field {key} is missing"
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        return f"dtype {dtype!r} is not a safetensors dtype"
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < _U64 for d in shape):
+        return f"shape {shape!r} is not a list of unsigned integers"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(
+            type(x) is int and 0 <= x < _U64 for x in offsets):
+        return f"data_offsets {offsets!r} is not a pair of unsigned integers"
+    begin, end = offsets
+    if begin > end or end - begin != math.prod(shape) * DTYPES[dtype].itemsize:
+        return f"data_offsets [{begin}, {end}) do not fit shape {shape} of {dtype}"
+    return f"shape {shape} has {math.prod(d or 1 for d in shape)} elements beside a zero: more than torch can index"
 
 
 def _check_coverage(path: Path, entries, data_size: int) -> None:
@@ -192,7 +236,7 @@ def write(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties) ->
         pos += nbytes
     crc = 0
     for _, t in layout:
-        crc = zlib.crc32(_bytes(t), crc)
+        crc = crc32(_bytes(t), crc)
     metadata = {stored_mod.META_KEY: stored_mod.encode(stored), stored_mod.CRC_KEY: f"{crc:08x}"}
     header: dict[str, Any] = {"__metadata__": metadata}
     for name, t in kept:  # header keeps the caller's order; offsets follow the layout
@@ -237,15 +281,16 @@ def _crc(path: Path, start: int) -> int:
         with open(path, "rb") as f:
             f.seek(start)
             while chunk := f.read(1 << 24):
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     return crc
 
 
 def _sniff(path: Path, head: bytes) -> bool:
-    # an 8-byte header length, then the JSON header's opening brace
-    return len(head) > 8 and head[8:9] == b"{"
+    # a plausible 8-byte header length, then the JSON header's opening brace (JSON allows whitespace first)
+    return (len(head) > 8 and 0 < struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER
+            and head[8:].lstrip(b" \t\n\r")[:1] == b"{")
 
 
 FORMAT = register(Format("safetensors", read=read, verify=verify, sniff=_sniff, write=write,

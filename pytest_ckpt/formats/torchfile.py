@@ -26,23 +26,42 @@ LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
     """A torch zip file; ``meta=True`` reads no tensor data."""
-    reader = _open_reader(path)
-    records = _records(path, reader)
-    data_pkl = _record(path, reader, "data.pkl")
     # DTensors are refused with or without weights_only; unsafe globals only with it
-    pickle_scan.scan(path, data_pkl, "data.pkl", allowlist=weights_only, advise=True)
-    # one reading of the archive for torch.load (mmap or not), zipfile and us; sizes bounded
-    layout = zipcheck.check(path, data_pkl)
+    layout = _open_zip(path, allowlist=weights_only)
     if not meta:  # values are read: the bytes verify would refuse are refused here too
         zipcheck.check_crcs(path, layout)
     stored = None
-    if stored_mod.RECORD in records:
-        stored = stored_mod.decode(_record(path, reader, stored_mod.RECORD), path)
-    del reader
+    if stored_mod.RECORD in layout:
+        stored = stored_mod.decode(zipcheck.read(path, layout, stored_mod.RECORD), path)
     tree = _torch_load(path, meta=meta, weights_only=weights_only, zip_format=True)
     stored_mod.check(path, stored, tree)  # what verify refuses, every read refuses
     return Contents(path, "torch", tree, meta, stored=stored, ties_expressible=True, files=[path],
                     tie_key=_zip_tie_key if meta else None)
+
+
+def _open_zip(path: Path, *, allowlist: bool = True) -> zipcheck.Layout:
+    """The archive read as torch reads it, before anything is inflated or unpickled (sizes
+    bounded, compression bounded), then its data.pkl scanned and its storages checked."""
+    layout = zipcheck.check(path)
+    if "data.pkl" not in layout:
+        if "constants.pkl" in layout:
+            raise CheckpointError(path, "unreadable", "a TorchScript archive (torch.jit.save), not a state dict: load it with torch.jit.load")
+        raise CheckpointError(path, "not-a-checkpoint", "a zip file without data.pkl: not written by torch.save")
+    data_pkl = zipcheck.read(path, layout, "data.pkl")
+    pickle_scan.scan(path, data_pkl, "data.pkl", allowlist=allowlist, advise=True)
+    layout.dataless = zipcheck.check_storages(path, layout, data_pkl)
+    return layout
+
+
+def without_data(names: list[str]) -> str:
+    """Why a file whose tensors ``names`` were saved as meta tensors is ``incomplete``.
+
+    >>> without_data(["bias"])
+    '1 tensor without data (saved as meta tensors): bias'
+    """
+    n = len(names)
+    shown = ", ".join(names[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    return f"{n} tensor{'s' if n > 1 else ''} without data (saved as meta tensors): {shown}"
 
 
 def _zip_tie_key(t: torch.Tensor) -> Hashable | None:
@@ -128,14 +147,9 @@ def write_zip(tensors: Mapping[str, torch.Tensor], tmp: Path, stored: dict, ties
 def verify_zip(path: Path) -> None:
     """The layout, every record's CRC, the pickle (weights-only, on meta) and the stored metadata;
     a tensor saved without data (a meta tensor) is ``incomplete``."""
-    data_pkl = _record(path, _open_reader(path), "data.pkl")
-    pickle_scan.scan(path, data_pkl, "data.pkl")  # unsafe is said before any other damage
-    layout = zipcheck.check(path, data_pkl)
+    layout = _open_zip(path)
     if layout.dataless:
-        n = len(layout.dataless)
-        shown = ", ".join(layout.dataless[:3]) + (f" and {n - 3} more" if n > 3 else "")
-        raise CheckpointError(path, "incomplete", f"{n} tensor{'s' if n > 1 else ''} without data "
-                                                  f"(saved as meta tensors): {shown}")
+        raise CheckpointError(path, "incomplete", without_data(layout.dataless))
     zipcheck.check_crcs(path, layout)
     read_zip(path, meta=True)  # the pickle, weights-only, and the stored metadata
 
@@ -186,32 +200,6 @@ def map_tensors(tree: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return tree
 
 
-def _open_reader(path: Path):
-    try:
-        return torch._C.PyTorchFileReader(str(path))
-    except Exception as e:  # torch raises RuntimeError with the miniz message
-        raise _zip_error(path, e) from None
-
-
-def _records(path: Path, reader) -> set[str]:
-    try:
-        records = set(reader.get_all_records())
-    except Exception as e:  # a damaged central directory (names that do not decode)
-        raise CheckpointError(path, "corrupted", f"the zip directory is damaged ({_first_line(e)})") from None
-    if "data.pkl" not in records:
-        if "constants.pkl" in records:
-            raise CheckpointError(path, "unreadable", "a TorchScript archive (torch.jit.save), not a state dict: load it with torch.jit.load")
-        raise CheckpointError(path, "not-a-checkpoint", "a zip file without data.pkl: not written by torch.save")
-    return records
-
-
-def _record(path: Path, reader, name: str) -> bytes:
-    try:
-        return bytes(reader.get_record(name))
-    except Exception as e:  # damaged local header or CRC mismatch
-        raise CheckpointError(path, "corrupted", f"zip record {name} cannot be read ({_first_line(e)})") from None
-
-
 def _torch_load(path: Path, *, meta: bool, weights_only: bool, zip_format: bool) -> Any:
     # torch.load picks safetensors by suffix alone; a torch file named so must go through a file object.
     by_name = not str(path).endswith(".safetensors")
@@ -241,8 +229,8 @@ def _unpickling_error(path: Path, e: Exception, zip_format: bool) -> CheckpointE
     # Name the globals from the opcodes, not from torch's message text.
     try:
         if zip_format:
-            reader = torch._C.PyTorchFileReader(str(path))
-            pickle_scan.scan(path, bytes(reader.get_record("data.pkl")), "data.pkl", advise=True)
+            layout = zipcheck.check(path)
+            pickle_scan.scan(path, zipcheck.read(path, layout, "data.pkl"), "data.pkl", advise=True)
         else:
             scan_legacy(path)
     except CheckpointError as err:

@@ -1,9 +1,20 @@
-"""A torch zip's layout checked before anything is read from it: one reading of the archive that
-``torch.load`` (with or without ``mmap``), Python's ``zipfile`` and pytest-ckpt all share.
+"""A torch zip's layout checked before anything is read from it, each record as ``torch.load``
+reads it: the central directory first (:mod:`.zipdir`, miniz's reading), then the local header it
+points at.
 
-Refused (``corrupted``): a record named twice, a local header that disagrees with the central
-directory, records that overlap or run past the directory, a compressed storage record, a storage
-record whose size is not what its tensors need. Every size is bounded by the file before it is used.
+Refused (``corrupted``), naming the record:
+
+* what torch refuses, or reads differently with and without ``mmap``: a record marked encrypted
+  or as a directory (torch.load then reads none of its bytes), compressed tensor data, a method torch
+  cannot inflate, a name outside the archive's folder or not UTF-8, two names torch cannot tell
+  apart (it ignores letter case), a tensor whose storage record is absent or of another size;
+* what Python's ``zipfile`` refuses where torch looks away: a local header without its signature
+  or naming another record, records that overlap, a CRC32 that does not match (torch checks none);
+* a compressed record that would inflate past ``MAX_RATIO`` times its size, said before anything
+  is inflated (a decompression bomb; torch.save compresses nothing).
+
+Fields no reader uses for the data are not checked: times, versions, comments, extra-field
+contents, the local header's copies of sizes and CRC, data descriptors.
 """
 
 from __future__ import annotations
@@ -11,7 +22,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,31 +29,53 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from . import pickle_stub
+from . import pickle_stub, zipdir
+from .checksum import crc32
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # the 30-byte local file header
 _REBUILD = "torch._utils._rebuild_tensor_v2"
 _META = "torch._utils._rebuild_meta_tensor_no_storage"
+STORED, DEFLATED = 0, 8
+ENCRYPTED, PATCH, STRONG = 0x1, 0x20, 0x40
+#: a compressed record may inflate to this many times its size (deflate reaches about 1000:1 on
+#: repeated bytes; pickles of real state dicts compress 3-10:1)...
+MAX_RATIO = 32
+#: ...or to this many bytes, whatever its ratio
+MIN_BOUND = 1 << 20
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where one record's bytes lie, as torch reads them."""
+
+    record: str  # its full name, for messages
+    start: int  # its first data byte (after the local header, as torch computes it)
+    stored: int  # bytes in the file
+    size: int  # bytes once inflated (``stored`` when it is stored)
+    method: int
+    crc: int
 
 
 @dataclass
 class Layout:
-    """What the check found: record name -> (data start, size); each record's stored CRC32;
-    names of tensors without data."""
+    """The archive as torch reads it: its folder, each record by its name in the folder,
+    and the names of tensors saved without data."""
 
-    records: dict[str, tuple[int, int]] = field(default_factory=dict)
-    crcs: dict[str, int] = field(default_factory=dict)
+    folder: str
+    spans: dict[str, Span] = field(default_factory=dict)
     dataless: list[str] = field(default_factory=list)
+    _folded: dict[bytes, str] = field(default_factory=dict)
+
+    def find(self, name: str) -> Span | None:
+        """The record torch reads for ``name`` (``"data.pkl"``): miniz ignores ASCII letter case."""
+        return self.spans.get(self._folded.get(name.encode().lower(), ""))
+
+    def __contains__(self, name: str) -> bool:
+        return self.find(name) is not None
 
 
-def check(path: Path, data_pkl: bytes | None = None) -> Layout:
-    """Check the archive's layout (and, given ``data.pkl``, its storage records); return it."""
-    infos, directory_start = _directory(path)
-    layout = Layout()
-    names = [i.filename for i in infos]
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise CheckpointError(path, "corrupted", f"zip record {twice} appears twice: readers may take different copies")
+def check(path: Path) -> Layout:
+    """The archive's directory and local headers, as torch reads them; nothing is inflated."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
@@ -51,89 +83,173 @@ def check(path: Path, data_pkl: bytes | None = None) -> Layout:
     try:
         if hasattr(os, "posix_fadvise"):  # headers only: no read-ahead into the tensors' bytes
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        for info in infos:
-            layout.records[info.filename] = _local(path, fd, info, directory_start)
-            layout.crcs[info.filename] = info.CRC
+        directory = zipdir.read(path, fd, os.fstat(fd).st_size)
+        layout = _names(path, directory.records)
+        for record, name in zip(directory.records, list(layout.spans)):
+            _flags(path, record, name)
+        _locals(path, fd, directory, layout)
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     finally:
         os.close(fd)
-    spans = sorted((start, start + n, name) for name, (start, n) in layout.records.items())
-    for (s1, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
+    return layout
+
+
+def _names(path: Path, records: list[zipdir.Record]) -> Layout:
+    """torch's reading of the names: the folder is the first record's; every record lies in it
+    and decodes as UTF-8 (``torch.load`` lists them all); a name is found ignoring letter case."""
+    if not records:
+        raise CheckpointError(path, "corrupted", "the zip archive holds no records")
+    first = records[0].name
+    if b"/" not in first:
+        raise CheckpointError(path, "corrupted", f"zip record {records[0].shown} is not inside a folder: "
+                                                 "torch reads every record under the first record's folder")
+    folder = first[:first.index(b"/") + 1]
+    layout = Layout(folder.decode("utf-8", "replace"))
+    for record in records:
+        if not record.name.startswith(folder) or b"\0" in record.name:
+            raise CheckpointError(path, "corrupted", f"zip record {record.shown} lies outside the archive's folder "
+                                                     f"{layout.folder}: torch.load refuses the archive")
+        try:
+            name = record.name[len(folder):].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(path, "corrupted", f"zip record name {record.name!r} is not UTF-8: "
+                                                     "torch.load cannot list the archive") from None
+        folded = record.name[len(folder):].lower()
+        if folded in layout._folded:
+            other = layout._folded[folded]
+            if other == name:
+                raise CheckpointError(path, "corrupted",
+                                      f"zip record {record.shown} appears twice: readers may take different copies")
+            raise CheckpointError(path, "corrupted", f"zip records {layout.folder}{other} and {record.shown} differ "
+                                                     "only in letter case: torch may read either")
+        layout._folded[folded] = name
+        layout.spans[name] = Span(record.shown, -1, record.compressed, record.size, record.method, record.crc)
+    return layout
+
+
+def _flags(path: Path, record: zipdir.Record, name: str) -> None:
+    """What torch refuses, or reads differently, whatever the bytes (``name``: in the folder)."""
+    who = f"zip record {record.shown}"
+    if record.flags & (ENCRYPTED | STRONG):
+        raise CheckpointError(path, "corrupted", f"{who} is marked encrypted (flag bits 0 and 6): torch.load refuses it")
+    if record.flags & PATCH:
+        raise CheckpointError(path, "corrupted", f"{who} is marked as patch data (flag bit 5): torch.load refuses it")
+    if record.is_directory and record.size:  # an empty one reads as empty either way
+        raise CheckpointError(path, "corrupted", f"{who} is marked as a directory (MS-DOS attribute 0x10): "
+                                                 "torch.load reads none of its bytes (the tensor holds whatever memory held)")
+    if record.method not in (STORED, DEFLATED):
+        raise CheckpointError(path, "corrupted", f"{who} is compressed with method {record.method}, "
+                                                 "which torch cannot read")
+    if record.method == STORED:
+        if record.compressed != record.size:
+            raise CheckpointError(path, "corrupted", f"{who} is stored, but its directory entry gives "
+                                                     f"{record.compressed} and {record.size} bytes")
+        return
+    if name.startswith("data/") and record.size:
+        raise CheckpointError(path, "corrupted", f"{who} is compressed: torch stores tensor data uncompressed, "
+                                                 "and torch.load reads it differently with and without mmap")
+    bound = max(MIN_BOUND, MAX_RATIO * record.compressed)
+    if record.size > bound:
+        ratio = record.size / max(record.compressed, 1)
+        raise CheckpointError(
+            path, "corrupted",
+            f"{who} is compressed: {record.compressed} bytes claim to inflate to {record.size} ({ratio:.0f}:1); "
+            f"torch.save compresses nothing, and pytest-ckpt inflates at most {MAX_RATIO}:1 (a decompression bomb?)")
+
+
+def _locals(path: Path, fd: int, directory: zipdir.Directory, layout: Layout) -> None:
+    """Each local header: its signature and name (Python's zipfile checks both), and where its
+    data starts (torch adds its name and extra-field lengths); no record overlaps another."""
+    spans = []
+    for record, name in zip(directory.records, list(layout.spans)):
+        who = f"zip record {record.shown}"
+        off = record.header
+        if off + _LOCAL.size > directory.start:
+            raise CheckpointError(path, "corrupted", f"{who}: its header offset {off} lies outside the records")
+        head = os.pread(fd, _LOCAL.size + len(record.name), off)
+        sig, *_, n, extra = _LOCAL.unpack_from(head)
+        if sig != b"PK\x03\x04":
+            raise CheckpointError(path, "corrupted", f"{who}: no local header at offset {off}")
+        if n != len(record.name) or head[_LOCAL.size:] != record.name:
+            local = os.pread(fd, min(n, 60), off + _LOCAL.size)
+            raise CheckpointError(path, "corrupted", f"{who}: its local header names {local!r}")
+        start = off + _LOCAL.size + n + extra
+        if not record.compressed:  # torch reads nothing of an empty record: its extra field is moot
+            start = off + _LOCAL.size + n
+        elif start + record.compressed > directory.start:
+            raise CheckpointError(
+                path, "corrupted",
+                f"{who} claims {record.compressed} bytes from offset {start}, past the end of the records ({directory.start})")
+        layout.spans[name] = Span(record.shown, start, record.compressed, record.size, record.method, record.crc)
+        spans.append((off, start + record.compressed, record.shown))
+    spans.sort()
+    for (_, e1, n1), (s2, _, n2) in zip(spans, spans[1:]):
         if s2 < e1:
             raise CheckpointError(path, "corrupted", f"zip records {n1} and {n2} overlap: the directory is damaged")
-    if data_pkl is not None:
-        layout.dataless = _storages(path, layout, data_pkl, infos)
-    return layout
+
+
+def read(path: Path, layout: Layout, name: str) -> bytes:
+    """The bytes torch reads for record ``name`` (``"data.pkl"``), inflated within its bounds;
+    ``corrupted`` when absent or when its deflate stream is damaged."""
+    span = layout.find(name)
+    if span is None:
+        raise CheckpointError(path, "corrupted", f"zip record {layout.folder}{name} is absent")
+    if not span.stored:  # miniz reads nothing of an empty record, whatever its method
+        return b""
+    try:
+        with open(path, "rb") as f:
+            raw = os.pread(f.fileno(), span.stored, span.start)
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    return raw if span.method == STORED else _inflate(path, span, raw)
+
+
+def _inflate(path: Path, span: Span, raw: bytes) -> bytes:
+    # never more than the declared size, which check() bounded: a bomb stops there
+    who = f"zip record {span.record}"
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(raw, span.size)
+        if not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1):
+            raise CheckpointError(path, "corrupted", f"{who} inflates to more than the {span.size} bytes "
+                                                     "its directory entry declares")
+    except zlib.error as e:
+        raise CheckpointError(path, "corrupted", f"{who}: its deflate stream is damaged ({e})") from None
+    if not inflater.eof or len(out) != span.size:
+        raise CheckpointError(path, "corrupted", f"{who}: its deflate stream ends after {len(out)} bytes "
+                                                 f"of the {span.size} its directory entry declares")
+    return out
 
 
 def check_crcs(path: Path, layout: Layout) -> None:
     """Every record's bytes against its stored CRC32 (``corrupted`` naming the first that fails).
 
-    torch.load does not check them: a reader of values that skipped this would read changed
-    bytes that ``verify`` refuses."""
+    torch.load checks none: a reader of values that skipped this would read changed bytes that
+    ``verify`` refuses."""
+    stored = [span for span in layout.spans.values() if span.method == STORED]
+    crcs = {span.record: crc32(read(path, layout, name))
+            for name, span in layout.spans.items() if span.method != STORED}
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             view = memoryview(m)
             try:
-                spans = list(layout.records.items())
-                # zlib.crc32 lets go of the GIL: the records are checked on every core at once
-                with ThreadPoolExecutor(max_workers=min(len(spans), os.cpu_count() or 1) or 1) as pool:
-                    crcs = list(pool.map(lambda span: zlib.crc32(view[span[1][0]:span[1][0] + span[1][1]]), spans))
-                for (name, _), crc in zip(spans, crcs):
-                    if crc != layout.crcs[name]:
-                        raise CheckpointError(path, "corrupted", f"zip record {name} fails its CRC check: its bytes changed after saving")
+                # the CRC lets go of the GIL: the records are checked on every core at once
+                with ThreadPoolExecutor(max_workers=min(len(stored), os.cpu_count() or 1) or 1) as pool:
+                    crcs.update(zip((span.record for span in stored), pool.map(
+                        lambda span: crc32(view[span.start:span.start + span.stored]), stored)))
             finally:
                 view.release()
     except (OSError, ValueError) as e:
         raise CheckpointError(path, "unreadable", str(e)) from None
+    for span in layout.spans.values():
+        if crcs[span.record] != span.crc:
+            raise CheckpointError(path, "corrupted", f"zip record {span.record} fails its CRC check: "
+                                                     "its bytes changed after saving")
 
 
-def _directory(path: Path) -> tuple[list[zipfile.ZipInfo], int]:
-    """The central directory's entries, and where the directory starts (the records end there)."""
-    try:
-        size = os.path.getsize(path)
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            start_dir = getattr(zf, "start_dir", None)
-    except zipfile.BadZipFile as e:
-        raise CheckpointError(path, "corrupted", f"the zip directory cannot be read ({e})") from None
-    except OSError as e:
-        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
-    except Exception as e:  # zipfile raises many types on damaged directories
-        raise CheckpointError(path, "corrupted", f"the zip directory cannot be read ({type(e).__name__}: {e})") from None
-    return infos, size if start_dir is None else start_dir
-
-
-def _local(path: Path, fd: int, info: zipfile.ZipInfo, directory_start: int) -> tuple[int, int]:
-    """One record's local header, read alone (``os.pread``: a few hundred bytes, not its data)."""
-    off = info.header_offset
-    name = info.filename
-    if off < 0 or off + _LOCAL.size > directory_start:
-        raise CheckpointError(path, "corrupted", f"zip record {name}: its header offset {off} lies outside the records")
-    sig, _, _, method, _, _, _, _, _, n, extra = _LOCAL.unpack(os.pread(fd, _LOCAL.size, off))
-    if sig != b"PK\x03\x04":
-        raise CheckpointError(path, "corrupted", f"zip record {name}: no local header at offset {off}")
-    raw = os.pread(fd, n, off + _LOCAL.size)
-    if raw.decode("utf-8", "replace") != name and raw.decode("cp437", "replace") != name:
-        raise CheckpointError(path, "corrupted", f"zip record {name}: its local header names {raw[:60]!r}")
-    start = off + _LOCAL.size + n + extra
-    if info.compress_type != zipfile.ZIP_STORED or method != zipfile.ZIP_STORED:
-        if "/data/" in name:
-            raise CheckpointError(path, "corrupted", f"zip record {name} is compressed: torch stores tensor data uncompressed")
-    if info.compress_size != info.file_size and info.compress_type == zipfile.ZIP_STORED:
-        raise CheckpointError(path, "corrupted", f"zip record {name}: stored sizes disagree")
-    if start + info.compress_size > directory_start:
-        raise CheckpointError(
-            path, "corrupted",
-            f"zip record {name} claims {info.compress_size} bytes from offset {start}, past the end of the records ({directory_start})")
-    return start, info.compress_size
-
-
-def _storages(path: Path, layout: Layout, data_pkl: bytes, infos) -> list[str]:
+def check_storages(path: Path, layout: Layout, data_pkl: bytes) -> list[str]:
     """Each storage record is exactly as long as its tensors' storage; names of meta tensors."""
-    prefix = next((i.filename[:-len("data.pkl")] for i in infos
-                   if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1), "")
     try:
         tree, _ = pickle_stub.run(data_pkl)
     except ValueError as e:
@@ -143,11 +259,11 @@ def _storages(path: Path, layout: Layout, data_pkl: bytes, infos) -> list[str]:
         if isinstance(obj, pickle_stub.Stub) and obj.global_name == _META:
             dataless.append(where)
         elif isinstance(obj, pickle_stub.Stub) and obj.global_name == _REBUILD:
-            _check_tensor(path, prefix, layout, where, obj.args)
+            _check_tensor(path, layout, where, obj.args)
     return sorted(dataless)
 
 
-def _check_tensor(path: Path, prefix: str, layout: Layout, name: str, args: tuple) -> None:
+def _check_tensor(path: Path, layout: Layout, name: str, args: tuple) -> None:
     try:
         pid, offset, shape, stride = args[0].pid, args[1], tuple(args[2]), tuple(args[3])
         _, storage_type, key, _, numel = pid
@@ -157,14 +273,13 @@ def _check_tensor(path: Path, prefix: str, layout: Layout, name: str, args: tupl
             raise ValueError("sizes are not non-negative integers")
     except (AttributeError, TypeError, ValueError, IndexError) as e:
         raise CheckpointError(path, "corrupted", f"data.pkl: tensor {name} is described in a damaged way ({e})") from None
-    record = f"{prefix}data/{key}"
-    if record not in layout.records:
-        raise CheckpointError(path, "corrupted", f"tensor {name}: its storage record {record} is absent")
-    have = layout.records[record][1]
-    if have != numel * itemsize:
+    span = layout.find(f"data/{key}")
+    if span is None:
+        raise CheckpointError(path, "corrupted", f"tensor {name}: its storage record {layout.folder}data/{key} is absent")
+    if span.size != numel * itemsize:
         raise CheckpointError(
             path, "corrupted",
-            f"tensor {name}: storage record {record} holds {have} bytes, its storage needs {numel * itemsize}")
+            f"tensor {name}: storage record {span.record} holds {span.size} bytes, its storage needs {numel * itemsize}")
     if all(shape):
         extent = offset + sum((s - 1) * st for s, st in zip(shape, stride)) + 1
         if extent > numel:

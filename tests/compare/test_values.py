@@ -166,3 +166,19 @@ def test_batches_that_break_their_promise_fall_back_to_pairs():
         batch_max_abs_diffs([bad])
     with pytest.raises(ValueError, match="cannot compare"):
         max_abs_diffs([("x", torch.zeros(2), torch.zeros(2)), ("y", torch.zeros(2), torch.zeros(3))])
+
+
+def test_a_bool_byte_other_than_one_is_true_as_torch_reads_it(tmp_path):
+    # a file's bool byte 0x7F: torch reads True, and torch.equal calls it equal to a saved True
+    import pytest_ckpt as pc
+
+    saved = torch.tensor([True, False, True])
+    odd = saved.clone()
+    odd.view(torch.uint8)[0] = 0x7F
+    assert torch.equal(saved, odd)
+    assert max_abs_diff(saved, odd) is None
+    assert values.max_abs_diffs([("m", saved, odd), ("n", saved, ~saved)]) == {"n": 1.0}
+    path = tmp_path / "mask.pt"
+    torch.save({"m": odd}, path)
+    assert pc.diff({"m": saved}, path).ok
+    assert not pc.diff({"m": ~saved}, path).ok

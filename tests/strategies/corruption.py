@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
+import struct
 import sys
 import threading
 from dataclasses import dataclass
@@ -148,9 +149,10 @@ def _guarded(what: str, *, audit: bool = True):
         raise AssertionError(f"{what} tried to run code: audit events {sorted(set(_events))}")
 
 
-def read_back(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+def read_back(path: Path, sd: dict[str, torch.Tensor], *, reference: str | None = None) -> dict[str, Any]:
     """Every reader on ``path``: ``{reader: result or CheckpointError}``, and under ``"truth"``
-    what torch or safetensors themselves read (a state dict, or the exception they raised).
+    what torch or safetensors themselves read (a state dict, or the exception they raised);
+    ``reference="from_pretrained"``: what transformers loads from a ``save_pretrained`` directory.
 
     Any other exception propagates (the caller's failure). A ``CheckpointError``
     must name the file.
@@ -172,7 +174,7 @@ def read_back(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
                 out[name] = e
     # the independent readers are the reference, not under test: DCP's own unpickles its metadata
     with _guarded(f"independent read of {path.name}", audit=False):
-        out["truth"] = truth(path, sd)
+        out["truth"] = truth(path, sd, reference=reference)
     return out
 
 
@@ -181,10 +183,11 @@ def _names_a_file_inside(path: Path, e: pc.CheckpointError) -> bool:
     return path.is_dir() and e.path is not None and Path(e.path).parent == path
 
 
-def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
+def truth(path: Path, sd: dict[str, torch.Tensor], *, reference: str | None = None) -> Any:
     """What the project's own reader reads: ``torch.load`` (weights-only, no mmap: the default),
     ``safetensors.torch.load_file``, an HF index's shards through safetensors, DCP's own reader of
-    every key its metadata names. The state dict, or the exception it raised."""
+    every key its metadata names, transformers' ``from_pretrained`` (``reference``: the weights it
+    loads under the names of ``sd``). The state dict, or the exception it raised."""
     import json
     import warnings
 
@@ -192,6 +195,8 @@ def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
             warnings.simplefilter("ignore")
+            if reference == "from_pretrained":
+                return _from_pretrained(path, sd)
             if path.is_dir() and (path / ".metadata").exists():
                 # DCP's own reader of every key the metadata names (what dcp_to_torch_save reads)
                 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
@@ -224,17 +229,138 @@ def truth(path: Path, sd: dict[str, torch.Tensor]) -> Any:
         return e
 
 
+def _from_pretrained(path: Path, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    loaded = AutoModelForCausalLM.from_pretrained(str(path)).state_dict()
+    return {k: loaded[k] for k in sd if k in loaded}
+
+
 def same(a: Any, b: dict[str, torch.Tensor]) -> bool:
-    """``a`` is a state dict with exactly ``b``'s names, shapes, dtypes and bits."""
+    """``a`` is a state dict with exactly ``b``'s names, shapes, dtypes and bits (a bool as torch
+    reads it: any non-zero byte is True)."""
     if not isinstance(a, dict) or a.keys() != b.keys():
         return False
     for k, v in b.items():
         t = a[k]
         if not isinstance(t, torch.Tensor) or t.shape != v.shape or t.dtype != v.dtype:
             return False
+        if t.dtype == torch.bool:
+            t, v = t.view(torch.uint8).ne(0), v.view(torch.uint8).ne(0)
         if not torch.equal(t.contiguous().reshape(-1).view(torch.uint8), v.contiguous().reshape(-1).view(torch.uint8)):
             return False
     return True
+
+
+def refused_intact(out: dict[str, Any], expected: dict[str, torch.Tensor]) -> bool:
+    """A reader refused a file that the independent reader reads exactly as saved."""
+    refused = any(isinstance(out[k], pc.CheckpointError) for k in ("verify", "schema", "load_state_dict", "diff"))
+    return refused and same(out["truth"], expected)
+
+
+#: why a refusal of a file the independent reader reads intact is right, with what shows it
+EXPLAINED = {
+    "mmap": "torch.load(mmap=True) reads other values than torch.load (compressed tensor data, a "
+            "record marked as a directory): which torch reads depends on how it is asked",
+    "zip damage": "a damaged zip record that Python's zipfile refuses (a CRC32 that does not match, a local "
+                  "header that names another record) or that torch reads as a directory: torch checks neither",
+    "bomb": "a record compressed past 32:1 (a decompression bomb); torch.save compresses nothing",
+    "pc.save metadata": "pc.save's own record of the file (its schema, its CRC32) changed: torch never reads it",
+    "index": "the index names tensors its shards do not hold (or the reverse): the directory disagrees with itself",
+}
+
+
+def explain(path: Path, pristine: dict[str, bytes], expected: dict[str, torch.Tensor]) -> str | None:
+    """Why refusing ``path`` (a file, or a directory of files) is right although the independent
+    reader reads it as ``expected``: a key of :data:`EXPLAINED`, from evidence other than
+    pytest-ckpt's own reading; ``None`` when nothing explains it (a false alarm). ``pristine``:
+    the files as saved."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    if path.is_dir() and _index_disagrees(path):
+        return "index"
+    if path.is_file() and path.read_bytes().startswith(b"PK\x03\x04") and not same(torch_load(path, mmap=True), expected):
+        return "mmap"
+    for f in files:
+        before = pristine.get(f.name)
+        blob = f.read_bytes()
+        if blob == before:
+            continue
+        if blob.startswith(b"PK\x03\x04"):
+            found = _zip_evidence(blob, before)
+            if found:
+                return found
+        elif f.suffix == ".safetensors" and "pytest_ckpt" in (_metadata(before) or {}) \
+                and _metadata(blob) != _metadata(before):
+            return "pc.save metadata"
+    return None
+
+
+def torch_load(path: Path, *, mmap: bool = False) -> Any:
+    """What ``torch.load`` reads (weights only, with or without ``mmap``), or the exception it raises."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - torch's refusal is its verdict
+        return e
+
+
+def _zip_evidence(blob: bytes, before: bytes | None) -> str | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                zf.read(info)  # the CRC and the local header checked
+    except Exception:  # noqa: BLE001 - zipfile refusing it, whatever the type, is the evidence
+        return "zip damage"
+    if any(i.external_attr & 0x10 and i.file_size for i in infos):
+        return "zip damage"
+    if any(i.compress_type and i.file_size > max(1 << 20, 32 * i.compress_size) for i in infos):
+        return "bomb"
+    if before is not None:
+        with zipfile.ZipFile(io.BytesIO(before)) as zf:
+            was = {i.filename: i for i in zf.infolist()}
+        for info in infos:
+            old = was.get(info.filename)
+            if info.filename.endswith("/pytest_ckpt.json") and old is not None and (
+                    (info.CRC, info.file_size, info.compress_type, info.flag_bits, info.external_attr)
+                    != (old.CRC, old.file_size, old.compress_type, old.flag_bits, old.external_attr)):
+                return "pc.save metadata"
+    return None
+
+
+def _metadata(blob: bytes | None) -> Any:
+    import json
+
+    try:
+        (n,) = struct.unpack("<Q", blob[:8])
+        return json.loads(blob[8:8 + n]).get("__metadata__")
+    except Exception:  # noqa: BLE001 - a header that does not parse has no metadata to compare
+        return None
+
+
+def _index_disagrees(path: Path) -> bool:
+    import json
+
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    try:
+        weight_map = json.loads(index.read_bytes())["weight_map"]
+        held = {}
+        for shard in set(weight_map.values()):
+            with safe_open(str(path / shard), "pt") as f:
+                held.update(dict.fromkeys(f.keys(), shard))
+    except Exception:  # noqa: BLE001 - an unreadable index or shard is not this evidence
+        return False
+    return held != weight_map
 
 
 def judge(corruption: Corruption, out: dict[str, Any], expected: dict[str, torch.Tensor] | None = None,
