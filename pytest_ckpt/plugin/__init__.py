@@ -15,9 +15,10 @@ import pytest
 
 from . import options as o
 from .collector import DEFINED_KEY, CheckCollector, defined_tests
-from .resume_variations import RESUME_DEFAULT
+from ..checks.resume_variations import RESUME_DEFAULT
 from .selection import RESUME, MarkerError, marker_kind, marker_variations, select, validate_selection
-from .variations import DEFAULT, VARIATIONS, UnknownVariation, world
+from ..checks.variations import DEFAULT, VARIATIONS, UnknownVariation
+from ..processes import world
 
 #: the session's resolved options
 SETTINGS_KEY = pytest.StashKey[o.Settings]()
@@ -214,7 +215,7 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
     ... def test_resume(ckpt):
     ...     ckpt.resume(start, step, save=save, load=load, config=Config())
     """
-    from .variations.processes import ProcessGroupScope
+    from ..processes.ranks import ProcessGroupScope
 
     settings = request.config.stash[SETTINGS_KEY]
     directory = tmp_path / ".ckpt"
@@ -225,7 +226,7 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
 
         prop = o.PROP_RESUME
     else:
-        from .roundtrip import Ckpt as Fixture
+        from ..checks.roundtrip import Ckpt as Fixture
 
         prop = o.PROP_ROUNDTRIP
     try:

@@ -3,7 +3,7 @@ on every rank, naming the ranks; only rank 0 writes the summary and ``--ckpt-rep
 before every rank has written its own (torchrun stops the other ranks as soon as one exits with a
 failure, which would cut their output, or rank 0's summary and report).
 
-Registered by the plugin when :func:`pytest_ckpt.plugin.variations.world.launched` is true.
+Registered by the plugin when :func:`pytest_ckpt.processes.world.launched` is true.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .variations import world
+from ..processes import world
 
 
 def _first_line(report: pytest.TestReport) -> str:

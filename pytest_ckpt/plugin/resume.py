@@ -5,7 +5,7 @@
 ...     ckpt.resume(start, step, save=save, load=load, config=Config())
 
 ``ckpt.resume`` is :func:`pytest_ckpt.check_resume` run in this test's variation
-(:mod:`pytest_ckpt.plugin.resume_variations`). How a check ends, in the test:
+(:mod:`pytest_ckpt.checks.resume_variations`). How a check ends, in the test:
 
 - the resumed run is the run that never stopped: it passes, and returns the ``ResumeReport``;
 - ``ResumeMismatch``: it fails; the failure's first line is the first cause (``[resume-<kind>] ...``),
@@ -24,9 +24,9 @@ from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable
 from ..resume.report import ResumeReport
 from .checks import VariationChecks, as_dict
 from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
-from .resume_variations import RESUME_VARIATIONS
-from .resume_variations.base import ResumeJob
-from .variations import VariationUnavailable
+from ..checks.resume_variations import RESUME_VARIATIONS
+from ..checks.resume_variations.base import ResumeJob
+from ..checks.variations import VariationUnavailable
 
 
 class CkptResume(VariationChecks):

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, ResumeError, ResumeUnavailable
-from . import processes
-from .processes import NotPicklable, pickled
+from ..processes import children as processes
+from ..processes.children import NotPicklable, pickled
 
 #: the errors a child sends back to be raised again in the parent, as themselves
 _RERAISED = {"ResumeError": ResumeError, "TypeError": TypeError, "ValueError": ValueError}

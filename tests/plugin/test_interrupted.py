@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import pytest_ckpt as pc
-from pytest_ckpt.plugin.variations import VariationUnavailable
-from pytest_ckpt.plugin.variations import processes as launcher
-from pytest_ckpt.plugin.variations.base import SaveJob
-from pytest_ckpt.plugin.variations.boundaries import Tracer
-from pytest_ckpt.plugin.variations.interrupted import (INTERRUPTED, InterruptedMismatch,
+from pytest_ckpt.checks.variations import VariationUnavailable
+from pytest_ckpt.processes import ranks as launcher
+from pytest_ckpt.checks.variations.base import SaveJob
+from pytest_ckpt.processes.boundaries import Tracer
+from pytest_ckpt.checks.variations.interrupted import (INTERRUPTED, InterruptedMismatch,
                                                        InterruptedSaveError)
 from tests.plugin import crash_savers as savers
 from tests.plugin import workers

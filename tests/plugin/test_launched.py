@@ -146,8 +146,8 @@ def test_torchrun_pytest_runs_on_the_world_with_one_summary_and_names_the_failin
 
 def test_a_world_smaller_than_the_variation_skips_it_naming_the_ranks(monkeypatch):
     """Under torchrun with 2 ranks, reshard-3 and fsdp-reshard-3 cannot load on 3: skipped, saying how."""
-    from pytest_ckpt.plugin.variations import VariationUnavailable
-    from pytest_ckpt.plugin.variations.processes import require_ranks
+    from pytest_ckpt.checks.variations import VariationUnavailable
+    from pytest_ckpt.processes.ranks import require_ranks
 
     for key, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         monkeypatch.setenv(key, value)

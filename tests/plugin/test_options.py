@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pytest_ckpt.plugin import options as o
-from pytest_ckpt.plugin.variations import DEFAULT, VARIATIONS
+from pytest_ckpt.checks.variations import DEFAULT, VARIATIONS
 
 pytest_plugins = ["pytester"]
 
@@ -31,7 +31,7 @@ def collected_ids(result) -> list[str]:
 
 
 def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
-    code = ("import sys, pytest_ckpt.plugin, pytest_ckpt.plugin.options, pytest_ckpt.plugin.variations; "
+    code = ("import sys, pytest_ckpt.plugin, pytest_ckpt.plugin.options, pytest_ckpt.checks.variations; "
             "bad = {'torch', 'hypothesis'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -12,8 +12,9 @@ import time
 import pytest
 from torch import nn
 
-from pytest_ckpt.plugin.variations import VARIATIONS, pool
-from pytest_ckpt.plugin.variations.base import SaveJob
+from pytest_ckpt.checks.variations import VARIATIONS
+from pytest_ckpt.processes import pool
+from pytest_ckpt.checks.variations.base import SaveJob
 from tests.plugin import workers
 
 
@@ -60,7 +61,7 @@ def test_no_worker_outlives_a_pytest_killed_with_sigkill(pytester):
     pytester.makepyfile(test_hold=f"""
         import time
         from pathlib import Path
-        from pytest_ckpt.plugin.variations import pool
+        from pytest_ckpt.processes import pool
 
         def test_hold():
             workers = pool.shared().take(2)

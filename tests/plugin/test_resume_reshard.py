@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_ckpt.errors import ResumeMismatch
-from pytest_ckpt.plugin.resume_variations.base import ResumeJob
-from pytest_ckpt.plugin.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3
+from pytest_ckpt.checks.resume_variations.base import ResumeJob
+from pytest_ckpt.checks.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3
 from tests.plugin import reshard_loop as L
 
 pytest_plugins = ["pytester"]
@@ -83,8 +83,8 @@ def test_the_marker_runs_both_world_sizes_and_names_the_cause(pytester):
 
 
 def test_a_model_fsdp2_cannot_shard_skips_with_its_reason_under_fsdp_and_fsdp_reshard(tmp_path):
-    from pytest_ckpt.plugin.resume_variations.fsdp import FSDP
-    from pytest_ckpt.plugin.variations.registry import VariationUnavailable
+    from pytest_ckpt.checks.resume_variations.fsdp import FSDP
+    from pytest_ckpt.checks.variations.registry import VariationUnavailable
 
     for variation in (FSDP_RESHARD_1, FSDP):
         with pytest.raises(VariationUnavailable, match="FSDP2 cannot shard run.model .*scalar"):

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_ckpt.plugin.variations import processes as distributed
-from pytest_ckpt.plugin.variations.processes import ProcessGroupScope
-from pytest_ckpt.plugin.variations.layers import changed_blocks, names_blocks
-from pytest_ckpt.plugin.variations import VARIATIONS, VariationUnavailable
-from pytest_ckpt.plugin.variations.base import SaveJob, perturb
-from pytest_ckpt.plugin.variations.layers import LayerCountUnknown, find_layers_field, with_layers
+from pytest_ckpt.processes import ranks as distributed
+from pytest_ckpt.processes.ranks import ProcessGroupScope
+from pytest_ckpt.checks.variations.layers import changed_blocks, names_blocks
+from pytest_ckpt.checks.variations import VARIATIONS, VariationUnavailable
+from pytest_ckpt.checks.variations.base import SaveJob, perturb
+from pytest_ckpt.checks.variations.layers import LayerCountUnknown, find_layers_field, with_layers
 from tests.plugin import workers
 
 

@@ -33,12 +33,13 @@ class Reshard(SaveSide):
         self.default_save = f"dcp.save(get_state_dict(fully_shard(model), optimizer)) on {SAVE_WORLD_SIZE} ranks"
 
     def produce(self, job: SaveJob) -> Saved:
-        from . import processes, reshard_ranks
+        from ...processes import ranks as processes
+        from . import reshard_ranks
         from .fsdp import _check_available
         from ... import api
 
         _check_available()
-        from . import world
+        from ...processes import world
 
         processes.require_ranks(max(SAVE_WORLD_SIZE, self.world_size), f"reshard-{self.world_size}")
         factory = processes.importable(job.factory, "factory")

@@ -14,8 +14,8 @@ test with the reason. A rank whose check fails fails the test with that rank's r
 must take the same steps, so a failure that only one rank sees can leave the other waiting in a
 collective until ``ckpt_fsdp_timeout``.
 
-The ranks are this module run as ``python -m pytest_ckpt.plugin.resume_variations.fsdp JOB RANK``
-(started and killed by :func:`pytest_ckpt.plugin.variations.processes.run_ranks`).
+The ranks are this module run as ``python -m pytest_ckpt.checks.resume_variations.fsdp JOB RANK``
+(started and killed by :func:`pytest_ckpt.processes.ranks.run_ranks`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import NotReproducible, ResumeError, ResumeMismatch, ResumeUnavailable
-from ...resume import processes
+from ...processes import children as processes
 from .base import ResumeJob, ResumeSide
 
 ROLES = ("start", "step", "save", "load")
@@ -51,11 +51,11 @@ class RankJob:
 class Fsdp(ResumeSide):
     def check(self, job: ResumeJob):
         __tracebackhide__ = True
-        from ..variations.processes import FSDP_WORLD_SIZE
+        from ...processes.ranks import FSDP_WORLD_SIZE
 
         _check_available()
         functions, config_blob = rank_inputs(job)
-        from ..variations import world
+        from ...processes import world
 
         # under torchrun every rank of the launched world is one of the ranks: rank 0's directory
         workdir = world.shared(job.workdir) if world.launched() else job.workdir
@@ -86,7 +86,7 @@ def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *,
                     label: str = "fsdp") -> list[tuple[str, Any]]:
     """``run_ranks`` on ``world_size`` ranks, then each rank's ``(kind, payload)`` result; a rank whose
     project code raised is a :class:`ResumeError` naming it."""
-    from ..variations.processes import run_ranks
+    from ...processes.ranks import run_ranks
 
     try:
         run_ranks(module, rank_job, ranks, timeout=timeout, world_size=world_size, label=label)
@@ -103,7 +103,7 @@ def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *,
 def _first_cause(results: list[tuple[str, Any]]) -> list[tuple[int, tuple[str, Any]]]:
     """The ranks' results in rank order, those that only waited in a collective for a rank that had
     failed last: that rank's error is the cause."""
-    from ..variations.processes import waited
+    from ...processes.ranks import waited
 
     ranked = list(enumerate(results))
     return sorted(ranked, key=lambda r: r[1][0] == "error" and waited(str(r[1][1])))
@@ -164,7 +164,7 @@ def sharded(start: Callable, mesh: Any) -> Callable:
     @functools.wraps(start)
     def start_sharded(*args: Any) -> Any:
         from ...resume.state import run_state
-        from ..variations.processes import SHARD_REFUSALS, shard
+        from ...processes.ranks import SHARD_REFUSALS, shard
 
         run = start(*args)
         rs = run_state(run)
@@ -190,7 +190,7 @@ def sharded(start: Callable, mesh: Any) -> Callable:
 
 def _rank_main(job_path: str, rank: int) -> int:
     from ...resume.check import check_resume
-    from ..variations.processes import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
+    from ...processes.ranks import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE
 
     workdir = Path(job_path).parent
     entered = enter(job_path, rank, FSDP_WORLD_SIZE)
@@ -218,7 +218,7 @@ def enter(job_path: str, rank: int,
     """In a rank: the job, the project's functions by role, its config, the device mesh of the ranks'
     group (joined: ``world_size`` ranks, the job's own by default) and whether this rank opened the
     group; ``None`` when this rank cannot rebuild the functions (the reason is in ``skip.txt``)."""
-    from ..variations.processes import join, mesh, read_rank_job
+    from ...processes.ranks import join, mesh, read_rank_job
 
     def rebuild(job: Any):
         return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
@@ -238,7 +238,7 @@ def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
     wrapped in the ResumeError naming it) is "cannot run here", its reason in ``skip.txt``, the group
     left (every rank refuses the same model: none waits on another, and the worker stays for the next
     job); anything else is this rank's error, handed over for the parent to raise."""
-    from ..variations.processes import EXIT_UNAVAILABLE, leave, rank_failed
+    from ...processes.ranks import EXIT_UNAVAILABLE, leave, rank_failed
 
     reason = exc if isinstance(exc, ShardRefused) else exc.__cause__
     if isinstance(reason, ShardRefused):
@@ -251,7 +251,7 @@ def failed(exc: BaseException, workdir: Path, rank: int, owned: bool) -> int:
 
 def hand_over(workdir: Path, rank: int, result: tuple[str, Any], owned: bool) -> int:
     """In a rank: write its ``(kind, payload)`` result for the parent, and leave the group unless it failed."""
-    from ..variations.processes import leave
+    from ...processes.ranks import leave
 
     (workdir / f"result-{rank}.tmp").write_bytes(pickle.dumps(result))
     os.replace(workdir / f"result-{rank}.tmp", workdir / f"result-{rank}.pkl")
@@ -266,6 +266,6 @@ FSDP = Fsdp()
 
 
 if __name__ == "__main__":
-    from ..variations.processes import rank_entry
+    from ...processes.ranks import rank_entry
 
     rank_entry(_rank_main)

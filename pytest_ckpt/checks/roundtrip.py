@@ -6,7 +6,7 @@
 A failure's first line names its cause; the report under it speaks of the saved model, the
 reloaded model and the checkpoint, and aims its fix at the code that must change: when the
 file itself differs from the saved model, your save; otherwise your load
-(:mod:`pytest_ckpt.plugin.explain`).
+(:mod:`pytest_ckpt.checks.explain`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ..compare import load_error
 from ..compare.rules.context import plural
 from ..errors import CheckpointMismatch
 from . import explain
-from .checks import VariationChecks, as_dict
-from .options import ATTR_TRIM, MARKER, MARKER_RESUME
+from ..plugin.checks import VariationChecks, as_dict
+from ..plugin.options import ATTR_TRIM, MARKER, MARKER_RESUME
 from .outputs import compare_outputs
 from .variations import VARIATIONS, VariationUnavailable
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,

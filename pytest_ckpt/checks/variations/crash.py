@@ -26,9 +26,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...resume.processes import import_object
-from . import processes
-from .boundaries import KILLED, Tracer
+from ...processes.children import import_object
+from ...processes import ranks as processes
+from ...processes.boundaries import KILLED, Tracer
 
 #: the save itself is at fault (raised, wrote nothing, wrote outside its path): see ``error.txt``
 EXIT_BAD_SAVE = 4

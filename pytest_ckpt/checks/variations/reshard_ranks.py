@@ -2,7 +2,7 @@
 
 Both sides gather what they hold (the full model state and the full optimizer state, by parameter
 name) and rank 0 writes it with ``pc.save``; the parent compares the two files. Run by
-:func:`pytest_ckpt.plugin.variations.processes.run_ranks` (functions :func:`save_main` and
+:func:`pytest_ckpt.processes.ranks.run_ranks` (functions :func:`save_main` and
 :func:`load_main`).
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ...resume import processes
-from .processes import EXIT_UNAVAILABLE, join, leave, rank_failed, read_rank_job, shard_here
+from ...processes import children as processes
+from ...processes.ranks import EXIT_UNAVAILABLE, join, leave, rank_failed, read_rank_job, shard_here
 
 #: the key of the optimizer state in the default save's DCP state dict, and the prefix of its
 #: gathered tensors (``optimizer.<parameter name>.<state key>``)

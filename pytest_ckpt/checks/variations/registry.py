@@ -3,7 +3,7 @@
 Torch-free, so the plugin can validate marker arguments at collection time;
 each variation's code lives in its own module and is imported on first use.
 
->>> from pytest_ckpt.plugin.variations import VARIATIONS, DEFAULT
+>>> from pytest_ckpt.checks.variations import VARIATIONS, DEFAULT
 >>> DEFAULT[:3]
 ('plain', 'dataparallel', 'ddp')
 >>> VARIATIONS["ddp+compile"].summary
@@ -34,14 +34,14 @@ class Variation:
     impl: str
 
     def load(self):
-        """The implementation object (:class:`pytest_ckpt.plugin.variations.base.SaveSide` or
-        :class:`pytest_ckpt.plugin.resume_variations.base.ResumeSide`)."""
+        """The implementation object (:class:`pytest_ckpt.checks.variations.base.SaveSide` or
+        :class:`pytest_ckpt.checks.resume_variations.base.ResumeSide`)."""
         module, _, attr = self.impl.partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
 def _v(name: str, summary: str, impl: str) -> Variation:
-    return Variation(name, summary, f"pytest_ckpt.plugin.variations.{impl}")
+    return Variation(name, summary, f"pytest_ckpt.checks.variations.{impl}")
 
 
 _ALL = (

@@ -23,11 +23,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...resume import processes
+from . import children as processes
 
 #: environment variable: ``0`` starts fresh rank processes for every job (no reuse)
 ENV_RANK_POOL = "PYTEST_CKPT_RANK_POOL"
-WORKER_MODULE = "pytest_ckpt.plugin.variations.rank_worker"
+WORKER_MODULE = "pytest_ckpt.processes.rank_worker"
 
 
 def rank_env() -> dict[str, str]:

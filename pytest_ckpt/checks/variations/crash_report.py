@@ -9,7 +9,7 @@ The classes are ckpt-chaos's, judged on the checkpoint the project's own load re
   of neither beside them;
 - ``lost work``: the load returned a model with no tensor of either checkpoint (a fresh start).
 
->>> from pytest_ckpt.plugin.variations.boundaries import Boundary
+>>> from pytest_ckpt.processes.boundaries import Boundary
 >>> b = Boundary("torn", "write", ("/r/model.pt",))
 >>> o = Outcome(b.describe("/r"), HARD_FAIL, "your load raised CheckpointError: truncated", torn=True)
 >>> r = InterruptedReport("save", "load", [o], files=("model.pt",))

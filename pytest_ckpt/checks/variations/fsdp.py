@@ -20,13 +20,13 @@ class Fsdp(SaveSide):
     default_save = "dcp.save(fully_shard(model).state_dict()) on 2 ranks"
 
     def produce(self, job: SaveJob) -> Saved:
-        from . import processes
+        from ...processes import ranks as processes
 
         _check_available()
         factory = processes.importable(job.factory, "factory")
         save = processes.importable(job.save, "save function") if job.save is not None else None
         config_blob = processes.pickled(job.config, "config") if job.has_config else None
-        from . import world
+        from ...processes import world
 
         # under torchrun every rank writes its shards into rank 0's directory
         directory = world.shared(job.directory) if world.launched() else job.directory

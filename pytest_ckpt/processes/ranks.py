@@ -6,7 +6,7 @@ so parallel pytest-xdist workers never share a port or a store.
 
 The ranks run on this process's rank workers (:mod:`.pool`), started once and reused; a job that
 fails or times out has its workers killed before the launcher returns, and no worker outlives the
-pytest process. ``python -m pytest_ckpt.plugin.variations.processes JOB RANK`` still runs one rank.
+pytest process. ``python -m pytest_ckpt.processes.ranks JOB RANK`` still runs one rank.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
-from ...resume import processes
+from ..plugin.options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+from . import children as processes
 from . import pool, world
-from .registry import VariationUnavailable
+from ..checks.variations.registry import VariationUnavailable
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
 FSDP_TIMEOUT_S = DEFAULT_FSDP_TIMEOUT
@@ -149,7 +149,7 @@ def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_
     Raises ``VariationUnavailable`` when a rank reports it cannot run here,
     ``RuntimeError`` with the ranks' output when one fails or time runs out.
     """
-    run_ranks("pytest_ckpt.plugin.variations.processes", job, workdir, timeout=timeout)
+    run_ranks("pytest_ckpt.processes.ranks", job, workdir, timeout=timeout)
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
@@ -400,8 +400,8 @@ def _rank_main(job_path: str, rank: int) -> int:
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    from ... import api
-    from .base import perturb, train_one_step
+    from .. import api
+    from ..checks.variations.base import perturb, train_one_step
 
     world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
     try:

@@ -11,7 +11,7 @@ names the ranks that repeat or skip samples: a data position stored per rank doe
 another world size).
 
 The ranks are this module's :func:`_rank_main`, run by
-:func:`pytest_ckpt.plugin.variations.processes.run_ranks` on the reused rank workers; under torchrun
+:func:`pytest_ckpt.processes.ranks.run_ranks` on the reused rank workers; under torchrun
 on the launched world's first 2 ranks, then its first N (a world of fewer than N skips, saying so).
 """
 
@@ -51,9 +51,9 @@ class FsdpReshard(ResumeSide):
         __tracebackhide__ = True
         from ...resume.across import judge, tolerance
         from ...resume.check import resume_points
-        from ..variations import world
+        from ...processes import world
 
-        from ..variations.processes import require_ranks
+        from ...processes.ranks import require_ranks
 
         name = f"fsdp-reshard-{self.world_size}"
         _check_available()
@@ -158,7 +158,7 @@ def _train(job: ReshardResumeJob, fns: dict[str, Any], config: Any, mesh: Any) -
 
 
 def _rank_main(job_path: str, rank: int) -> int:
-    from ..variations.processes import EXIT_UNAVAILABLE
+    from ...processes.ranks import EXIT_UNAVAILABLE
 
     workdir = Path(job_path).parent
     entered = enter(job_path, rank)

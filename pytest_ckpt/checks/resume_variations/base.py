@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ...resume.check import check_resume
 from ...resume.report import ResumeReport
-from ..options import DEFAULT_FSDP_TIMEOUT
+from ...plugin.options import DEFAULT_FSDP_TIMEOUT
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A rank worker: one long-lived process that runs rank jobs, one after another, for :mod:`.pool`.
 
-Started as ``python -m pytest_ckpt.plugin.variations.rank_worker READY_PATH``. It imports torch once,
+Started as ``python -m pytest_ckpt.processes.rank_worker READY_PATH``. It imports torch once,
 touches ``READY_PATH``, then reads one job a line (JSON) from stdin: ``{"target": "module:function",
 "job": JOB_PATH, "rank": R, "log": LOG, "result": RESULT, "cwd": ..., "env": {...}}``. It runs
 ``function(JOB_PATH, R)`` with its output in ``LOG``, in ``cwd`` under ``env``, and writes the exit
@@ -105,7 +105,7 @@ def main(ready_path: str) -> None:
     import torch.distributed.checkpoint  # noqa: F401
     from torch.distributed.fsdp import fully_shard  # noqa: F401
 
-    from ... import api  # noqa: F401
+    from .. import api  # noqa: F401
 
     baseline, path, kept = set(sys.modules), list(sys.path), _kept_roots()
     with open(ready_path, "w"):

@@ -3,7 +3,7 @@
 Torch-free, so the plugin can validate ``@pytest.mark.ckpt_resume`` arguments at collection time;
 each variation's code lives in its own module and is imported on first use.
 
->>> from pytest_ckpt.plugin.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
+>>> from pytest_ckpt.checks.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
 >>> RESUME_DEFAULT
 ('plain', 'compile', 'ddp', 'fresh-process')
 >>> RESUME_VARIATIONS["fresh-process"].summary
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..variations.registry import Variation
 
 def _v(name: str, summary: str, impl: str) -> Variation:
-    return Variation(name, summary, f"pytest_ckpt.plugin.resume_variations.{impl}")
+    return Variation(name, summary, f"pytest_ckpt.checks.resume_variations.{impl}")
 
 
 # each comment: what a failure under this variation, and not under plain, points at (docs/resume.md)

@@ -28,7 +28,7 @@ def importable(obj: Any, what: str) -> tuple[str, str]:
     ('posixpath', 'join')
     >>> importable(lambda: 0, "factory")
     Traceback (most recent call last):
-    pytest_ckpt.resume.processes.NotImportable: the factory <lambda> is a lambda or a closure, which another process cannot import; make it a module-level function
+    pytest_ckpt.processes.children.NotImportable: the factory <lambda> is a lambda or a closure, which another process cannot import; make it a module-level function
     """
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
@@ -58,7 +58,7 @@ def pickled(obj: Any, what: str) -> bytes:
     >>> import threading
     >>> pickled(threading.Lock(), "config")
     Traceback (most recent call last):
-    pytest_ckpt.resume.processes.NotPicklable: the config lock cannot be pickled for another process (TypeError: cannot pickle '_thread.lock' object)
+    pytest_ckpt.processes.children.NotPicklable: the config lock cannot be pickled for another process (TypeError: cannot pickle '_thread.lock' object)
     """
     import pickle
 

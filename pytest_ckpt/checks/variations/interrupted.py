@@ -20,10 +20,10 @@ import torch
 from ... import api
 from ...compare.origin import origin
 from .base import SaveJob, SaveSide, describe
-from .boundaries import read_events
+from ...processes.boundaries import read_events
 from .crash import CrashJob, run_crashes
 from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome
-from .processes import importable, pickled
+from ...processes.ranks import importable, pickled
 from .registry import VariationUnavailable
 
 #: the two models' nudges (A: the previous checkpoint, B: the one being saved when the kill comes)
