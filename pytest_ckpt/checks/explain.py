@@ -29,7 +29,7 @@ from ..checkpoint.resolve import module_view, resolve
 from ..checkpoint.view import View
 from ..compare import load_error
 from ..report.diff import CheckpointDiff
-from ..plugin.audit import PACKAGE_DIR
+from ..errors import PACKAGE_DIR
 
 SAVED = "saved model"
 RELOADED = "reloaded model"

@@ -1,17 +1,19 @@
-"""The ``ckpt`` fixture's object: save as training does, load as inference does, compare.
+"""``pc.check_roundtrip``: save as training does, load as inference does, compare.
 
->>> def test_roundtrip(ckpt):                                   # doctest: +SKIP
-...     ckpt.roundtrip(build_model, config=Config(), load=my_inference_load)
+>>> report = pc.check_roundtrip(build_model, variation="ddp", config=Config(), load=load_for_inference)  # doctest: +SKIP
+>>> print(report)                                                                                    # doctest: +SKIP
+ckpt-ddp round trip (saved with torch.save(DDP(model).state_dict()), loaded with ...): ok: 12 tensors match exactly
 
 A failure's first line names its cause; the report under it speaks of the saved model, the
 reloaded model and the checkpoint, and aims its fix at the code that must change: when the
 file itself differs from the saved model, your save; otherwise your load
-(:mod:`pytest_ckpt.checks.explain`).
+(:mod:`pytest_ckpt.checks.explain`). The ``ckpt`` fixture's ``roundtrip`` is this call.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,85 +25,123 @@ from ..checkpoint.configs import readable_config
 from ..checkpoint.resolve import module_view
 from ..compare import load_error
 from ..compare.rules.context import plural
-from ..errors import CheckpointMismatch
+from ..errors import TRIM_ATTR, CheckpointMismatch
+from ..processes.timeouts import DEFAULT_FSDP_TIMEOUT
 from . import explain
-from ..plugin.checks import VariationChecks, as_dict
-from ..plugin.options import ATTR_TRIM, MARKER, MARKER_RESUME
 from .outputs import compare_outputs
-from .variations import VARIATIONS, VariationUnavailable
+from .report import RoundTripReport, attach
+from .scope import check_scope
+from .variations import VARIATIONS, UnknownVariation
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
                               named_parameters)
 from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
 
-class Ckpt(VariationChecks):
-    """One variation's round trips within one test.
 
-    ``variation`` is the variation's name (``"plain"``, ``"ddp+compile"``, ...).
+class UnnamedRefusal(AssertionError):
+    """``layers-1``/``layers+1``: the project's load refused the checkpoint of another depth without
+    naming the blocks that differ. ``report``: the :class:`RoundTripReport`."""
+
+
+def check_roundtrip(
+    factory: Callable[..., nn.Module],
+    *,
+    variation: str = "plain",
+    config: Any = None,
+    save: Callable[..., Any] | None = None,
+    load: Callable[[Path], nn.Module] | None = None,
+    inputs: Any = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    dtype: torch.dtype | None = None,
+    layers_field: str | None = None,
+    outputs_atol: float | None = None,
+    outputs_rtol: float | None = None,
+    only: str | list[str] | None = None,
+    load_sharded: Callable[..., Any] | None = None,
+    workdir: str | Path | None = None,
+    compile_backend: str = "eager",
+    fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT,
+    process_group: Callable[[], None] | None = None,
+) -> RoundTripReport:
+    """Save ``factory(config)`` as ``variation`` does, load it back, compare: one round trip of
+    ``@pytest.mark.ckpt_roundtrip(variation)``, from a script, a notebook or another test runner.
+
+    ``save(model, path)`` may also take ``config=`` and ``optimizer=`` (passed when its
+    signature names them: the config the model was built from, a real AdamW after one
+    step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
+    compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
+    own tolerance (default: the weights'). ``only``: glob patterns of the names compared
+    (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
+    it on a freshly built base. ``load_sharded(model, path)``: under ``reshard-N``,
+    the project's load on each loading rank into the ``fully_shard``'ed model (may take
+    ``optimizer=``, ``config=``); other variations ignore it. ``workdir``: where the checkpoint
+    is written (a temporary directory, removed afterwards, by default); ``compile_backend``: the
+    ``torch.compile`` backend of the compile variations; ``fsdp_timeout``: seconds the ranks of
+    the process variations may take. The ``ddp`` variations open a one-process gloo group when
+    none is open, and close it before returning (``process_group``: a function that opens or reuses
+    the group instead, and keeps it; the pytest fixture's, closed after the test).
+
+    Returns the :class:`RoundTripReport` (``.reloaded``: the reloaded model; for
+    ``layers-1``/``layers+1`` the exception the load raised; for ``interrupted``, ``.interrupted``
+    holds every kill's outcome). Raises one :class:`~pytest_ckpt.errors.CheckpointMismatch` whose
+    first line names the cause (``interrupted``: :class:`~pytest_ckpt.errors.InterruptedMismatch`),
+    :class:`~pytest_ckpt.errors.VariationUnavailable` (with the reason) where the variation cannot
+    run here.
     """
-
-    def __repr__(self) -> str:
-        return f"<ckpt variation={self.variation!r}>"
-
-    def roundtrip(
-        self,
-        factory: Callable[..., nn.Module],
-        *,
-        config: Any = None,
-        save: Callable[..., Any] | None = None,
-        load: Callable[[Path], nn.Module] | None = None,
-        inputs: Any = None,
-        atol: float = 0.0,
-        rtol: float = 0.0,
-        layers_field: str | None = None,
-        dtype: torch.dtype | None = None,
-        outputs_atol: float | None = None,
-        outputs_rtol: float | None = None,
-        only: str | list[str] | None = None,
-        load_sharded: Callable[..., Any] | None = None,
-    ) -> Any:
-        """Save ``factory(config)`` as this variation does, load it back, compare.
-
-        ``save(model, path)`` may also take ``config=`` and ``optimizer=`` (passed when its
-        signature names them: the config the model was built from, a real AdamW after one
-        step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
-        compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
-        own tolerance (default: the weights'). ``only``: glob patterns of the names compared
-        (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
-        it on a freshly built base. ``load_sharded(model, path)``: under ``reshard-N``,
-        the project's load on each loading rank into the ``fully_shard``'ed model (may take
-        ``optimizer=``, ``config=``); other variations ignore it. Returns the reloaded model; for
-        ``layers-1``/``layers+1`` the exception the load raised. Raises one
-        :class:`CheckpointMismatch` whose first line names the cause.
-        """
-        __tracebackhide__ = True
-        import pytest
-
-        check_arguments(factory, config=config, save=save, load=load)
-        directory = self._next_directory(f"ckpt-{self.variation}")
-        directory.mkdir(parents=True, exist_ok=True)
+    __tracebackhide__ = True
+    if variation not in VARIATIONS:
+        raise UnknownVariation(f"check_roundtrip: unknown variation {variation!r}; valid: {', '.join(VARIATIONS)}")
+    check_arguments(factory, config=config, save=save, load=load)
+    with check_scope(workdir, f"pytest-ckpt-{variation}-", process_group) as (directory, process_group):
         job = SaveJob(
-            variation=self.variation,
+            variation=variation,
             factory=factory,
             config=NO_CONFIG if config is None else config,
             save=save,
             inputs=inputs,
             directory=directory,
-            compile_backend=self._compile_backend,
-            fsdp_timeout=self._fsdp_timeout,
-            process_group=self._process_group,
+            compile_backend=compile_backend,
+            fsdp_timeout=fsdp_timeout,
+            process_group=process_group,
             layers_field=layers_field,
             load_sharded=load_sharded,
         )
+        compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype, only=only)
+        return RoundTrip(job, compare).run(load, inputs=inputs, outputs_atol=outputs_atol,
+                                           outputs_rtol=outputs_rtol)
+
+
+class RoundTrip:
+    """One round trip's steps: produce the checkpoint, load it, compare, explain; each way it ends
+    makes the :class:`RoundTripReport` (a failure raises, carrying it)."""
+
+    def __init__(self, job: SaveJob, compare: "_Compare") -> None:
+        self.job, self.compare, self.variation = job, compare, job.variation
+        self._started = time.perf_counter()
+
+    def _report(self, ok: bool, text: str, **fields: Any) -> RoundTripReport:
+        return RoundTripReport(self.variation, ok, text=text, seconds=time.perf_counter() - self._started,
+                               **fields)
+
+    def _passed(self, text: str, **fields: Any) -> RoundTripReport:
+        return self._report(True, text, **fields)
+
+    def _failed(self, exc: BaseException, **fields: Any) -> BaseException:
+        """``exc``, carrying this round trip's report of the failure it says."""
+        return attach(exc, self._report(False, str(exc), **fields))
+
+    def run(self, load: Callable | None, *, inputs: Any, outputs_atol: float | None,
+            outputs_rtol: float | None) -> RoundTripReport:
+        __tracebackhide__ = True
+        job, compare = self.job, self.compare
+        factory, atol, rtol, dtype, only = job.factory, compare.atol, compare.rtol, compare.dtype, compare.only
         impl = VARIATIONS[self.variation].load()
         try:
             if getattr(impl, "runs_load", False):  # interrupted: one load per kill, its own report
                 return self._check_itself(impl, job, factory, load)
             saved = impl.produce(job)
-        except VariationUnavailable as exc:
-            self._log(outcome="skipped", reason=str(exc))
-            pytest.skip(f"ckpt-{self.variation}: {exc}")
         except LayerCountUnknown as exc:
-            pytest.fail(f"ckpt-{self.variation}: {exc}", pytrace=False)
+            raise LayerCountUnknown(f"ckpt-{self.variation}: {exc}") from None
         except FactoryError as exc:  # the factory's own error stays its cause, shown above ours
             raise FactoryError(f"ckpt-{self.variation}: {exc}") from exc.__cause__
 
@@ -110,7 +150,7 @@ class Ckpt(VariationChecks):
         else:
             loaded_with = saved.loaded_with or _loaded_with(factory, load, job.has_config)
         header = f"ckpt-{self.variation} round trip (saved with {saved.saved_with}, loaded with {loaded_with})"
-        compare = _Compare(atol=atol, rtol=rtol, config=readable_config(config), dtype=dtype, only=only)
+        self._sides = {"saved_with": saved.saved_with, "loaded_with": loaded_with, "path": str(saved.path)}
         if saved.layer_delta:
             return self._expect_refusal(job, saved, load, header, compare)
 
@@ -126,9 +166,9 @@ class Ckpt(VariationChecks):
                 atol=atol if outputs_atol is None else outputs_atol,
                 rtol=rtol if outputs_rtol is None else outputs_rtol)
         if diff.ok and not problems:
-            self._log(outcome="passed", saved_with=saved.saved_with, loaded_with=loaded_with,
-                      path=str(saved.path), diff=as_dict(diff))
-            return reloaded
+            outputs = ", and the outputs match" if inputs is not None and isinstance(reference, nn.Module) else ""
+            return self._passed(f"{header}: {str(diff).splitlines()[0]}{outputs}", diff=diff, reloaded=reloaded,
+                                **self._sides)
 
         body: list[str] = []
         shown = diff
@@ -151,30 +191,19 @@ class Ckpt(VariationChecks):
             body += [f"  outputs: {p}" for p in problems]
             if any(" differs (max " in p for p in problems):
                 body.append("      fix: " + _outputs_fix(expected, actual, diff, atol, rtol))
-        self._log(outcome="failed", saved_with=saved.saved_with, loaded_with=loaded_with,
-                  path=str(saved.path), diff=as_dict(shown), outputs=problems, cause=cause)
-        raise CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body))
+        raise self._failed(CheckpointMismatch(shown, f"{header}: {cause}\n" + "\n".join(body)),
+                           diff=shown, outputs=problems, cause=cause, **self._sides)
 
     def _check_itself(self, impl: Any, job: SaveJob, factory: Callable, load: Callable | None) -> Any:
         __tracebackhide__ = True
         loaded_with = _loaded_with(factory, load, job.has_config)
+        sides = {"saved_with": describe(job.save), "loaded_with": loaded_with}
         try:
-            report = impl.check(job, load, loaded_with=loaded_with)
+            report = impl.check(job, load, loaded_with=loaded_with, dtype=self.compare.dtype)
         except AssertionError as exc:
-            self._log(outcome="failed", saved_with=describe(job.save), loaded_with=loaded_with,
-                      cause=str(exc).splitlines()[0], interrupted=as_dict(getattr(exc, "report", None)))
-            raise
-        self._log(outcome="passed", saved_with=describe(job.save), loaded_with=loaded_with,
-                  interrupted=as_dict(report))
-        return report
-
-    def resume(self, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        import pytest
-
-        pytest.fail(f"ckpt.resume(...) runs under @pytest.mark.{MARKER_RESUME}(...), and this test is marked "
-                    f"@pytest.mark.{MARKER}(...): a test carries one of the two markers; put the resume "
-                    "check in a test of its own", pytrace=False)
+            raise self._failed(exc, cause=str(exc).splitlines()[0], interrupted=getattr(exc, "report", None),
+                               **sides)
+        return self._passed(str(report), interrupted=report, **sides)
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -209,48 +238,44 @@ class Ckpt(VariationChecks):
         wrong = compare.file_differs(saved)
         if wrong is not None:
             cause = explain.lead(wrong)
-            self._log(outcome="failed", path=str(saved.path), diff=as_dict(wrong), cause=cause)
-            raise CheckpointMismatch(wrong, f"{header}: {cause}\n{wrong}\nand so {said}") from None
+            raise self._failed(CheckpointMismatch(wrong, f"{header}: {cause}\n{wrong}\nand so {said}"),
+                               diff=wrong, cause=cause, **self._sides) from None
         diff = getattr(exc, "diff", None)
         if diff is not None:  # pc.load_into (ours or the project's): its report is the evidence
             cause = explain.lead(diff)
-            self._log(outcome="failed", path=str(saved.path), diff=as_dict(diff), cause=cause)
-            raise CheckpointMismatch(diff, f"{header}: {cause}\n{said}") from None
+            raise self._failed(CheckpointMismatch(diff, f"{header}: {cause}\n{said}"),
+                               diff=diff, cause=cause, **self._sides) from None
         found = explain.explain_raised(failure, saved.path, saved.reference, config=compare.config,
                                        wrapped_by=saved.wrapped_by)
         if found is not None:
-            self._log(outcome="failed", path=str(saved.path), diff=as_dict(found.diff), cause=found.cause)
-            raise CheckpointMismatch(found.diff, f"{header}: {found.cause}\n{said}\n{found.body}") from None
+            raise self._failed(CheckpointMismatch(found.diff, f"{header}: {found.cause}\n{said}\n{found.body}"),
+                               diff=found.diff, cause=found.cause, **self._sides) from None
         # an error that names no keys: the project's own, with what pytest-ckpt reads in the file
         text, cause = explain_file(saved, saved.path)
         exc.add_note(f"{header}: your load raised on {saved.path.name}\n{text}")
-        self._log(outcome="failed", path=str(saved.path), cause=cause)
         _trim(exc)
-        raise exc
+        raise self._failed(exc, cause=cause, **self._sides)
 
     def _expect_refusal(self, job: SaveJob, saved: Saved, load: Callable | None, header: str,
                         compare: "_Compare"):
         __tracebackhide__ = True
-        import pytest
-
         field, saved_count, expected_count = saved.layers
         fewer_more = "fewer" if saved.layer_delta < 0 else "more"
         blocks = changed_blocks(saved.reference, job.build())
         what = f"{field}={saved_count} saved, config says {expected_count}"
+        sides = {k: self._sides[k] for k in ("saved_with", "loaded_with")}
         reloaded, exc, log = _call_load(job, load, saved.path)
         if exc is not None:  # any refusal counts, if it says why
             if refuses(exc, log, blocks):
-                self._log(outcome="passed", refused=f"{type(exc).__name__}", layers=what)
-                return exc
-            self._log(outcome="failed", layers=what,
-                      cause=f"[layer-count] your load refused a checkpoint with one block "
-                            f"{fewer_more} without naming the blocks that differ")
-            pytest.fail(
+                return self._passed(f"{header}: ok: your load refused a checkpoint with one block "
+                                    f"{fewer_more} ({what}) with {type(exc).__name__}, naming the blocks",
+                                    reloaded=exc, **sides)
+            raise self._failed(UnnamedRefusal(
                 f"{header}: your load refused a checkpoint with one block {fewer_more} ({what}), "
                 f"but its error does not name the blocks that differ ({', '.join(blocks) or '?'}):\n"
-                f"{type(exc).__name__}: {load_error.shorten(str(exc))}",
-                pytrace=False,
-            )
+                f"{type(exc).__name__}: {load_error.shorten(str(exc))}"),
+                cause=f"[layer-count] your load refused a checkpoint with one block {fewer_more} without "
+                      "naming the blocks that differ", **sides)
         saved_view = explain.saved_side(saved.reference)
         same = api.diff(saved_view, explain.reloaded_side(reloaded), atol=compare.atol, rtol=compare.rtol)
         if same.ok:
@@ -261,12 +286,11 @@ class Ckpt(VariationChecks):
                 note = (f"your load built the {plural(saved_count, 'block')} the checkpoint holds "
                         f"({what}): it builds from the checkpoint's own config, and loads the "
                         f"{expected_count}-block checkpoint too")
-                self._log(outcome="passed", layers=what, note=note)
-                return reloaded
+                return self._passed(f"{header}: ok: {note}", note=note, reloaded=reloaded, **sides)
             cause = (f"[layer-count] your load builds {plural(saved_count, 'block')} whatever the "
                      f"checkpoint holds: it accepted one with one block {fewer_more} ({what})")
-            self._log(outcome="failed", layers=what, diff=as_dict(same), cause=cause)
-            raise CheckpointMismatch(same, f"{header}: {cause}, and {why}")
+            raise self._failed(CheckpointMismatch(same, f"{header}: {cause}, and {why}"), diff=same, cause=cause,
+                               **sides)
         # expected = what the load built, actual = the drifted checkpoint it accepted
         built = module_view(reloaded, label=f"the {explain.BUILT} ({type(reloaded).__name__})")
         built.expected_noun, built.built = explain.BUILT, "your load built"
@@ -282,8 +306,8 @@ class Ckpt(VariationChecks):
             if not note.info:
                 diff.notes[i] = type(note)(note.kind, note.text, refuse, note.names, note.info)
         cause = (f"[layer-count] your load accepted a checkpoint with one block {fewer_more} ({what})")
-        self._log(outcome="failed", layers=what, diff=as_dict(diff), cause=cause)
-        raise CheckpointMismatch(diff, f"{header}: {cause}; it should raise\n{diff}")
+        raise self._failed(CheckpointMismatch(diff, f"{header}: {cause}; it should raise\n{diff}"), diff=diff,
+                           cause=cause, **sides)
 
     def _configured_depth_fails(self, job: SaveJob, load: Callable | None, compare: "_Compare") -> str | None:
         """Save a model of the configured depth and load it: ``None`` when that round trip is
@@ -439,7 +463,7 @@ def _outputs_fix(expected, actual, diff, atol: float, rtol: float) -> str:
 
 def _trim(exc: BaseException) -> None:
     try:
-        setattr(exc, ATTR_TRIM, True)
+        setattr(exc, TRIM_ATTR, True)
     except Exception:  # noqa: BLE001 - an exception without a __dict__ keeps its frames
         pass
 

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import children as processes
+from . import children
 
 #: environment variable: ``0`` starts fresh rank processes for every job (no reuse)
 ENV_RANK_POOL = "PYTEST_CKPT_RANK_POOL"
@@ -31,8 +31,8 @@ WORKER_MODULE = "pytest_ckpt.processes.rank_worker"
 
 
 def rank_env() -> dict[str, str]:
-    """The environment of a rank: :func:`processes.child_env`, gloo on the loopback interface."""
-    env = processes.child_env()
+    """The environment of a rank: :func:`children.child_env`, gloo on the loopback interface."""
+    env = children.child_env()
     if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     return env
@@ -91,7 +91,7 @@ class RankPool:
     def discard(self, workers: list[Worker]) -> None:
         """Kill ``workers`` (a failed job may have left them in a collective); the next job starts new ones."""
         for w in workers:
-            processes.kill(w.proc)
+            children.kill(w.proc)
             if w in self.workers:
                 self.workers[self.workers.index(w)] = None
 
@@ -107,7 +107,7 @@ class RankPool:
         return [w.pid for w in self.workers if w is not None and w.alive()]
 
     def _reap(self, worker: Worker) -> bool:
-        processes.kill(worker.proc)  # its process group too: whatever the job started
+        children.kill(worker.proc)  # its process group too: whatever the job started
         return False
 
     def _start(self) -> Worker:

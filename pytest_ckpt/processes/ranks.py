@@ -6,7 +6,7 @@ so parallel pytest-xdist workers never share a port or a store.
 
 The ranks run on this process's rank workers (:mod:`.pool`), started once and reused; a job that
 fails or times out has its workers killed before the launcher returns, and no worker outlives the
-pytest process. ``python -m pytest_ckpt.processes.ranks JOB RANK`` still runs one rank.
+pytest process.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import pickle
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..plugin.options import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
-from . import children as processes
+from ..errors import VariationUnavailable
+from . import children
 from . import pool, world
-from ..checks.variations.registry import VariationUnavailable
+from .timeouts import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
 
 #: seconds the two FSDP ranks may take, start-up included, when the caller gives none
 FSDP_TIMEOUT_S = DEFAULT_FSDP_TIMEOUT
@@ -52,12 +51,8 @@ class ProcessGroupScope:
         if dist.is_initialized():
             return
         self.rendezvous_dir.mkdir(parents=True, exist_ok=True)
-        dist.init_process_group(
-            "gloo",
-            init_method=(self.rendezvous_dir / "pg-rendezvous").resolve().as_uri(),
-            rank=0,
-            world_size=1,
-        )
+        dist.init_process_group("gloo", store=file_store(self.rendezvous_dir / "pg-rendezvous", 1), rank=0,
+                                world_size=1)
         self.owned = True
 
     def close(self) -> None:
@@ -68,20 +63,26 @@ class ProcessGroupScope:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
+    def __enter__(self) -> "ProcessGroupScope":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 def importable(obj: Any, what: str) -> tuple[str, str]:
     """``(module, qualname)`` that the rank processes can import, or ``VariationUnavailable``."""
     try:
-        return processes.importable(obj, what)
-    except processes.NotImportable as exc:
+        return children.importable(obj, what)
+    except children.NotImportable as exc:
         raise VariationUnavailable(str(exc)) from None
 
 
 def pickled(obj: Any, what: str) -> bytes:
     """``obj`` pickled for the rank processes, or ``VariationUnavailable``."""
     try:
-        return processes.pickled(obj, what)
-    except processes.NotPicklable as exc:
+        return children.pickled(obj, what)
+    except children.NotPicklable as exc:
         raise VariationUnavailable(str(exc)) from None
 
 
@@ -126,30 +127,6 @@ def rank_entry(main: Callable[[str, int], int]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-@dataclass
-class FsdpJob:
-    """What the ranks need; pickled to ``job.pkl`` (``sys.path`` first, so the rest can unpickle)."""
-
-    factory: tuple[str, str]
-    config_blob: bytes | None
-    save: tuple[str, str] | None
-    seed: int
-    checkpoint_dir: str
-    full_state_path: str
-    #: the keywords (config, optimizer) the project's save names
-    save_takes: tuple[str, ...] = ()
-
-
-def run_fsdp_save(job: FsdpJob, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S) -> None:
-    """Run :func:`_rank_main` on ``FSDP_WORLD_SIZE`` rank workers (under torchrun: every rank of the
-    launched world) and wait for all.
-
-    Raises ``VariationUnavailable`` when a rank reports it cannot run here,
-    ``RuntimeError`` with the ranks' output when one fails or time runs out.
-    """
-    run_ranks("pytest_ckpt.processes.ranks", job, workdir, timeout=timeout)
 
 
 def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIMEOUT_S,
@@ -302,9 +279,17 @@ def join(workdir: Path, rank: int, world_size: int) -> tuple[int, bool]:
     if world.launched():
         world.ensure()
         return dist.get_world_size(), False
-    dist.init_process_group("gloo", init_method=(workdir / "rendezvous").resolve().as_uri(), rank=rank,
+    dist.init_process_group("gloo", store=file_store(workdir / "rendezvous", world_size), rank=rank,
                             world_size=world_size)
     return world_size, True
+
+
+def file_store(path: Path, world_size: int) -> Any:
+    """The rendezvous of ``world_size`` processes through the file ``path``. Not a ``file://`` URL:
+    torch does not unquote one, so a directory named ``ckpt-ddp+compile`` would never meet."""
+    import torch.distributed as dist
+
+    return dist.FileStore(str(Path(path).resolve()), world_size)
 
 
 def leave(owned: bool) -> None:
@@ -326,8 +311,8 @@ def _code(result: Path, worker: "pool.Worker") -> int | None:
 
 
 def _tails(logs: list[Path], workers: list["pool.Worker"]) -> str:
-    out = [processes.tail(log, f"rank {rank} output") for rank, log in enumerate(logs)]
-    out += [processes.tail(w.log, f"rank {rank} worker output") for rank, w in enumerate(workers)
+    out = [children.tail(log, f"rank {rank} output") for rank, log in enumerate(logs)]
+    out += [children.tail(w.log, f"rank {rank} worker output") for rank, w in enumerate(workers)
             if w.log.exists() and w.log.stat().st_size]
     return "\n".join(out)
 
@@ -374,99 +359,3 @@ def shard(model: Any, mesh: Any) -> None:
                 if any(True for _ in block.parameters()):
                     fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-
-
-def default_fsdp_save(model: Any, path: Path) -> None:
-    """Each rank writes its own shards: ``dcp.save(model.state_dict(), checkpoint_id=path)``."""
-    import torch.distributed.checkpoint as dcp
-
-    dcp.save(model.state_dict(), checkpoint_id=str(path))
-
-
-def _rank_main(job_path: str, rank: int) -> int:
-    workdir = Path(job_path).parent
-
-    def rebuild(job: FsdpJob):
-        return (job, processes.import_object(*job.factory),
-                pickle.loads(job.config_blob) if job.config_blob is not None else None,
-                processes.import_object(*job.save) if job.save is not None else default_fsdp_save)
-
-    rebuilt = read_rank_job(job_path, rebuild, "the factory, config or save function")
-    if rebuilt is None:
-        return EXIT_UNAVAILABLE
-    job, factory, config, save = rebuilt
-
-    import torch
-    import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from .. import api
-    from ..checks.variations.base import perturb, train_one_step
-
-    world_size, owned = join(workdir, rank, FSDP_WORLD_SIZE)
-    try:
-        torch.manual_seed(job.seed)  # every rank starts from the same weights, as in real training
-        model = factory(config) if job.config_blob is not None else factory()
-        perturb(model, job.seed)
-        if not shard_here(model, world_size, workdir, owned):
-            return EXIT_UNAVAILABLE
-        kw: dict = {}
-        if "optimizer" in job.save_takes:
-            kw["optimizer"] = train_one_step(model)[0]
-        if "config" in job.save_takes:
-            kw["config"] = config
-        save(model, Path(job.checkpoint_dir), **kw)
-        full = get_model_state_dict(
-            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        if rank == 0:
-            api.save(full, job.full_state_path)  # atomic: a crash never leaves half a reference
-        dist.barrier()
-        if rank == 0 and job.save is not None:
-            reason = _rank_shards_in_one_file(Path(job.checkpoint_dir))
-            if reason:
-                (workdir / "skip.txt").write_text(reason)
-                return EXIT_UNAVAILABLE
-    except BaseException as exc:  # noqa: BLE001 - no teardown: the other rank may wait for us
-        return rank_failed(workdir, rank, exc)
-    (workdir / f"done-{rank}").touch()
-    leave(owned)
-    return 0
-
-
-def _rank_shards_in_one_file(path: Path) -> str:
-    """Why the project's save, run on every rank, wrote no checkpoint of the whole model: a
-    ``torch.save`` of the sharded model's ``state_dict()`` (DTensors, each rank's own shards)."""
-    import torch
-    from torch.distributed.tensor import DTensor
-
-    if not path.is_file():
-        return ""
-    try:
-        tree = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - two ranks writing one file can leave anything
-        found = f"a file torch.load cannot read ({type(exc).__name__}: {str(exc)[:120]})"
-    else:
-        if not _holds(tree, DTensor):
-            return ""
-        found = "a torch file of DTensors"
-    return (f"your save wrote {found}: each rank saved its own shards with torch.save. If your "
-            "training shards the model with FSDP2, save it with torch.distributed.checkpoint, or "
-            "torch.save get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)) "
-            "on rank 0; if it does not, leave fsdp out of the marker")
-
-
-def _holds(tree: Any, kind: type, depth: int = 0) -> bool:
-    if isinstance(tree, kind):
-        return True
-    if depth > 6:
-        return False
-    if isinstance(tree, dict):
-        return any(_holds(v, kind, depth + 1) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return any(_holds(v, kind, depth + 1) for v in tree)
-    return False
-
-
-if __name__ == "__main__":
-    rank_entry(_rank_main)

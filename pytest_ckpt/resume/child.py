@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, ResumeError, ResumeUnavailable
-from ..processes import children as processes
+from ..processes import children
 from ..processes.children import NotPicklable, pickled
 
 #: the errors a child sends back to be raised again in the parent, as themselves
@@ -70,20 +70,20 @@ class FreshProcess:
         result = job_dir / "trace.pt"
         if not result.exists():
             raise ResumeError(f"the fresh process for the resume after step {at} ended without a result\n"
-                              + processes.tail(log, "its output"))
+                              + children.tail(log, "its output"))
         return torch.load(result, weights_only=False)  # written by our own child, just now
 
 
 def importable(fn: Callable, role: str) -> tuple[str, str]:
     """``(module, qualname)`` a new process can import ``fn`` by, else ResumeUnavailable with the reason."""
     try:
-        return processes.importable(fn, role)
-    except processes.NotImportable as exc:
+        return children.importable(fn, role)
+    except children.NotImportable as exc:
         raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
 
 
 def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
-    env = processes.child_env()
+    env = children.child_env()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -92,10 +92,10 @@ def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
             if time.monotonic() > deadline:
-                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + processes.tail(log, "its output"))
+                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + children.tail(log, "its output"))
             time.sleep(0.02)
     finally:
-        processes.kill(proc)
+        children.kill(proc)
 
 
 def main(job_path: str) -> int:
@@ -113,7 +113,7 @@ def main(job_path: str) -> int:
         torch.use_deterministic_algorithms(settings["deterministic"])
         torch.set_float32_matmul_precision(settings["matmul"])
         torch.set_default_dtype(getattr(torch, settings["dtype"]))
-        fns = {role: (processes.import_object(*name) if name else None) for role, name in job["functions"].items()}
+        fns = {role: (children.import_object(*name) if name else None) for role, name in job["functions"].items()}
         config = pickle.loads(job["config"]) if job["config"] is not None else None
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),

@@ -31,7 +31,7 @@ CAUSE = ("a state dict of DTensors written with torch.save: one rank's shards of
 
 @pytest.fixture(scope="module")
 def rank0_file(tmp_path_factory) -> Path:
-    from pytest_ckpt.processes.ranks import FsdpJob, run_fsdp_save
+    from pytest_ckpt.checks.variations.fsdp import FsdpJob, run_fsdp_save
     from pytest_ckpt.checks.variations.registry import VariationUnavailable
 
     out = tmp_path_factory.mktemp("dtensor")

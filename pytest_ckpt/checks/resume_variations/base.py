@@ -8,13 +8,13 @@ and ``ResumeUnavailable`` (or ``VariationUnavailable``) when it cannot run here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ...resume.check import check_resume
 from ...resume.report import ResumeReport
-from ...plugin.options import DEFAULT_FSDP_TIMEOUT
+from ...processes.timeouts import DEFAULT_FSDP_TIMEOUT
 
 
 @dataclass
@@ -38,11 +38,13 @@ class ResumeJob:
     process_group: Callable[[], None] = lambda: None
     #: seconds the fsdp variation's ranks may take (ini ckpt_fsdp_timeout)
     fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT
+    #: the caller's other keywords of ``check_resume`` (``reproducible``, ``timeout``, ...), passed on as given
+    options: dict[str, Any] = field(default_factory=dict)
 
     def arguments(self) -> dict[str, Any]:
         """``check_resume``'s keyword arguments, as the test gave them."""
         return {"save": self.save, "load": self.load, "steps": self.steps, "at": self.at, "config": self.config,
-                "atol": self.atol, "rtol": self.rtol, "workdir": self.workdir}
+                "atol": self.atol, "rtol": self.rtol, "workdir": self.workdir, **self.options}
 
 
 class ResumeSide:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import NotReproducible, ResumeError, ResumeMismatch, ResumeUnavailable
-from ...processes import children as processes
+from ...processes import children
 from .base import ResumeJob, ResumeSide
 
 ROLES = ("start", "step", "save", "load")
@@ -72,12 +72,12 @@ def rank_inputs(job: ResumeJob) -> tuple[dict[str, tuple[str, str]], bytes | Non
     functions = {}
     for role in ROLES:
         try:
-            functions[role] = processes.importable(getattr(job, role), role)
-        except processes.NotImportable as exc:
+            functions[role] = children.importable(getattr(job, role), role)
+        except children.NotImportable as exc:
             raise ResumeUnavailable(f"the ranks cannot import the project's functions: {exc}") from None
     try:
-        config_blob = None if job.config is None else processes.pickled(job.config, "config")
-    except processes.NotPicklable as exc:
+        config_blob = None if job.config is None else children.pickled(job.config, "config")
+    except children.NotPicklable as exc:
         raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
     return functions, config_blob
 
@@ -221,7 +221,7 @@ def enter(job_path: str, rank: int,
     from ...processes.ranks import join, mesh, read_rank_job
 
     def rebuild(job: Any):
-        return (job, {role: processes.import_object(*name) for role, name in job.functions.items()},
+        return (job, {role: children.import_object(*name) for role, name in job.functions.items()},
                 pickle.loads(job.config_blob) if job.config_blob is not None else None)
 
     rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from ...plugin.options import DEFAULT_FSDP_TIMEOUT
+from ...processes.timeouts import DEFAULT_FSDP_TIMEOUT
 
 #: ``job.config`` when the test gave none (``factory()`` is then called without arguments)
 NO_CONFIG = object()

@@ -1,15 +1,16 @@
 """The child process of the ``interrupted`` variation: the project's save, run into a kill at each
 of its file boundaries.
 
-Started by :func:`run_crashes` as :func:`_main` on one fresh rank worker of :mod:`.processes`
-(never a reused one: it installs a tracer and forks). In ``WORKDIR``:
+Started by :func:`run_crashes` as :func:`_main` on one fresh rank worker of
+:mod:`pytest_ckpt.processes.ranks` (never a reused one: it installs a tracer and forks). In ``WORKDIR``:
 
 - ``a.pt``/``b.pt``: the state dicts of the previous checkpoint's model (A) and the new one's (B);
 - ``base/``: ``save(A, base/NAME)`` run to completion;
 - ``complete/``: a copy of ``base/``, then ``save(B, complete/NAME)`` traced to completion: its
   boundaries are ``boundaries.json``;
 - ``kill-K/``: a copy of ``base/``, then ``save(B, kill-K/NAME)`` killed at boundary ``K``; the
-  kills run in forked children, ``jobs`` at a time; ``status.json`` holds how each ended.
+  kills run in forked children, ``jobs`` at a time (:func:`pytest_ckpt.processes.crash.kill_each`);
+  ``status.json`` holds how each ended.
 
 A save that raises, writes nothing, or writes outside the directory it was given is written to
 ``error.txt`` (exit :data:`EXIT_BAD_SAVE`): the parent reports it naming the function.
@@ -18,24 +19,18 @@ A save that raises, writes nothing, or writes outside the directory it was given
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...processes import ranks
+from ...processes.boundaries import Tracer
 from ...processes.children import import_object
-from ...processes import ranks as processes
-from ...processes.boundaries import KILLED, Tracer
+from ...processes.crash import kill_each
 
 #: the save itself is at fault (raised, wrote nothing, wrote outside its path): see ``error.txt``
 EXIT_BAD_SAVE = 4
-#: a kill child whose save returned before reaching its boundary (the save is not deterministic)
-NOT_REACHED = 5
-#: a kill child whose save raised before its boundary
-RAISED = 6
 
 
 @dataclass
@@ -55,7 +50,7 @@ class CrashJob:
 
 def run_crashes(job: CrashJob, workdir: Path, *, timeout: float) -> None:
     """Run the child and wait; raises ``VariationUnavailable`` (cannot run here) or ``RuntimeError``."""
-    processes.run_ranks(__name__, job, workdir, timeout=timeout, world_size=1,
+    ranks.run_ranks(__name__, job, workdir, timeout=timeout, world_size=1,
                          function="_main", label="interrupted", fresh=True)
 
 
@@ -69,9 +64,9 @@ def _main(job_path: str, rank: int) -> int:
                 pickle.loads(job.config_blob) if job.config_blob is not None else None,
                 import_object(*job.save))
 
-    rebuilt = processes.read_rank_job(job_path, rebuild, "the factory, config or save function")
+    rebuilt = ranks.read_rank_job(job_path, rebuild, "the factory, config or save function")
     if rebuilt is None:
-        return processes.EXIT_UNAVAILABLE
+        return ranks.EXIT_UNAVAILABLE
     job, factory, config, save = rebuilt
     import torch
 
@@ -133,7 +128,8 @@ def _main(job_path: str, rank: int) -> int:
                    f"over its previous checkpoint at {complete / job.save_name}")
     (workdir / "boundaries.json").write_text(json.dumps([e.to_dict() for e in tracer.events]))
 
-    status = _kill_each(len(tracer.events), job, workdir, base, save, model_b, kw_b)
+    status = kill_each(len(tracer.events), workdir, base, job.save_name, save, model_b, kw_b, jobs=job.jobs,
+                       timeout=job.kill_timeout)
     (workdir / "status.json").write_text(json.dumps(status))
     (workdir / "done-0").touch()
     return 0
@@ -145,54 +141,5 @@ def _outside(what: str, root: Path, calls: list[str]) -> str:
             "of your load")
 
 
-def _kill_each(count: int, job: CrashJob, workdir: Path, base: Path, save, model, kw) -> dict:
-    """Fork one child per boundary, ``job.jobs`` at a time; ``{k: how it ended}``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    running: dict[int, tuple[int, float]] = {}
-    status: dict[int, str] = {}
-    pending = list(range(count))
-    while pending or running:
-        while pending and len(running) < max(1, job.jobs):
-            k = pending.pop(0)
-            pid = os.fork()
-            if pid == 0:  # the kill child: never returns
-                code = 1
-                try:
-                    code = _killed_save(k, workdir, base, job.save_name, save, model, kw)
-                finally:
-                    os._exit(code)
-            running[pid] = (k, time.monotonic())
-        pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            for pid, (k, started) in list(running.items()):
-                if time.monotonic() - started > job.kill_timeout:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                    status[k] = f"timed out after {job.kill_timeout:g}s"
-                    del running[pid]
-            time.sleep(0.005)
-            continue
-        k, _ = running.pop(pid)
-        code = os.waitstatus_to_exitcode(wait_status)
-        status[k] = {KILLED: "killed", NOT_REACHED: "not reached", RAISED: "raised"}.get(
-            code, f"exit {code}")
-    return status
-
-
-def _killed_save(k: int, workdir: Path, base: Path, name: str, save, model, kw) -> int:
-    root = workdir / f"kill-{k}"
-    shutil.copytree(base, root, symlinks=True)
-    log = workdir / f"kill-{k}.log"
-    tracer = Tracer(root, kill_at=k).install()
-    try:
-        save(model, root / name, **kw)
-    except BaseException:  # noqa: BLE001 - the child's own story, for the parent's message
-        tracer.uninstall()
-        log.write_text(traceback.format_exc())
-        return RAISED
-    return NOT_REACHED
-
-
 if __name__ == "__main__":
-    processes.rank_entry(_main)
+    ranks.rank_entry(_main)

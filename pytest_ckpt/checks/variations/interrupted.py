@@ -19,12 +19,13 @@ import torch
 
 from ... import api
 from ...compare.origin import origin
-from .base import SaveJob, SaveSide, describe
+from ...errors import InterruptedMismatch, VariationUnavailable
 from ...processes.boundaries import read_events
+from ...processes.ranks import importable, pickled
+from ..explain import cast
+from .base import SaveJob, SaveSide, describe
 from .crash import CrashJob, run_crashes
 from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome
-from ...processes.ranks import importable, pickled
-from .registry import VariationUnavailable
 
 #: the two models' nudges (A: the previous checkpoint, B: the one being saved when the kill comes)
 SEEDS = (0x5EED_A, 0x5EED_B)
@@ -34,15 +35,6 @@ class InterruptedSaveError(Exception):
     """The project's save cannot be crash-tested: it raised, wrote nothing, or wrote elsewhere."""
 
 
-class InterruptedMismatch(AssertionError):
-    """A kill left a checkpoint the project's load does not return whole. ``report``: the
-    :class:`~.crash_report.InterruptedReport`; ``str()`` its text."""
-
-    def __init__(self, report: InterruptedReport, text: str | None = None) -> None:
-        self.report = report
-        super().__init__(text if text is not None else str(report))
-
-
 class Interrupted(SaveSide):
     """Not a produce-then-load variation: it runs the project's load once per kill itself."""
 
@@ -50,9 +42,10 @@ class Interrupted(SaveSide):
     default_save = "-"
 
     def check(self, job: SaveJob, load: Callable[[Path], Any] | None, *,
-              loaded_with: str) -> InterruptedReport:
+              loaded_with: str, dtype: torch.dtype | None = None) -> InterruptedReport:
         """Crash the project's save at each boundary, load each result; raise
-        :class:`InterruptedMismatch` unless every kill passes."""
+        :class:`InterruptedMismatch` unless every kill passes. ``dtype``: a cast the load makes on
+        purpose (the two checkpoints are compared after it)."""
         __tracebackhide__ = True
         started = time.perf_counter()
         if job.save is None:
@@ -78,7 +71,7 @@ class Interrupted(SaveSide):
             raise RuntimeError(f"ckpt-interrupted: the child running your save {saved_with} "
                                f"failed:\n{exc}") from None
         report = judge(workdir, crash.save_name, job, load, saved_with=saved_with,
-                       loaded_with=loaded_with)
+                       loaded_with=loaded_with, dtype=dtype)
         report.seconds = time.perf_counter() - started
         if not report.ok:
             raise InterruptedMismatch(report)
@@ -86,11 +79,11 @@ class Interrupted(SaveSide):
 
 
 def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, saved_with: str,
-          loaded_with: str) -> InterruptedReport:
+          loaded_with: str, dtype: torch.dtype | None = None) -> InterruptedReport:
     """Load what each kill in ``workdir`` left, and classify it."""
     __tracebackhide__ = True
-    a = torch.load(workdir / "a.pt", weights_only=True)
-    b = torch.load(workdir / "b.pt", weights_only=True)
+    a = cast(torch.load(workdir / "a.pt", weights_only=True), dtype)
+    b = cast(torch.load(workdir / "b.pt", weights_only=True), dtype)
     boundaries = read_events(workdir / "boundaries.json")
     status = {int(k): v for k, v in json.loads((workdir / "status.json").read_text()).items()}
     complete = workdir / "complete"

@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from ...errors import VariationUnavailable
 
-class VariationUnavailable(Exception):
-    """This variation cannot run here (no second process, an unpicklable factory, ...): skip it."""
+__all__ = ["DEFAULT", "VARIATIONS", "UnknownVariation", "Variation", "VariationUnavailable"]
 
 
 class UnknownVariation(ValueError):

@@ -33,7 +33,7 @@ class Reshard(SaveSide):
         self.default_save = f"dcp.save(get_state_dict(fully_shard(model), optimizer)) on {SAVE_WORLD_SIZE} ranks"
 
     def produce(self, job: SaveJob) -> Saved:
-        from ...processes import ranks as processes
+        from ...processes import ranks
         from . import reshard_ranks
         from .fsdp import _check_available
         from ... import api
@@ -41,12 +41,12 @@ class Reshard(SaveSide):
         _check_available()
         from ...processes import world
 
-        processes.require_ranks(max(SAVE_WORLD_SIZE, self.world_size), f"reshard-{self.world_size}")
-        factory = processes.importable(job.factory, "factory")
-        save = processes.importable(job.save, "save function") if job.save is not None else None
-        load = (processes.importable(job.load_sharded, "load_sharded function")
+        ranks.require_ranks(max(SAVE_WORLD_SIZE, self.world_size), f"reshard-{self.world_size}")
+        factory = ranks.importable(job.factory, "factory")
+        save = ranks.importable(job.save, "save function") if job.save is not None else None
+        load = (ranks.importable(job.load_sharded, "load_sharded function")
                 if job.load_sharded is not None else None)
-        config_blob = processes.pickled(job.config, "config") if job.has_config else None
+        config_blob = ranks.pickled(job.config, "config") if job.has_config else None
         # under torchrun: the world's first 2 ranks save, its first N load, all in rank 0's directory
         directory = world.shared(job.directory) if world.launched() else job.directory
         checkpoint = directory / "dcp"
@@ -54,7 +54,7 @@ class Reshard(SaveSide):
         sides = (("save", save, job.save_takes, SAVE_WORLD_SIZE, saved_state, "save_main"),
                  ("load", load, job.load_sharded_takes, self.world_size, loaded_state, "load_main"))
         for side, project, takes, world_size, gathered, function in sides:
-            processes.run_ranks(
+            ranks.run_ranks(
                 reshard_ranks.__name__,
                 reshard_ranks.ReshardJob(factory=factory, config_blob=config_blob, project=project,
                                          takes=tuple(sorted(takes)), seed=job.seed, world_size=world_size,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ...processes import children as processes
+from ...processes import children
 from ...processes.ranks import EXIT_UNAVAILABLE, join, leave, rank_failed, read_rank_job, shard_here
 
 #: the key of the optimizer state in the default save's DCP state dict, and the prefix of its
@@ -90,8 +90,8 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
     workdir = Path(job_path).parent
 
     def rebuild(job: ReshardJob):
-        project = processes.import_object(*job.project) if job.project is not None else None
-        return (job, processes.import_object(*job.factory),
+        project = children.import_object(*job.project) if job.project is not None else None
+        return (job, children.import_object(*job.factory),
                 pickle.loads(job.config_blob) if job.config_blob is not None else None, project)
 
     rebuilt = read_rank_job(job_path, rebuild, "the factory, config, save or load function")

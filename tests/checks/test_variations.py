@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pytest_ckpt.processes import ranks as distributed
+from pytest_ckpt.checks.variations.fsdp import FsdpJob, run_fsdp_save
 from pytest_ckpt.processes.ranks import ProcessGroupScope
 from pytest_ckpt.checks.variations.layers import changed_blocks, names_blocks
 from pytest_ckpt.checks.variations import VARIATIONS, VariationUnavailable
@@ -198,12 +199,12 @@ def test_fsdp_workers_never_outlive_a_failure_or_timeout(tmp_path, monkeypatch, 
                                                         match, within):
     distributed.pool.shared().close()  # fresh workers, so that this test sees them start
     started = workers.record_started(monkeypatch, distributed.pool)
-    job = distributed.FsdpJob(factory=("tests.plugin.workers", factory), config_blob=None, save=None,
+    job = FsdpJob(factory=("tests.plugin.workers", factory), config_blob=None, save=None,
                               seed=0, checkpoint_dir=str(tmp_path / "dcp"),
                               full_state_path=str(tmp_path / "full.pt"))
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=match):
-        distributed.run_fsdp_save(job, tmp_path / "w", timeout=timeout)
+        run_fsdp_save(job, tmp_path / "w", timeout=timeout)
     assert time.monotonic() - t0 < within
     assert len(started) == 2 and not any(workers.alive(pid) for pid in started)
 
