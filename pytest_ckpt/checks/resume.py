@@ -74,7 +74,7 @@ def check_resume(
     if setup:
         raise TypeError(f"check_resume: variation={variation!r} sets the run up itself; leave out "
                         f"{', '.join(f'{k}=' for k in setup)} (or use variation='plain')")
-    with check_scope(workdir, f"pytest-ckpt-resume-{variation}-", process_group) as (directory, open_group):
+    with check_scope(workdir, f"resume-{variation}", process_group) as (directory, open_group):
         job = ResumeJob(variation, start, step, save, load, **arguments, workdir=directory,
                         compile_backend=compile_backend, process_group=open_group, fsdp_timeout=fsdp_timeout,
                         options=options)

@@ -92,7 +92,7 @@ def check_roundtrip(
     if variation not in VARIATIONS:
         raise UnknownVariation(f"check_roundtrip: unknown variation {variation!r}; valid: {', '.join(VARIATIONS)}")
     check_arguments(factory, config=config, save=save, load=load)
-    with check_scope(workdir, f"pytest-ckpt-{variation}-", process_group) as (directory, process_group):
+    with check_scope(workdir, variation, process_group) as (directory, process_group):
         job = SaveJob(
             variation=variation,
             factory=factory,
@@ -118,6 +118,8 @@ class RoundTrip:
     def __init__(self, job: SaveJob, compare: "_Compare") -> None:
         self.job, self.compare, self.variation = job, compare, job.variation
         self._started = time.perf_counter()
+        #: how it was saved and loaded, and where: known once the variation has produced the checkpoint
+        self._sides: dict[str, str] = {}
 
     def _report(self, ok: bool, text: str, **fields: Any) -> RoundTripReport:
         return RoundTripReport(self.variation, ok, text=text, seconds=time.perf_counter() - self._started,

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable, VariationUnavailable
 from ..processes.timeouts import DEFAULT_FSDP_TIMEOUT
+from ..processes.world import WorldUnreachable
 from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
 
 
@@ -103,6 +104,8 @@ class Ckpt(VariationChecks):
 
         try:
             report = check_roundtrip(factory, **kw, **self._settings(f"ckpt-{self.variation}"))
+        except WorldUnreachable as exc:
+            _usage_error(exc)
         except VariationUnavailable as exc:
             reason = str(exc)
             self._log(outcome="skipped", reason=reason)
@@ -160,6 +163,8 @@ class CkptResume(VariationChecks):
         label = f"{RESUME_ID_PREFIX}{self.variation}"
         try:
             report = check_resume(start, step, save=save, load=load, **kw, **self._settings(label))
+        except WorldUnreachable as exc:
+            _usage_error(exc)
         except (ResumeUnavailable, VariationUnavailable, NotReproducible) as exc:
             reason = str(exc)
             self._log(outcome="skipped", reason=reason)
@@ -184,6 +189,14 @@ class CkptResume(VariationChecks):
         pytest.fail(f"ckpt.roundtrip(...) runs under @pytest.mark.{MARKER}(...), and this test is marked "
                     f"@pytest.mark.{MARKER_RESUME}(...): a test carries one of the two markers; put the round "
                     "trip in a test of its own", pytrace=False)
+
+
+def _usage_error(exc: BaseException) -> None:
+    """The environment says there is a torchrun world that is not there: stop the session, saying so
+    (every later check of the world would fail the same way)."""
+    import pytest
+
+    pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def first_cause(report: Any) -> str:

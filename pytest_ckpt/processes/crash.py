@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .boundaries import KILLED, Tracer
+from .children import parent_death_signal
 
 #: a kill child whose save returned before reaching its boundary (the save is not deterministic)
 NOT_REACHED = 5
@@ -40,6 +41,7 @@ def kill_each(count: int, workdir: Path, base: Path, name: str, save: Callable, 
             pid = os.fork()
             if pid == 0:  # the kill child: never returns
                 code = 1
+                parent_death_signal()  # a save that hangs dies with the process that waits for it
                 try:
                     code = _killed_save(k, workdir, base, name, save, model, kw)
                 finally:

@@ -19,11 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import children
+from . import children, scratch
 
 #: environment variable: ``0`` starts fresh rank processes for every job (no reuse)
 ENV_RANK_POOL = "PYTEST_CKPT_RANK_POOL"
@@ -112,21 +111,14 @@ class RankPool:
 
     def _start(self) -> Worker:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="pytest-ckpt-ranks-"))
+            self._dir = scratch.owned_dir("ranks")  # a killed run's is removed by the next one
             if self.reuse:
                 atexit.register(self.close)
         self._started += 1
         ready, log = self._dir / f"worker-{self._started}.ready", self._dir / f"worker-{self._started}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(ready)],
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=rank_env(),
-                cwd=self._dir,
-                start_new_session=True,  # its own process group: killed with its children
-            )
+        # its own session, killed with its children; dead with this process, however it dies
+        proc = children.spawn([sys.executable, "-m", WORKER_MODULE, str(ready)], log, env=rank_env(),
+                              stdin=subprocess.PIPE, cwd=self._dir)
         return Worker(proc, ready, log)
 
 

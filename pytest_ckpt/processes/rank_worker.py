@@ -9,8 +9,9 @@ the interpreter's own prefixes (a project's modules, a test's), so two projects 
 same name never see each other's.
 
 A job that failed (other than "cannot run here"), or left a process group open, retires the worker (it exits with the job's code):
-the pool starts a fresh one. It exits on its own when stdin closes or its parent dies (it polls
-``os.getppid()``), killing its process group with it: a worker never outlives the pytest process.
+the pool starts a fresh one. It exits on its own when stdin closes or its parent dies
+(:func:`~pytest_ckpt.processes.children.die_with_parent`), killing its process group with it: a worker
+never outlives the pytest process.
 """
 
 from __future__ import annotations
@@ -18,33 +19,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import sys
 import sysconfig
-import threading
-import time
 import traceback
 
-#: seconds between two looks at the parent
-PARENT_POLL_S = 0.2
 #: a job's "cannot run here" (processes.EXIT_UNAVAILABLE; not imported: this module starts light)
 EXIT_UNAVAILABLE = 3
-
-
-def watch_parent() -> None:
-    """Exit, with everything this worker started, as soon as the process that started it is gone."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_POLL_S)
-            if os.getppid() != parent:
-                try:
-                    os.killpg(0, signal.SIGKILL)  # its own session: the worker and its children
-                finally:
-                    os._exit(1)
-
-    threading.Thread(target=watch, name="pytest-ckpt-parent-watch", daemon=True).start()
 
 
 def _kept_roots() -> tuple[str, ...]:
@@ -99,7 +79,9 @@ def write_result(path: str, code: int) -> None:
 
 
 def main(ready_path: str) -> None:
-    watch_parent()
+    from .children import die_with_parent
+
+    die_with_parent()
     import torch  # noqa: F401 - the seconds this worker exists to pay once
     import torch.distributed as dist
     import torch.distributed.checkpoint  # noqa: F401

@@ -19,13 +19,22 @@ import os
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 ENV_KEYS = ("WORLD_SIZE", "RANK", "MASTER_ADDR")
+#: seconds the ranks have to meet at the first check that needs the world (env overrides)
+ENV_RENDEZVOUS_TIMEOUT = "PYTEST_CKPT_RENDEZVOUS_TIMEOUT"
+DEFAULT_RENDEZVOUS_TIMEOUT = 30.0
 
 _objects: Any = None  # the gloo group for object collectives, once the world is joined
 _parts: dict[int, Any] = {}  # the groups of the world's first k ranks, by k
 _forgotten = 0  # how many of them a failed job has retired
+_unreachable: str | None = None  # why the world could not be joined: said again at once, never waited for twice
+
+
+class WorldUnreachable(RuntimeError):
+    """The environment says this process is one rank of a torchrun world, and the other ranks did not
+    meet it (a shell inside a torchrun job, a PyTorchJob pod): a usage error, naming the variables."""
 
 
 def launched() -> bool:
@@ -57,23 +66,84 @@ def device_type() -> str:
     return "cuda" if backend() == "nccl" else "cpu"
 
 
+def joined() -> bool:
+    """Whether this process has joined the launched world: a check needed it. Until then nothing
+    waits for the other ranks, so a suite that uses no distributed variation never does."""
+    return _objects is not None
+
+
+def rendezvous_timeout() -> float:
+    """Seconds the ranks have to meet: env ``PYTEST_CKPT_RENDEZVOUS_TIMEOUT``, else 30."""
+    try:
+        seconds = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT, ""))
+    except ValueError:
+        return DEFAULT_RENDEZVOUS_TIMEOUT
+    return seconds if seconds > 0 else DEFAULT_RENDEZVOUS_TIMEOUT
+
+
 def ensure(timeout_s: float = 180.0) -> None:
-    """Join the world once per process (``env://``); later calls reuse it."""
+    """Join the world once per process (``env://``); later calls reuse it. The ranks must meet within
+    :func:`rendezvous_timeout`, else :class:`WorldUnreachable` (then at once on every later call);
+    their collectives may take ``timeout_s``."""
     global _objects
     import torch
     import torch.distributed as dist
 
+    if _unreachable is not None:
+        raise WorldUnreachable(_unreachable)
     if not dist.is_initialized():
         if backend() == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        # with CUDA: NCCL for CUDA tensors, gloo for CPU ones (a ddp round trip of a CPU model, the
-        # objects DCP gathers), on one group
-        dist.init_process_group("cpu:gloo,cuda:nccl" if backend() == "nccl" else "gloo",
-                                timeout=timedelta(seconds=timeout_s))
+        _meet(timeout_s)
     if _objects is None:
         # its own group, also under gloo: a rank that agrees on an outcome while another is still in
         # the project's collectives must not meet them on the same group
         _objects = dist.new_group(backend="gloo")
+
+
+def _meet(timeout_s: float) -> None:
+    """``init_process_group`` bounded by the rendezvous timeout (gloo connects every rank as it
+    starts), then the collectives' own ``timeout_s``."""
+    global _unreachable
+    import torch.distributed as dist
+
+    wait = rendezvous_timeout()
+    try:
+        # with CUDA: NCCL for CUDA tensors, gloo for CPU ones (a ddp round trip of a CPU model, the
+        # objects DCP gathers), on one group
+        dist.init_process_group("cpu:gloo,cuda:nccl" if backend() == "nccl" else "gloo",
+                                timeout=timedelta(seconds=wait))
+    except Exception as exc:  # noqa: BLE001 - a missing peer surfaces as any of several store errors
+        _unreachable = unreachable(exc, wait)
+        raise WorldUnreachable(_unreachable) from None
+    try:  # met: the store (new groups meet there) and the collectives get the long timeout back
+        from torch.distributed.distributed_c10d import _get_default_store, _set_pg_timeout
+
+        _get_default_store().set_timeout(timedelta(seconds=timeout_s))
+        _set_pg_timeout(timedelta(seconds=timeout_s), None)
+    except (ImportError, AttributeError, AssertionError, RuntimeError, ValueError):  # an older torch: the short one stays
+        pass
+
+
+def unreachable(exc: BaseException, wait: float, env: Mapping[str, str] = os.environ) -> str:
+    """Why the world could not be joined, naming the variables that say there is one.
+
+    >>> env = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    >>> print(unreachable(TimeoutError("Socket Timeout"), 30, env))  # doctest: +NORMALIZE_WHITESPACE
+    pytest-ckpt: WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 say this pytest is rank 0 of a
+    torchrun world of 2, but the other ranks did not meet it within 30s (TimeoutError: Socket Timeout):
+    run the same pytest on every rank (torchrun --nproc-per-node 2 -m pytest -p no:xdist), or unset
+    WORLD_SIZE, RANK and MASTER_ADDR to run it alone (PYTEST_CKPT_RENDEZVOUS_TIMEOUT=seconds gives the
+    ranks longer to meet)
+    """
+    said = " ".join(f"{k}={env[k]}" for k in (*ENV_KEYS, "MASTER_PORT") if k in env)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    world = env.get("WORLD_SIZE", "?")
+    return (f"pytest-ckpt: {said} say this pytest is rank {env.get('RANK', '?')} of a torchrun world of {world}, "
+            f"but the other ranks did not meet it within {wait:g}s ({type(exc).__name__}: {first}): run the same "
+            f"pytest on every rank (torchrun --nproc-per-node {world} -m pytest -p no:xdist), or unset "
+            f"{', '.join(ENV_KEYS[:-1])} and {ENV_KEYS[-1]} to run it alone ({ENV_RENDEZVOUS_TIMEOUT}=seconds "
+            "gives the ranks longer to meet)")
 
 
 def gather(obj: Any) -> list[Any]:

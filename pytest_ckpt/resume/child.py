@@ -5,16 +5,14 @@ torch's thread and precision settings) and runs ``python -m pytest_ckpt.resume.c
 starts the run under the poisoned seed, loads, trains the remaining steps and writes its
 :class:`~pytest_ckpt.resume.runner.Trace` next to the job; an error it hits is written there too and
 raised again in the parent. The child runs in its own process group, is killed on timeout, and never
-outlives the check.
+outlives the check, nor the parent (:func:`pytest_ckpt.processes.children.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,23 +81,18 @@ def importable(fn: Callable, role: str) -> tuple[str, str]:
 
 
 def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
-    env = children.child_env()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: killed with its children
+    # its own session, killed with its children; dead with this process, however it dies
+    proc = children.spawn([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)], log)
     try:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + children.tail(log, "its output"))
-            time.sleep(0.02)
+        if not children.wait(proc, timeout):
+            raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + children.tail(log, "its output"))
     finally:
         children.kill(proc)
 
 
 def main(job_path: str) -> int:
     """The child: rebuild the functions, run the resumed half, write the trace (or the error)."""
+    children.die_with_parent()
     job_dir = Path(job_path).parent
     job = pickle.loads(Path(job_path).read_bytes())
     sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]

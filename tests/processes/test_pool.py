@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
+import tempfile
 import time
 
 import pytest
 from torch import nn
 
 from pytest_ckpt.checks.variations import VARIATIONS
-from pytest_ckpt.processes import pool
+from pytest_ckpt.processes import pool, scratch
 from pytest_ckpt.checks.variations.base import SaveJob
 from tests.plugin import workers
 
@@ -56,8 +56,11 @@ def test_workers_are_reused_forget_the_last_project_and_a_killed_one_is_replaced
     assert now[0] == ranks[0] and now[1] != ranks[1] and _gone(ranks[1])
 
 
-def test_no_worker_outlives_a_pytest_killed_with_sigkill(pytester):
+def test_no_worker_outlives_a_pytest_killed_with_sigkill_and_the_next_run_removes_its_directory(
+        pytester, monkeypatch):
     pids = pytester.path / "pids"
+    tmp = pytester.path / "tmp"  # the run's TMPDIR, where its pool keeps the workers' files
+    tmp.mkdir()
     pytester.makepyfile(test_hold=f"""
         import time
         from pathlib import Path
@@ -72,7 +75,7 @@ def test_no_worker_outlives_a_pytest_killed_with_sigkill(pytester):
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hold.py"],
                             cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not pids.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -86,6 +89,17 @@ def test_no_worker_outlives_a_pytest_killed_with_sigkill(pytester):
         while not all(_gone(p) for p in started) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(_gone(p) for p in started), f"rank workers {started} outlived the killed pytest"
+
+        # no cleanup ran: its directory is left, named by its pid; the next run's pool removes it, and
+        # never the directory of a run that is alive (this one)
+        left = [d.name for d in tmp.iterdir()]
+        assert len(left) == 1 and left[0].startswith(f"pytest-ckpt-ranks-{proc.pid}-"), left
+        live = tmp / f"pytest-ckpt-ranks-{os.getppid()}-abcd1234"
+        live.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+        mine = scratch.owned_dir("ranks")
+        assert sorted(d.name for d in tmp.iterdir()) == sorted([live.name, mine.name])
+        assert mine.name.startswith(f"pytest-ckpt-ranks-{os.getpid()}-")
     finally:
         for p in (proc.pid, *([int(x) for x in pids.read_text().split()] if pids.exists() else [])):
             try:
