@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotImportable", "importable", "import_object", "child_env", "spawn", "wait", "kill", "tail",
+__all__ = ["NotImportable", "importable", "pickled", "unpickled", "import_object", "child_env", "spawn", "wait", "kill", "tail",
            "die_with_parent", "parent_death_signal"]
 
 #: the child's end of the pipe its parent holds open while it lives, and the parent's pid
@@ -79,6 +79,17 @@ def pickled(obj: Any, what: str) -> bytes:
     except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all meaning the same here
         raise NotPicklable(f"the {what} {type(obj).__name__} cannot be pickled for another process "
                            f"({type(exc).__name__}: {exc})") from None
+
+
+def unpickled(blob: bytes | None) -> Any:
+    """In the other process: the object :func:`pickled` sent (a project's config), ``None`` for none.
+
+    >>> unpickled(pickled({"n_layer": 2}, "config")), unpickled(None)
+    ({'n_layer': 2}, None)
+    """
+    import pickle
+
+    return None if blob is None else pickle.loads(blob)
 
 
 def import_object(module: str, qualname: str) -> Any:

@@ -222,7 +222,7 @@ def enter(job_path: str, rank: int,
 
     def rebuild(job: Any):
         return (job, {role: children.import_object(*name) for role, name in job.functions.items()},
-                pickle.loads(job.config_blob) if job.config_blob is not None else None)
+                children.unpickled(job.config_blob))
 
     rebuilt = read_rank_job(job_path, rebuild, "the project's functions or config")
     if rebuilt is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ...processes import ranks
 from ...processes.boundaries import Tracer
-from ...processes.children import import_object
+from ...processes.children import import_object, unpickled
 from ...processes.crash import kill_each
 
 #: the save itself is at fault (raised, wrote nothing, wrote outside its path): see ``error.txt``
@@ -58,10 +58,8 @@ def _main(job_path: str, rank: int) -> int:
     workdir = Path(job_path).parent
 
     def rebuild(job: CrashJob):
-        import pickle
-
         return (job, import_object(*job.factory),
-                pickle.loads(job.config_blob) if job.config_blob is not None else None,
+                unpickled(job.config_blob),
                 import_object(*job.save))
 
     rebuilt = ranks.read_rank_job(job_path, rebuild, "the factory, config or save function")

@@ -8,7 +8,6 @@ reference is the full state gathered from the ranks at save time.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 
 from ...errors import VariationUnavailable
 from ...processes import ranks
-from ...processes.children import import_object
+from ...processes.children import import_object, unpickled
 from ...processes.ranks import EXIT_UNAVAILABLE, FSDP_WORLD_SIZE, join, leave, rank_failed, read_rank_job, shard_here
 from .base import SaveJob, Saved, SaveSide, perturb, train_one_step
 
@@ -116,7 +115,7 @@ def _rank_main(job_path: str, rank: int) -> int:
 
     def rebuild(job: FsdpJob):
         return (job, import_object(*job.factory),
-                pickle.loads(job.config_blob) if job.config_blob is not None else None,
+                unpickled(job.config_blob),
                 import_object(*job.save) if job.save is not None else default_fsdp_save)
 
     rebuilt = read_rank_job(job_path, rebuild, "the factory, config or save function")

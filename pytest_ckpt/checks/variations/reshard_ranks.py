@@ -8,7 +8,6 @@ name) and rank 0 writes it with ``pc.save``; the parent compares the two files. 
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -92,7 +91,7 @@ def _side(job_path: str, rank: int, *, load: bool) -> int:
     def rebuild(job: ReshardJob):
         project = children.import_object(*job.project) if job.project is not None else None
         return (job, children.import_object(*job.factory),
-                pickle.loads(job.config_blob) if job.config_blob is not None else None, project)
+                children.unpickled(job.config_blob), project)
 
     rebuilt = read_rank_job(job_path, rebuild, "the factory, config, save or load function")
     if rebuilt is None:
