@@ -102,14 +102,15 @@ class Ckpt(VariationChecks):
         from ..checks.roundtrip import UnnamedRefusal, check_roundtrip
         from ..checks.variations.layers import LayerCountUnknown
 
+        skip = failure = ""
         try:
             report = check_roundtrip(factory, **kw, **self._settings(f"ckpt-{self.variation}"))
         except WorldUnreachable as exc:
             _usage_error(exc)
         except VariationUnavailable as exc:
-            reason = str(exc)
-            self._log(outcome="skipped", reason=reason)
-        except (LayerCountUnknown, UnnamedRefusal) as exc:
+            skip = str(exc)
+            self._log(outcome="skipped", reason=skip)
+        except (LayerCountUnknown, UnnamedRefusal) as exc:  # said as it always was: the message alone
             self._keep(attached(exc))
             failure = str(exc)
         except BaseException as exc:
@@ -118,9 +119,10 @@ class Ckpt(VariationChecks):
         else:
             self._keep(report)
             return report.interrupted if report.interrupted is not None else report.reloaded
-        if "reason" in locals():
-            pytest.skip(f"ckpt-{self.variation}: {reason}")  # outside the except: no exception context
-        pytest.fail(failure, pytrace=False)
+        # outside the except: the skip or failure carries no exception context
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        pytest.skip(f"ckpt-{self.variation}: {skip}")
 
     def _keep(self, report: Any) -> None:
         """The round trip's ``--ckpt-report`` entry (and what a pass had to say), for the collector."""
@@ -166,8 +168,8 @@ class CkptResume(VariationChecks):
         except WorldUnreachable as exc:
             _usage_error(exc)
         except (ResumeUnavailable, VariationUnavailable, NotReproducible) as exc:
-            reason = str(exc)
-            self._log(outcome="skipped", reason=reason)
+            skip = str(exc)
+            self._log(outcome="skipped", reason=skip)
         except ResumeMismatch as exc:
             cause = first_cause(exc.report)
             self._log(outcome="failed", cause=cause, report=as_dict(exc.report))
@@ -180,7 +182,7 @@ class CkptResume(VariationChecks):
         else:
             self._log(outcome="passed", report=as_dict(report))
             return report
-        pytest.skip(f"{label}: {reason}")  # outside the except: the skip carries no exception context
+        pytest.skip(f"{label}: {skip}")  # outside the except: the skip carries no exception context
 
     def roundtrip(self, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True

@@ -14,6 +14,7 @@ from torch import nn
 import pytest_ckpt as pc
 from pytest_ckpt.checks.report import attached
 from pytest_ckpt.checks.variations import UnknownVariation
+from pytest_ckpt.checks.variations.layers import LayerCountUnknown
 from pytest_ckpt.plugin import options as o
 from tests.plugin import workers
 from tests.plugin.conftest import PROJECT as REAL_PROJECT
@@ -141,6 +142,14 @@ def test_a_variation_that_cannot_run_here_says_why_before_it_starts(tmp_path):
         pc.check_roundtrip(closure, variation="fsdp", workdir=tmp_path)
     with pytest.raises(UnknownVariation, match="unknown variation 'fsdp2'; valid: plain, dataparallel, ddp"):
         pc.check_roundtrip(workers.tiny, variation="fsdp2")
+
+
+def test_a_config_without_a_layer_field_is_said_before_anything_is_saved(tmp_path):
+    with pytest.raises(LayerCountUnknown, match="^ckpt-layers-1: the config has none of the layer fields "
+                                                ".*; pass layers_field='<name>' to ckpt.roundtrip$"):
+        pc.check_roundtrip(lambda config: nn.Linear(2, 2), variation="layers-1", config={"hidden": 2},
+                           workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_passing_round_trip_returns_the_reloaded_model_and_its_report_entry(tmp_path):
