@@ -12,6 +12,13 @@ import torch
 from torch import nn
 
 import pytest_ckpt as pc
+# imported here, not first in a test: the pytester fixture unloads what a test imported, and a second
+# copy of a module's classes is not the first (the docs' in-process runs would see both)
+import pytest_ckpt.checks.roundtrip  # noqa: F401
+import pytest_ckpt.checks.variations.plain  # noqa: F401
+import pytest_ckpt.plugin.audit  # noqa: F401
+import pytest_ckpt.plugin.fixture  # noqa: F401
+import pytest_ckpt.report.run  # noqa: F401
 from pytest_ckpt.checks.report import attached
 from pytest_ckpt.checks.variations import UnknownVariation
 from pytest_ckpt.checks.variations.layers import LayerCountUnknown
@@ -105,22 +112,18 @@ def test_drifted(ckpt):
 """
 
 
-def test_a_failing_round_trip_raises_the_text_and_the_report_entry_the_test_shows(pytester, tmp_path):
-    project = pytester
-    project.makepyfile(project=REAL_PROJECT, test_drifted=FAILING)
-    out = project.path / "report.json"
-    result = project.runpytest_inprocess("-p", "no:cacheprovider", f"{o.OPT_REPORT}={out}")
+def test_a_failing_round_trip_raises_the_text_and_the_report_entry_the_test_shows(pytester, monkeypatch, tmp_path):
+    pytester.makepyfile(project=REAL_PROJECT, test_drifted=FAILING)
+    monkeypatch.syspath_prepend(str(pytester.path))
+    import project as proj
+
+    with pytest.raises(pc.CheckpointMismatch) as info:
+        pc.check_roundtrip(proj.build, config=proj.Config(), load=proj.load_fewer, workdir=tmp_path / "lib")
+    out = pytester.path / "report.json"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"{o.OPT_REPORT}={out}")
     result.assert_outcomes(failed=1)
     entry = json.loads(out.read_text())["checks"][0]
 
-    sys.path.insert(0, str(project.path))
-    try:
-        import project as proj  # the module the pytest run imported
-
-        with pytest.raises(pc.CheckpointMismatch) as info:
-            pc.check_roundtrip(proj.build, config=proj.Config(), load=proj.load_fewer, workdir=tmp_path / "lib")
-    finally:
-        sys.path.remove(str(project.path))
     text = str(info.value)
     assert text.startswith("ckpt-plain round trip (saved with torch.save(model.state_dict()), loaded with "
                            "project.load_fewer): [layer-count]")
