@@ -40,8 +40,8 @@ CHAOS_TIMEOUT = 1800
 
 
 def run_variation(name: str) -> dict:
-    from pytest_ckpt.plugin.variations.base import SaveJob
-    from pytest_ckpt.plugin.variations.interrupted import INTERRUPTED, InterruptedMismatch
+    from pytest_ckpt.checks.variations.base import SaveJob
+    from pytest_ckpt.checks.variations.interrupted import INTERRUPTED, InterruptedMismatch
 
     writer = WRITERS[name]
     writer.factory()  # the test process has built its model before: its imports are not the variation's

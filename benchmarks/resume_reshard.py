@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import resume_reshard_loops as L  # noqa: E402
 
 from pytest_ckpt.errors import ResumeMismatch, ResumeUnavailable  # noqa: E402
-from pytest_ckpt.plugin.variations.registry import VariationUnavailable  # noqa: E402
-from pytest_ckpt.plugin.resume_variations.base import ResumeJob  # noqa: E402
-from pytest_ckpt.plugin.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3  # noqa: E402
+from pytest_ckpt.checks.variations.registry import VariationUnavailable  # noqa: E402
+from pytest_ckpt.checks.resume_variations.base import ResumeJob  # noqa: E402
+from pytest_ckpt.checks.resume_variations.fsdp_reshard import FSDP_RESHARD_1, FSDP_RESHARD_3  # noqa: E402
 
 #: name, start, step, whether the check must fail (a data position kept per rank)
 CASES = [("gpt2", L.gpt2, L.lm_step, False), ("llama (tied head)", L.llama, L.lm_step, False),

@@ -177,8 +177,8 @@ def preload() -> None:
 
     import pytest_ckpt.api  # noqa: F401
     import pytest_ckpt.plugin  # noqa: F401
-    import pytest_ckpt.plugin.resume  # noqa: F401
-    import pytest_ckpt.plugin.roundtrip  # noqa: F401
+    import pytest_ckpt.plugin.fixture  # noqa: F401
+    import pytest_ckpt.checks.roundtrip  # noqa: F401
     from tinyllm import infer, train  # noqa: F401
 
 

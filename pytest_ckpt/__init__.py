@@ -31,7 +31,13 @@ _EXPORTS = {
     "Note": "pytest_ckpt.checkpoint.notes",
     "CheckpointError": "pytest_ckpt.errors",
     "CheckpointMismatch": "pytest_ckpt.errors",
-    "check_resume": "pytest_ckpt.resume.check",
+    "check_resume": "pytest_ckpt.checks.resume",
+    "check_roundtrip": "pytest_ckpt.checks.roundtrip",
+    "check_interrupted": "pytest_ckpt.checks.interrupted",
+    "RoundTripReport": "pytest_ckpt.checks.report",
+    "InterruptedReport": "pytest_ckpt.checks.variations.crash_report",
+    "VariationUnavailable": "pytest_ckpt.errors",
+    "InterruptedMismatch": "pytest_ckpt.errors",
     "check_resume_hf": "pytest_ckpt.checks.trainers.hf",
     "check_resume_lightning": "pytest_ckpt.checks.trainers.lightning",
     "run_state": "pytest_ckpt.resume.state",
@@ -70,10 +76,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint.latest import LatestComplete
     from .checkpoint.notes import Note
     from .compare.diff import CheckpointDiff
-    from .errors import (CheckpointError, CheckpointMismatch, NotReproducible, ResumeError,
-                         ResumeMismatch)
+    from .checks.interrupted import check_interrupted
+    from .checks.report import RoundTripReport
+    from .checks.resume import check_resume
+    from .checks.roundtrip import check_roundtrip
+    from .checks.variations.crash_report import InterruptedReport
+    from .errors import (CheckpointError, CheckpointMismatch, InterruptedMismatch, NotReproducible,
+                         ResumeError, ResumeMismatch, VariationUnavailable)
     from .checks.trainers.hf import check_resume_hf
     from .checks.trainers.lightning import check_resume_lightning
-    from .resume.check import check_resume
     from .resume.report import ResumeReport
     from .resume.state import RunState, run_state

@@ -98,3 +98,26 @@ class ResumeError(RuntimeError):
 class ResumeUnavailable(Exception):
     """This way of running the resume check cannot run here (e.g. the functions cannot be imported by a
     fresh process); the pytest plugin skips with ``str(err)``."""
+
+
+class VariationUnavailable(Exception):
+    """This variation cannot run here (no second process, an unpicklable factory, ...): the pytest
+    plugin skips with ``str(err)``, never passes."""
+
+
+class InterruptedMismatch(AssertionError):
+    """A kill left a checkpoint the project's load does not return whole. ``report``: the
+    :class:`~pytest_ckpt.checks.variations.crash_report.InterruptedReport`; ``str()`` its text."""
+
+    def __init__(self, report, text: str | None = None) -> None:
+        self.report = report
+        super().__init__(text if text is not None else str(report))
+
+    def __reduce__(self):  # keep the report when pickled (multiprocessing, xdist)
+        return (InterruptedMismatch, (self.report, str(self)))
+
+
+#: pytest-ckpt's own package directory, with a trailing separator: its frames are never the project's
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: set on a project's exception that a check re-raises: the pytest plugin hides torch's frames in it
+TRIM_ATTR = "_pytest_ckpt_trim"

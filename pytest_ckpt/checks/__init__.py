@@ -1,2 +1,2 @@
-"""Every check a marker runs, as a library call (API section 6): the trainer checks in
-:mod:`.trainers`."""
+"""Every check a marker runs, as a library call: the round trip and its variations, the interrupted
+check, the resume variations and the trainer checks (``pytest_ckpt.check_roundtrip``, ...)."""

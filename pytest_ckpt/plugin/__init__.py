@@ -15,9 +15,10 @@ import pytest
 
 from . import options as o
 from .collector import DEFINED_KEY, CheckCollector, defined_tests
-from .resume_variations import RESUME_DEFAULT
+from ..checks.resume_variations import RESUME_DEFAULT
 from .selection import RESUME, MarkerError, marker_kind, marker_variations, select, validate_selection
-from .variations import DEFAULT, VARIATIONS, UnknownVariation, world
+from ..checks.variations import DEFAULT, VARIATIONS, UnknownVariation
+from ..processes import world
 
 #: the session's resolved options
 SETTINGS_KEY = pytest.StashKey[o.Settings]()
@@ -214,31 +215,25 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
     ... def test_resume(ckpt):
     ...     ckpt.resume(start, step, save=save, load=load, config=Config())
     """
-    from .variations.processes import ProcessGroupScope
+    from .fixture import Ckpt, CkptResume
 
     settings = request.config.stash[SETTINGS_KEY]
-    directory = tmp_path / ".ckpt"
-    scope = ProcessGroupScope(directory)
     node = request.node
     if node.get_closest_marker(o.MARKER_RESUME) is not None:
-        from .resume import CkptResume as Fixture
-
-        prop = o.PROP_RESUME
+        fixture, prop = CkptResume, o.PROP_RESUME
     else:
-        from .roundtrip import Ckpt as Fixture
-
-        prop = o.PROP_ROUNDTRIP
+        fixture, prop = Ckpt, o.PROP_ROUNDTRIP
+    checks = fixture(
+        _ckpt_variation,
+        directory=tmp_path / ".ckpt",
+        compile_backend=settings.compile_backend,
+        fsdp_timeout=settings.fsdp_timeout,
+        record=lambda entry: node.user_properties.append((prop, entry)),
+    )
     try:
-        yield Fixture(
-            _ckpt_variation,
-            directory=directory,
-            compile_backend=settings.compile_backend,
-            fsdp_timeout=settings.fsdp_timeout,
-            process_group=scope.ensure,
-            record=lambda entry: node.user_properties.append((prop, entry)),
-        )
+        yield checks
     finally:
-        scope.close()
+        checks.close()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import fnmatch
 import os
 import sys
 
+from ..errors import PACKAGE_DIR
+
 @dataclasses.dataclass
 class DroppedLoad:
     """One ``load_state_dict(strict=False)`` call that left keys missing or unexpected."""
@@ -33,9 +35,6 @@ class DroppedLoad:
                 f"{'; '.join(parts)}")
 
 
-#: pytest-ckpt's own package directory, with a trailing separator: a load called from here is the
-#: library's own, and failures hide these frames
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _caller() -> tuple[str, bool]:

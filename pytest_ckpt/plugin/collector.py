@@ -70,20 +70,22 @@ class CheckCollector:
         if variation is not None:
             last = roundtrips[-1] if roundtrips else {}
             outcome = "failed" if report.failed else "passed"
-            message = (last.get("cause") or _first_cause(last.get("diff"))
-                       or (_failure_line(report) if report.failed else ""))
+            # the entry the round trip's report made (RoundTripReport.to_dict()), with this test's id
+            message = last.get("message") or (_failure_line(report) if report.failed else "")
             self._add(report, "roundtrip", variation, outcome, diff=last.get("diff"), message=message,
-                      path=last.get("path"))
+                      path=last.get("path"), interrupted=last.get("interrupted"))
             if report.failed:
                 self.failures[report.nodeid] = f"[{variation}] {message}"
             elif last.get("note"):
                 self.notes[(variation, last["note"])] += 1
         for snap in snapshots:
+            from ..report.run import diff_cause
+
             self.used_snapshots.add(Path(snap["path"]))
             outcome = {"match": "passed", "written": "written"}.get(snap["outcome"], "failed")
             if outcome == "written":
                 self.written.append(Path(snap["path"]))
-            message = _first_cause(snap.get("diff")) or snap.get("message", "").split("\n")[0]
+            message = diff_cause(snap.get("diff")) or snap.get("message", "").split("\n")[0]
             self._add(report, "snapshot", None, outcome, diff=snap.get("diff"), message=message,
                       path=snap["path"], duration=snap.get("duration"))
             if outcome == "failed":
@@ -109,12 +111,12 @@ class CheckCollector:
             self._add(report, "resume", variation, "passed", resume=last.get("report"))
 
     def _add(self, report, kind, variation, outcome, *, diff=None, message="", path=None, duration=None,
-             resume=None):
+             resume=None, interrupted=None):
         from ..report.run import record
 
         entry = record(kind, variation=variation, outcome=outcome,
                        duration=report.duration if duration is None else duration,
-                       diff=diff, message=message, path=path, resume=resume)
+                       diff=diff, message=message, path=path, resume=resume, interrupted=interrupted)
         entry["test"] = report.nodeid
         self.entries.append(entry)
 
@@ -232,12 +234,3 @@ def _failure_line(report) -> str:
     text = getattr(crash, "message", None) or getattr(report, "longreprtext", "") or ""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if lines else "")[:300]
-
-
-def _first_cause(diff: dict | None) -> str:
-    if not diff:
-        return ""
-    for note in diff.get("notes", []):
-        if not note.get("info"):
-            return f"[{note['kind']}] {note['text']}"[:300]
-    return ""

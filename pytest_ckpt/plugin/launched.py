@@ -1,9 +1,11 @@
-"""pytest under ``torchrun``: every rank runs the same tests; a ckpt test that fails on any rank fails
-on every rank, naming the ranks; only rank 0 writes the summary and ``--ckpt-report``; no rank exits
-before every rank has written its own (torchrun stops the other ranks as soon as one exits with a
-failure, which would cut their output, or rank 0's summary and report).
+"""pytest under ``torchrun``: every rank runs the same tests; once a check has joined the world (the
+first test of a distributed variation), a ckpt test that fails on any rank fails on every rank, naming
+the ranks, and no rank exits before every rank has written its own output (torchrun stops the other
+ranks as soon as one exits with a failure, which would cut their output, or rank 0's summary and
+report); only rank 0 writes the summary and ``--ckpt-report``. A suite that never joins never waits
+for the other ranks (a stale torchrun environment costs it nothing).
 
-Registered by the plugin when :func:`pytest_ckpt.plugin.variations.world.launched` is true.
+Registered by the plugin when :func:`pytest_ckpt.processes.world.launched` is true.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 
 import pytest
 
-from .variations import world
+from ..processes import world
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -31,7 +33,8 @@ class LaunchedWorld:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         report = yield
-        if call.when != "call" or "ckpt" not in getattr(item, "fixturenames", ()):
+        # the ranks agree once a check joined the world: a suite without distributed variations never waits
+        if call.when != "call" or "ckpt" not in getattr(item, "fixturenames", ()) or not world.joined():
             return report
         outcomes = world.gather((report.outcome, _first_line(report) if report.failed else ""))
         failed = [r for r, (outcome, _) in enumerate(outcomes) if outcome == "failed"]
@@ -49,6 +52,8 @@ class LaunchedWorld:
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not world.joined():  # no check needed the other ranks: none waits for them
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         try:

@@ -10,6 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..errors import TRIM_ATTR
+#: the fsdp variations' timeout: its default, its ini key and the environment variable that overrides it
+from ..processes.timeouts import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
+
 MARKER = "ckpt_roundtrip"
 MARKER_RESUME = "ckpt_resume"
 #: name patterns whose drop by a load_state_dict(strict=False) is intended (the audit ignores them)
@@ -33,14 +37,9 @@ INI_SNAPSHOT_DIR = "ckpt_snapshot_dir"
 INI_COMPILE_BACKEND = "ckpt_compile_backend"
 INI_AUDIT_LOADS = "ckpt_audit_loads"
 INI_AUDIT_ALLOW = "ckpt_audit_allow"
-INI_FSDP_TIMEOUT = "ckpt_fsdp_timeout"
-#: environment variable that overrides the ini key (a CI job can raise it without editing files)
-ENV_FSDP_TIMEOUT = "PYTEST_CKPT_FSDP_TIMEOUT"
 
 DEFAULT_COMPILE_BACKEND = "eager"
 DEFAULT_SNAPSHOT_DIR = "__ckpt_snapshots__"
-#: seconds the two FSDP ranks may take, start-up included
-DEFAULT_FSDP_TIMEOUT = 180.0
 
 #: the id of a parametrized case is ``ckpt-<variation>`` (round trips), ``resume-<variation>`` (resume checks)
 ID_PREFIX = "ckpt-"
@@ -53,7 +52,7 @@ PROP_AUDIT = "ckpt_audit"
 PROP_RESUME_VARIATION = "ckpt_resume_variation"
 PROP_RESUME = "ckpt_resume"
 #: set on an exception a round trip re-raises: its torch frames are hidden in the report
-ATTR_TRIM = "_pytest_ckpt_trim"
+ATTR_TRIM = TRIM_ATTR
 
 
 def split_names(text: str | Sequence[str] | None) -> tuple[str, ...] | None:

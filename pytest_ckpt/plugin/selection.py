@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from . import options as o
-from .resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
-from .variations import DEFAULT, VARIATIONS, UnknownVariation
+from ..checks.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
+from ..checks.variations import DEFAULT, VARIATIONS, UnknownVariation
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def marker_variations(kind: MarkerKind, args: tuple, kwargs: Mapping) -> tuple[s
     ('plain', 'ddp')
     >>> marker_variations(RESUME, ("nested",), {})
     Traceback (most recent call last):
-    pytest_ckpt.plugin.variations.registry.UnknownVariation: @pytest.mark.ckpt_resume: unknown variation 'nested'; valid: plain, compile, ddp, fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1 ('nested' is a round-trip variation: @pytest.mark.ckpt_roundtrip)
+    pytest_ckpt.checks.variations.registry.UnknownVariation: @pytest.mark.ckpt_resume: unknown variation 'nested'; valid: plain, compile, ddp, fresh-process, fsdp, fsdp-reshard-3, fsdp-reshard-1 ('nested' is a round-trip variation: @pytest.mark.ckpt_roundtrip)
     """
     where = f"@pytest.mark.{kind.marker}"
     if kwargs:

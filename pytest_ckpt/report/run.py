@@ -16,9 +16,10 @@ SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 def record(kind: str, *, variation: str | None = None, outcome: str, duration: float,
            diff: dict | None = None, message: str = "", path: str | None = None,
-           resume: dict | None = None) -> dict[str, Any]:
+           resume: dict | None = None, interrupted: dict | None = None) -> dict[str, Any]:
     """One check's record; JSON-ready. A resume check (kind ``"resume"``) carries its report's
-    ``to_dict()`` under ``"resume"`` (``None`` when it was skipped before a report was made)."""
+    ``to_dict()`` under ``"resume"`` (``None`` when it was skipped before a report was made); an
+    ``interrupted`` round trip its ``InterruptedReport.to_dict()`` under ``"interrupted"``."""
     entry = {
         "kind": kind,  # "roundtrip" | "resume" | "snapshot"
         "variation": variation,
@@ -30,7 +31,33 @@ def record(kind: str, *, variation: str | None = None, outcome: str, duration: f
     }
     if kind == "resume":
         entry["resume"] = resume
+    if interrupted is not None:
+        entry["interrupted"] = interrupted
     return entry
+
+
+def diff_cause(diff: dict | None) -> str:
+    """``[kind] text`` of a recorded diff's first cause (informational notes never lead); ``""`` when none.
+
+    >>> diff_cause({"notes": [{"kind": "prefix", "text": "stripped", "info": True}, {"kind": "shape", "text": "w"}]})
+    '[shape] w'
+    """
+    if not diff:
+        return ""
+    for note in diff.get("notes", []):
+        if not note.get("info"):
+            return f"[{note['kind']}] {note['text']}"[:300]
+    return ""
+
+
+def as_dict(report: Any) -> dict | None:
+    """``report.to_dict()`` for a record, or ``None``: the record is a courtesy, never a failure."""
+    if report is None:
+        return None
+    try:
+        return report.to_dict()
+    except Exception:  # noqa: BLE001 - the record is a courtesy; never fail a check over it
+        return None
 
 
 def document(entries: list[dict], *, started: float, workers: int) -> dict:

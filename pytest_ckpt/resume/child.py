@@ -5,24 +5,22 @@ torch's thread and precision settings) and runs ``python -m pytest_ckpt.resume.c
 starts the run under the poisoned seed, loads, trains the remaining steps and writes its
 :class:`~pytest_ckpt.resume.runner.Trace` next to the job; an error it hits is written there too and
 raised again in the parent. The child runs in its own process group, is killed on timeout, and never
-outlives the check.
+outlives the check, nor the parent (:func:`pytest_ckpt.processes.children.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, ResumeError, ResumeUnavailable
-from . import processes
-from .processes import NotPicklable, pickled
+from ..processes import children
+from ..processes.children import NotPicklable, pickled
 
 #: the errors a child sends back to be raised again in the parent, as themselves
 _RERAISED = {"ResumeError": ResumeError, "TypeError": TypeError, "ValueError": ValueError}
@@ -70,36 +68,31 @@ class FreshProcess:
         result = job_dir / "trace.pt"
         if not result.exists():
             raise ResumeError(f"the fresh process for the resume after step {at} ended without a result\n"
-                              + processes.tail(log, "its output"))
+                              + children.tail(log, "its output"))
         return torch.load(result, weights_only=False)  # written by our own child, just now
 
 
 def importable(fn: Callable, role: str) -> tuple[str, str]:
     """``(module, qualname)`` a new process can import ``fn`` by, else ResumeUnavailable with the reason."""
     try:
-        return processes.importable(fn, role)
-    except processes.NotImportable as exc:
+        return children.importable(fn, role)
+    except children.NotImportable as exc:
         raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
 
 
 def _spawn_and_wait(job_path: Path, log: Path, timeout: float) -> None:
-    env = processes.child_env()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: killed with its children
+    # its own session, killed with its children; dead with this process, however it dies
+    proc = children.spawn([sys.executable, "-m", "pytest_ckpt.resume.child", str(job_path)], log)
     try:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + processes.tail(log, "its output"))
-            time.sleep(0.02)
+        if not children.wait(proc, timeout):
+            raise ResumeError(f"the fresh process did not finish within {timeout:g}s (timeout=)\n" + children.tail(log, "its output"))
     finally:
-        processes.kill(proc)
+        children.kill(proc)
 
 
 def main(job_path: str) -> int:
     """The child: rebuild the functions, run the resumed half, write the trace (or the error)."""
+    children.die_with_parent()
     job_dir = Path(job_path).parent
     job = pickle.loads(Path(job_path).read_bytes())
     sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]
@@ -113,7 +106,7 @@ def main(job_path: str) -> int:
         torch.use_deterministic_algorithms(settings["deterministic"])
         torch.set_float32_matmul_precision(settings["matmul"])
         torch.set_default_dtype(getattr(torch, settings["dtype"]))
-        fns = {role: (processes.import_object(*name) if name else None) for role, name in job["functions"].items()}
+        fns = {role: (children.import_object(*name) if name else None) for role, name in job["functions"].items()}
         config = pickle.loads(job["config"]) if job["config"] is not None else None
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),

@@ -31,8 +31,8 @@ CAUSE = ("a state dict of DTensors written with torch.save: one rank's shards of
 
 @pytest.fixture(scope="module")
 def rank0_file(tmp_path_factory) -> Path:
-    from pytest_ckpt.plugin.variations.processes import FsdpJob, run_fsdp_save
-    from pytest_ckpt.plugin.variations.registry import VariationUnavailable
+    from pytest_ckpt.checks.variations.fsdp import FsdpJob, run_fsdp_save
+    from pytest_ckpt.checks.variations.registry import VariationUnavailable
 
     out = tmp_path_factory.mktemp("dtensor")
     job = FsdpJob(factory=("tests.tinymodel", "TinyLM"),

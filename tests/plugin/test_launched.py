@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -146,8 +147,8 @@ def test_torchrun_pytest_runs_on_the_world_with_one_summary_and_names_the_failin
 
 def test_a_world_smaller_than_the_variation_skips_it_naming_the_ranks(monkeypatch):
     """Under torchrun with 2 ranks, reshard-3 and fsdp-reshard-3 cannot load on 3: skipped, saying how."""
-    from pytest_ckpt.plugin.variations import VariationUnavailable
-    from pytest_ckpt.plugin.variations.processes import require_ranks
+    from pytest_ckpt.checks.variations import VariationUnavailable
+    from pytest_ckpt.processes.ranks import require_ranks
 
     for key, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         monkeypatch.setenv(key, value)
@@ -168,3 +169,58 @@ def test_xdist_under_torchrun_is_a_usage_error_not_a_hang(pytester, monkeypatch)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*pytest-ckpt: under torchrun (rank 1 of 2) every rank must run the same tests "
                                  "in the same order, as one pytest: leave out -n/--dist (pytest-xdist)*"])
+
+
+def _stale_world(monkeypatch) -> None:
+    """A shell inside a torchrun job (a PyTorchJob pod): the variables of a world of 2, no rank 1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
+        monkeypatch.setenv(key, value)
+
+
+def test_a_stale_torchrun_environment_costs_a_suite_without_distributed_checks_nothing(pytester, monkeypatch):
+    """Nothing waits for rank 1 unless a check needs the world (it used to be 180 s in pytest_unconfigure)."""
+    pytester.makepyfile(test_plain="""
+        import pytest
+        from torch import nn
+
+        def test_unrelated():
+            assert True
+
+        @pytest.mark.ckpt_roundtrip("plain")
+        def test_roundtrip(ckpt):
+            ckpt.roundtrip(lambda: nn.Linear(2, 2))
+    """)
+    _stale_world(monkeypatch)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=150)  # was 180 s and more
+    result.assert_outcomes(passed=2)
+    assert time.monotonic() - started < 150
+
+
+def test_a_missing_peer_is_a_usage_error_naming_the_variables_within_seconds(pytester, monkeypatch):
+    pytester.makepyfile(test_ddp="""
+        import pytest
+        from torch import nn
+
+        @pytest.mark.ckpt_roundtrip("ddp", "compile+ddp")  # the first stops the run: the second never waits
+        def test_roundtrip(ckpt):
+            ckpt.roundtrip(lambda: nn.Linear(2, 2))
+    """)
+    _stale_world(monkeypatch)
+    monkeypatch.setenv("PYTEST_CKPT_RENDEZVOUS_TIMEOUT", "2")
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=150)  # was INTERNALERROR after 180 s
+    assert time.monotonic() - started < 150
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    port = os.environ["MASTER_PORT"]
+    result.stdout.fnmatch_lines([
+        f"*pytest-ckpt: WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT={port} say this pytest is rank 0 of "
+        "a torchrun world of 2, but the other ranks did not meet it within 2s (*): run the same pytest on every "
+        "rank (torchrun --nproc-per-node 2 -m pytest -p no:xdist), or unset WORLD_SIZE, RANK and MASTER_ADDR to "
+        "run it alone*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import pytest_ckpt.plugin
 from pytest_ckpt.plugin import options as o
-from pytest_ckpt.plugin.variations import DEFAULT, VARIATIONS
+from pytest_ckpt.checks.variations import DEFAULT, VARIATIONS
 
 pytest_plugins = ["pytester"]
 
@@ -31,9 +34,20 @@ def collected_ids(result) -> list[str]:
 
 
 def test_importing_the_plugin_imports_neither_torch_nor_hypothesis():
-    code = ("import sys, pytest_ckpt.plugin, pytest_ckpt.plugin.options, pytest_ckpt.plugin.variations; "
+    code = ("import sys, pytest_ckpt.plugin, pytest_ckpt.plugin.options, pytest_ckpt.checks.variations; "
             "bad = {'torch', 'hypothesis'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_plugin_runs_no_process_and_opens_no_process_group_itself():
+    """The pytest edge stays thin: starting processes and process groups is processes/' job (the
+    layers contract forbids subprocess and multiprocessing; torch.distributed is a subpackage, which
+    import-linter cannot forbid, so it is looked for here)."""
+    plugin = Path(pytest_ckpt.plugin.__file__).parent
+    found = [f"{path.name}:{n}: {line.strip()}" for path in sorted(plugin.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), start=1)
+             if re.search(r"torch\.distributed|^\s*(import|from) (subprocess|multiprocessing)\b", line)]
+    assert not found, found
 
 
 def test_marker_is_documented(pytester):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import pytest_ckpt as pc
-from pytest_ckpt.plugin.variations import VARIATIONS, VariationUnavailable
-from pytest_ckpt.plugin.variations.base import SaveJob
-from pytest_ckpt.plugin.variations.reshard import misplaced_rows
+from pytest_ckpt.checks.variations import VARIATIONS, VariationUnavailable
+from pytest_ckpt.checks.variations.base import SaveJob
+from pytest_ckpt.checks.variations.reshard import misplaced_rows
 from tests.plugin import workers
 from tests.plugin.test_transformers_models import gpt2, gpt2_config, llama, llama_config
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from pytest_ckpt.plugin import options as o
-from pytest_ckpt.plugin.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
+from pytest_ckpt.checks.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
 
 pytest_plugins = ["pytester"]
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_ckpt.plugin.variations import DEFAULT
+from pytest_ckpt.checks.variations import DEFAULT
 
 pytest_plugins = ["pytester"]
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import pytest_ckpt as pc
-from pytest_ckpt.plugin.variations import DEFAULT
-from pytest_ckpt.plugin.variations.layers import find_layers_field, get_field, with_layers
+from pytest_ckpt.checks.variations import DEFAULT
+from pytest_ckpt.checks.variations.layers import find_layers_field, get_field, with_layers
 
 transformers = pytest.importorskip("transformers")
 
