@@ -54,7 +54,7 @@ def test_marker_is_documented(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines([f"@pytest.mark.{o.MARKER}(*variations): *plain, dataparallel*"])
     line = next(l for l in result.stdout.lines if l.startswith(f"@pytest.mark.{o.MARKER}("))
-    from pytest_ckpt.plugin.variations import VARIATIONS
+    from pytest_ckpt.checks.variations import VARIATIONS
 
     assert all(f" {name}," in line or f" {name}." in line for name in VARIATIONS), line
 
