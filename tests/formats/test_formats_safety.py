@@ -154,3 +154,22 @@ def test_dcp_entry_compressed_within_the_bound_is_read(tmp_path, make_dcp):
                        _entry_zip({"lr": [0.1] * 100}))
     assert formats.read(path, meta=False).tree["extra"] == {"lr": [0.1] * 100}
     formats.verify(path)
+
+
+def test_builtins_named_as_protocol_2_names_them_are_read_as_torch_reads_them(tmp_path):
+    # torch.save pickles a set as __builtin__.set; torch's weights-only loader reads it as builtins.set
+    path = tmp_path / "sets.pt"
+    state = {"w": torch.ones(2), "tags": {"a", "b"}, "z": 1 + 2j, "raw": bytearray(b"x")}
+    torch.save(state, path)
+    assert torch.load(path, weights_only=True)["tags"] == {"a", "b"}
+    formats.verify(path)
+    tree = formats.read(path, meta=False).tree
+    assert (tree["tags"], tree["z"], tree["raw"]) == ({"a", "b"}, 1 + 2j, bytearray(b"x"))
+    # what torch refuses stays refused, named as torch names it
+    torch.save({"w": torch.ones(2), "frozen": frozenset({1})}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointError) as info:
+        formats.verify(path)
+    assert info.value.kind == "unsafe" and "builtins.frozenset" in str(info.value)
+    assert "__builtin__" not in str(info.value)
