@@ -83,8 +83,7 @@ def check(path: Path, data: bytes | None = None) -> Layout:
     ``data``: the archive's bytes when they are in memory (an entry ``torch.save`` wrote inside a
     DCP storage file); ``path`` then only names it in messages."""
     if data is not None:
-        view = memoryview(data)
-        layout = _check(path, lambda n, offset: bytes(view[offset:offset + n]), len(data))
+        layout = _check(path, lambda n, offset: data[offset:offset + n], len(data))
         layout.memory = data
         return layout
     try:
@@ -214,12 +213,12 @@ def read(path: Path, layout: Layout, name: str) -> bytes:
         return b""
     if layout.memory is not None:
         raw = layout.memory[span.start:span.start + span.stored]
-        return raw if span.method == STORED else _inflate(path, span, raw)
-    try:
-        with open(path, "rb") as f:
-            raw = os.pread(f.fileno(), span.stored, span.start)
-    except OSError as e:
-        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    else:
+        try:
+            with open(path, "rb") as f:
+                raw = os.pread(f.fileno(), span.stored, span.start)
+        except OSError as e:
+            raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     return raw if span.method == STORED else _inflate(path, span, raw)
 
 

@@ -11,7 +11,6 @@ outlives the check, nor the parent (:func:`pytest_ckpt.processes.children.die_wi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -121,7 +120,7 @@ def main(job_path: str) -> int:
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),
                              prints=job["prints"])
-        torch.save({f.name: getattr(trace, f.name) for f in dataclasses.fields(trace)}, job_dir / "trace.tmp")
+        torch.save(vars(trace), job_dir / "trace.tmp")  # its fields: plain data, read back weights only
         os.replace(job_dir / "trace.tmp", job_dir / "trace.pt")
     except (ResumeError, TypeError, ValueError, CheckpointError) as exc:
         traceback.print_exc()

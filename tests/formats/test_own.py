@@ -3,7 +3,6 @@ the fresh process's trace read weights only; nothing outside formats/ unpickles 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import pickle
@@ -71,7 +70,7 @@ def test_the_fresh_process_trace_comes_back_whole_read_weights_only(tmp_path):
                                  "broken": Unreadable("RuntimeError: no state_dict")}},
                   trained=frozenset({"model"}), drawn={"torch"}, started=frozenset({"model", "step"}))
     path = tmp_path / "trace.pt"
-    torch.save({f.name: getattr(trace, f.name) for f in dataclasses.fields(trace)}, path)  # as the child writes it
+    torch.save(vars(trace), path)  # as the child writes it
 
     back = Trace(**own.read_torch(path, allow=[Unreadable]))
     snap = back.snapshots[3]
