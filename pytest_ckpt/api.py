@@ -75,8 +75,8 @@ def load_state_dict(source: Any, *, like: Any = None, weights_only: bool = True)
     """The located, canonical state dict of ``source`` (CPU tensors, memory-mapped where possible).
 
     ``like``: a source whose schema says which of several mappings (model,
-    EMA, optimizer) is wanted. ``weights_only=False`` is the explicit opt-in
-    to unpickling arbitrary objects: only for files you trust.
+    EMA, optimizer) is wanted. ``weights_only`` set to ``False`` is the explicit
+    opt-in to unpickling arbitrary objects: only for files you trust.
 
     >>> sd = pc.load_state_dict("ckpt.pt", like=model)   # doctest: +SKIP
     """

@@ -9,18 +9,18 @@ import io
 import math
 import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
-from . import pickle_scan
+from . import pickle_scan, zipcheck
 from .paths import inside, regular
 from .registry import Contents, Format, register
 
 METADATA = ".metadata"
+_ZIP = b"PK\x03\x04"  # a local header: how torch.load knows a zip from a legacy pickle stream
 _SAFE_EXTRA = frozenset({
     "torch.Size", "torch.serialization._get_layout", "collections.OrderedDict",
     "pathlib.PosixPath", "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath",
@@ -256,18 +256,21 @@ def _planner(path: Path, weights_only: bool, **kw):
 
 
 def _scan_entry(path: Path, fqn: str, value: io.IOBase, weights_only: bool) -> None:
-    """Name the globals a pickled entry asks for (``unsafe``) before torch.load refuses it."""
+    """Name the globals a pickled entry asks for (``unsafe``) before torch.load refuses it; an
+    entry's zip is checked as a torch file's is (:mod:`.zipcheck`: compression method, sizes,
+    ratio) before anything in it is inflated."""
     start = value.tell()
     raw = value.read()
     value.seek(start)
-    try:  # torch.save's zip: its data.pkl
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            name = next((n for n in zf.namelist() if n.endswith("/data.pkl")), None)
-            raw = zf.read(name) if name else raw
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
-        pass  # not a zip: the legacy pickle stream itself
+    what = f"non-tensor entry {fqn!r}"
+    if raw[:4] == _ZIP:  # torch.save's zip: its data.pkl (torch.load tells the two apart the same way)
+        try:
+            layout = zipcheck.check(path, data=raw)
+            raw = zipcheck.read(path, layout, "data.pkl")
+        except CheckpointError as e:
+            raise CheckpointError(path, e.kind, f"{what}: {e.cause}") from None
     try:
-        pickle_scan.scan(path, raw, f"non-tensor entry {fqn!r}", allowlist=weights_only)
+        pickle_scan.scan(path, raw, what, allowlist=weights_only)
     except CheckpointError as e:
         if e.kind == "unsafe":
             raise

@@ -4,12 +4,13 @@
 A Trainer checkpoint (``checkpoint-N``) holds the model's ``save_pretrained`` files (``config.json``
 and ``generation_config.json`` first, then the weights), ``training_args.bin``, ``optimizer.pt``,
 ``scheduler.pt``, ``scaler.pt``, ``rng_state.pth``, and ``trainer_state.json``, which the Trainer
-writes last. Read: the weights, by their own format. Verified: every file a resume or
-``from_pretrained`` opens is whole: the weights; every JSON file parses (a torn ``config.json``
-makes ``from_pretrained`` fail); each torch file is intact and asks for nothing that runs code;
-and a Trainer checkpoint holds ``trainer_state.json`` (without it the save did not finish). A
-``tmp-checkpoint-N`` directory is the Trainer's staging name, renamed once a save completes: never
-a complete checkpoint.
+writes last. Read: the weights, by their own format, once the files ``from_pretrained`` opens
+beside them are whole (``config.json``, and ``generation_config.json`` where it was saved: a torn
+or absent ``config.json`` makes ``from_pretrained`` fail; for a torn ``generation_config.json`` it
+silently builds generation settings from ``config.json``, and the saved ones are lost). Verified besides: every JSON file
+parses; each torch file is intact and asks for nothing that runs code; and a Trainer checkpoint
+holds ``trainer_state.json`` (without it the save did not finish). A ``tmp-checkpoint-N`` directory
+is the Trainer's staging name, renamed once a save completes: never a complete checkpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = ["TRAINER_STATE", "is_trainer_checkpoint", "global_step", "claims"]
 NAME = "hf-checkpoint-dir"
 TRAINER_STATE = "trainer_state.json"
 CONFIG = "config.json"
+#: what ``save_pretrained`` writes right after ``config.json``, for a model that generates
+GENERATION_CONFIG = "generation_config.json"
 #: the Trainer's names for a checkpoint directory, and for one it is still writing (older versions)
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 STAGING_NAME = re.compile(r"tmp-checkpoint-(\d+)")
@@ -48,8 +51,10 @@ def is_trainer_checkpoint(directory: Path, names: list[str]) -> bool:
 
 
 def claims(directory: Path, names: list[str]) -> bool:
-    """A Trainer checkpoint, or a ``save_pretrained`` directory (weights beside ``config.json``)."""
-    return is_trainer_checkpoint(directory, names) or (CONFIG in names and _weights(directory, names) is not None)
+    """A Trainer checkpoint, or a ``save_pretrained`` directory (weights beside ``config.json``, or
+    beside the ``generation_config.json`` written after it)."""
+    return is_trainer_checkpoint(directory, names) or (
+        (CONFIG in names or GENERATION_CONFIG in names) and _weights(directory, names) is not None)
 
 
 def global_step(directory: Path) -> int | None:
@@ -101,10 +106,25 @@ def _weights_or_refuse(directory: Path, names: list[str]) -> tuple[Format, Path]
     return found
 
 
+def _configs_whole(directory: Path, names: list[str]) -> None:
+    """The files ``from_pretrained`` opens beside the weights are whole: ``config.json`` is there
+    wherever ``generation_config.json`` (written after it) is, and both parse."""
+    if GENERATION_CONFIG in names and CONFIG not in names:
+        raise CheckpointError(
+            directory / CONFIG, "incomplete",
+            f"{CONFIG} is absent beside {GENERATION_CONFIG}, which save_pretrained writes after it: "
+            "from_pretrained cannot build the model without it")
+    for name in (CONFIG, GENERATION_CONFIG):
+        if name in names:
+            _json_whole(directory / name)
+
+
 def read(directory: Path, *, meta: bool, weights_only: bool = True) -> Contents:
-    """The weights of the directory, as their own format reads them."""
+    """The weights of the directory, as their own format reads them, once the files
+    ``from_pretrained`` opens beside them are whole (what ``verify`` refuses there, a read refuses)."""
     names = _names(directory)
     _not_staging(directory)
+    _configs_whole(directory, names)
     fmt, target = _weights_or_refuse(directory, names)
     return fmt.read(target, meta=meta, weights_only=weights_only)
 
@@ -114,6 +134,7 @@ def verify(directory: Path) -> None:
     is absent or torn."""
     names = _names(directory)
     _not_staging(directory)
+    _configs_whole(directory, names)  # save_pretrained writes them before the weights
     fmt, target = _weights_or_refuse(directory, names)
     fmt.verify(target)
     trainer = is_trainer_checkpoint(directory, names)
@@ -148,7 +169,15 @@ def _json_whole(path: Path) -> None:
         raise CheckpointError(
             path, "incomplete",
             f"{path.name} is not valid JSON{why}: torn by a save that did not finish"
-            + ("; from_pretrained fails on it" if path.name.endswith("config.json") else "")) from None
+            + _CONSEQUENCE.get(path.name, "")) from None
+
+
+#: what ``from_pretrained`` does with a torn file it opens
+_CONSEQUENCE = {
+    CONFIG: "; from_pretrained fails on it",
+    GENERATION_CONFIG: "; from_pretrained builds generation settings from config.json in its place, "
+                       "silently: the saved ones are lost",
+}
 
 
 def _state_whole(path: Path) -> None:

@@ -92,6 +92,10 @@ _MAX_MEMO = 1 << 24
 
 
 def _display(module: str, qual: str) -> str:
+    # torch.save's protocol 2 names builtins as Python 2 did (__builtin__.set): read as torch reads it
+    from torch._utils import IMPORT_MAPPING, NAME_MAPPING
+
+    module, qual = NAME_MAPPING.get((module, qual), (IMPORT_MAPPING.get(module, module), qual))
     # os.system pickles as posix.system (nt.system on Windows): say what the user wrote.
     if module in ("posix", "nt"):
         module = "os"
@@ -151,6 +155,8 @@ def scan(path, data: bytes | io.IOBase, what: str = "the pickle", *, allowlist: 
     return names
 
 
+#: how every refusal of a torch file of DTensors begins
+DTENSORS = "a state dict of DTensors written with torch.save"
 #: how a sharded DTensor's placement pickles (``_StridedShard``: FSDP2 over tensor parallelism)
 _SHARD_PLACEMENTS = (".placement_types.Shard", ".placement_types._StridedShard")
 
@@ -170,12 +176,12 @@ def refuse_dtensors(path, names: Iterable[str]) -> None:
     if any(n.endswith(_SHARD_PLACEMENTS) for n in names):
         raise CheckpointError(
             path, "incomplete",
-            "a state dict of DTensors written with torch.save: one rank's shards of a sharded "
+            f"{DTENSORS}: one rank's shards of a sharded "
             "model (under FSDP2, model.state_dict() holds only this rank's slice of each tensor; "
             f"the other ranks' slices are not in this file); {fix}")
     raise CheckpointError(
         path, "unreadable",
-        "a state dict of DTensors written with torch.save: one rank's view of a distributed "
+        f"{DTENSORS}: one rank's view of a distributed "
         f"model, which only that job's device mesh can read back; {fix}")
 
 

@@ -19,6 +19,7 @@ contents, the local header's copies of sizes and CRC, data descriptors.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -65,6 +66,8 @@ class Layout:
     spans: dict[str, Span] = field(default_factory=dict)
     dataless: list[str] = field(default_factory=list)
     _folded: dict[bytes, str] = field(default_factory=dict)
+    #: the archive's bytes, when :func:`check` was given them rather than a file
+    memory: bytes | None = field(default=None, repr=False)
 
     def find(self, name: str) -> Span | None:
         """The record torch reads for ``name`` (``"data.pkl"``): miniz ignores ASCII letter case."""
@@ -74,8 +77,15 @@ class Layout:
         return self.find(name) is not None
 
 
-def check(path: Path) -> Layout:
-    """The archive's directory and local headers, as torch reads them; nothing is inflated."""
+def check(path: Path, data: bytes | None = None) -> Layout:
+    """The archive's directory and local headers, as torch reads them; nothing is inflated.
+
+    ``data``: the archive's bytes when they are in memory (an entry ``torch.save`` wrote inside a
+    DCP storage file); ``path`` then only names it in messages."""
+    if data is not None:
+        layout = _check(path, lambda n, offset: data[offset:offset + n], len(data))
+        layout.memory = data
+        return layout
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
@@ -83,15 +93,19 @@ def check(path: Path) -> Layout:
     try:
         if hasattr(os, "posix_fadvise"):  # headers only: no read-ahead into the tensors' bytes
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        directory = zipdir.read(path, fd, os.fstat(fd).st_size)
-        layout = _names(path, directory.records)
-        for record, name in zip(directory.records, list(layout.spans)):
-            _flags(path, record, name)
-        _locals(path, fd, directory, layout)
+        return _check(path, functools.partial(os.pread, fd), os.fstat(fd).st_size)
     except OSError as e:
         raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     finally:
         os.close(fd)
+
+
+def _check(path: Path, pread: zipdir.Pread, size: int) -> Layout:
+    directory = zipdir.read(path, pread, size)
+    layout = _names(path, directory.records)
+    for record, name in zip(directory.records, list(layout.spans)):
+        _flags(path, record, name)
+    _locals(path, pread, directory, layout)
     return layout
 
 
@@ -158,7 +172,7 @@ def _flags(path: Path, record: zipdir.Record, name: str) -> None:
             f"torch.save compresses nothing, and pytest-ckpt inflates at most {MAX_RATIO}:1 (a decompression bomb?)")
 
 
-def _locals(path: Path, fd: int, directory: zipdir.Directory, layout: Layout) -> None:
+def _locals(path: Path, pread: zipdir.Pread, directory: zipdir.Directory, layout: Layout) -> None:
     """Each local header: its signature and name (Python's zipfile checks both), and where its
     data starts (torch adds its name and extra-field lengths); no record overlaps another."""
     spans = []
@@ -167,12 +181,12 @@ def _locals(path: Path, fd: int, directory: zipdir.Directory, layout: Layout) ->
         off = record.header
         if off + _LOCAL.size > directory.start:
             raise CheckpointError(path, "corrupted", f"{who}: its header offset {off} lies outside the records")
-        head = os.pread(fd, _LOCAL.size + len(record.name), off)
+        head = pread(_LOCAL.size + len(record.name), off)
         sig, *_, n, extra = _LOCAL.unpack_from(head)
         if sig != b"PK\x03\x04":
             raise CheckpointError(path, "corrupted", f"{who}: no local header at offset {off}")
         if n != len(record.name) or head[_LOCAL.size:] != record.name:
-            local = os.pread(fd, min(n, 60), off + _LOCAL.size)
+            local = pread(min(n, 60), off + _LOCAL.size)
             raise CheckpointError(path, "corrupted", f"{who}: its local header names {local!r}")
         start = off + _LOCAL.size + n + extra
         if not record.compressed:  # torch reads nothing of an empty record: its extra field is moot
@@ -197,11 +211,14 @@ def read(path: Path, layout: Layout, name: str) -> bytes:
         raise CheckpointError(path, "corrupted", f"zip record {layout.folder}{name} is absent")
     if not span.stored:  # miniz reads nothing of an empty record, whatever its method
         return b""
-    try:
-        with open(path, "rb") as f:
-            raw = os.pread(f.fileno(), span.stored, span.start)
-    except OSError as e:
-        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    if layout.memory is not None:
+        raw = layout.memory[span.start:span.start + span.stored]
+    else:
+        try:
+            with open(path, "rb") as f:
+                raw = os.pread(f.fileno(), span.stored, span.start)
+        except OSError as e:
+            raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
     return raw if span.method == STORED else _inflate(path, span, raw)
 
 

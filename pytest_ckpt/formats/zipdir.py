@@ -8,9 +8,9 @@ Only the end records and the directory are read (a few kilobytes), never a recor
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import CheckpointError
 
@@ -24,6 +24,8 @@ ZIP64_EXTRA = 0x0001
 #: how far back from the end miniz looks for the end record (the longest zip comment, and the record)
 SEARCH = U16 + END.size
 MASKED = 0x2000  # "local header masked": central-directory encryption, which miniz refuses outright
+#: ``pread(n, offset)``: up to ``n`` bytes of the archive from ``offset`` (a file's, or bytes in memory)
+Pread = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,15 @@ class Directory:
     end: int  # where the directory ends
 
 
-def read(path, fd: int, size: int) -> Directory:
-    """The directory of the zip open as ``fd`` (``size`` bytes), or ``CheckpointError`` saying
+def read(path, pread: Pread, size: int) -> Directory:
+    """The directory of the zip whose bytes ``pread(n, offset)`` reads (``size`` bytes), or ``CheckpointError`` saying
     what miniz would refuse. A missing end record reads as a file cut short."""
-    end = _find_end(fd, size)
+    end = _find_end(pread, size)
     if end is None:
         raise CheckpointError(
             path, "truncated", f"zip central directory not found (file is {size} bytes; an interrupted save?)")
-    _, disk, cd_disk, here, total, cd_size, cd_offset, _ = END.unpack(os.pread(fd, END.size, end))
-    zip64 = _zip64(path, fd, size, end)
+    _, disk, cd_disk, here, total, cd_size, cd_offset, _ = END.unpack(pread(END.size, end))
+    zip64 = _zip64(path, pread, size, end)
     if zip64 is not None:
         (disks, record_size, disk, cd_disk, here, total, cd_size, cd_offset) = zip64
         if record_size < END64.size - 12:
@@ -82,7 +84,7 @@ def read(path, fd: int, size: int) -> Directory:
     if cd_size < total * CENTRAL.size or cd_offset + cd_size > size:
         raise _damaged(path, f"it claims {total} entries in {cd_size} bytes at offset {cd_offset}, "
                              f"which do not fit in the file ({size} bytes)")
-    raw = os.pread(fd, cd_size, cd_offset)
+    raw = pread(cd_size, cd_offset)
     records = _entries(path, raw, total, disk, size)
     return Directory(records, cd_offset, cd_offset + cd_size)
 
@@ -91,7 +93,7 @@ def _damaged(path, what: str) -> CheckpointError:
     return CheckpointError(path, "corrupted", f"the zip directory is damaged: {what}")
 
 
-def _find_end(fd: int, size: int) -> int | None:
+def _find_end(pread: Pread, size: int) -> int | None:
     """miniz's search for the end record: back from the end 4 KiB at a time, the last signature
     with a whole record after it, giving up about 64 KiB back."""
     if size < END.size:
@@ -100,7 +102,7 @@ def _find_end(fd: int, size: int) -> int | None:
     cur = max(size - window, 0)
     while True:
         n = min(window, size - cur)
-        buf = os.pread(fd, n, cur)
+        buf = pread(n, cur)
         if len(buf) != n:
             return None
         last = size - END.size - cur  # the latest start that leaves a whole record
@@ -113,17 +115,17 @@ def _find_end(fd: int, size: int) -> int | None:
         cur = max(cur - (window - 3), 0)
 
 
-def _zip64(path, fd: int, size: int, end: int) -> tuple | None:
+def _zip64(path, pread: Pread, size: int, end: int) -> tuple | None:
     """The zip64 end record's fields, when a locator points at one (miniz then ignores the
     32-bit end record's counts, size and offset)."""
     if end < LOCATOR.size + END64.size:
         return None
-    sig, _, offset, disks = LOCATOR.unpack(os.pread(fd, LOCATOR.size, end - LOCATOR.size))
+    sig, _, offset, disks = LOCATOR.unpack(pread(LOCATOR.size, end - LOCATOR.size))
     if sig != LOCATOR_SIG:
         return None
     if offset > size - END64.size:
         raise _damaged(path, f"its zip64 locator points at offset {offset}, past the end of the file ({size} bytes)")
-    raw = os.pread(fd, END64.size, offset)
+    raw = pread(END64.size, offset)
     if len(raw) != END64.size or raw[:4] != END64_SIG:
         return None
     _, record_size, _, _, disk, cd_disk, here, total, cd_size, cd_offset = END64.unpack(raw)

@@ -82,14 +82,15 @@ def pickled(obj: Any, what: str) -> bytes:
 
 
 def unpickled(blob: bytes | None) -> Any:
-    """In the other process: the object :func:`pickled` sent (a project's config), ``None`` for none.
+    """In the other process: the object :func:`pickled` sent (a project's config), ``None`` for none
+    (:func:`pytest_ckpt.formats.own.unpickled`: what this run wrote itself).
 
     >>> unpickled(pickled({"n_layer": 2}, "config")), unpickled(None)
     ({'n_layer': 2}, None)
     """
-    import pickle
+    from ..formats import own  # not at import: formats imports torch
 
-    return None if blob is None else pickle.loads(blob)
+    return own.unpickled(blob)
 
 
 def import_object(module: str, qualname: str) -> Any:

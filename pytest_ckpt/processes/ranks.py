@@ -91,14 +91,16 @@ def read_rank_job(job_path: str, rebuild: Callable[[Any], Any], what: str) -> An
     ``None`` after writing ``skip.txt`` (``what`` cannot be rebuilt here) when that fails.
 
     The file holds ``sys.path`` first, so the rest can unpickle."""
-    with open(job_path, "rb") as f:
-        sys.path[:0] = [p for p in pickle.load(f) if p not in sys.path]
-        try:
-            return rebuild(pickle.load(f))
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
-            (Path(job_path).parent / "skip.txt").write_text(
-                f"{what} cannot be rebuilt in a rank process: {type(exc).__name__}: {exc}")
-            return None
+    from ..formats import own
+
+    job = own.pickles(job_path)
+    sys.path[:0] = [p for p in next(job) if p not in sys.path]
+    try:
+        return rebuild(next(job))
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot run here"
+        (Path(job_path).parent / "skip.txt").write_text(
+            f"{what} cannot be rebuilt in a rank process: {type(exc).__name__}: {exc}")
+        return None
 
 
 #: what a collective that another rank never joined raises (gloo, NCCL): a rank left waiting

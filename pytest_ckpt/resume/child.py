@@ -3,13 +3,15 @@
 The parent pickles a job (its ``sys.path``, the functions by module and qualified name, the config,
 torch's thread and precision settings) and runs ``python -m pytest_ckpt.resume.child JOB``. The child
 starts the run under the poisoned seed, loads, trains the remaining steps and writes its
-:class:`~pytest_ckpt.resume.runner.Trace` next to the job; an error it hits is written there too and
+:class:`~pytest_ckpt.resume.runner.Trace` next to the job, as plain data the parent reads weights only
+(:func:`pytest_ckpt.formats.own.read_torch`); an error it hits is written there too (JSON) and
 raised again in the parent. The child runs in its own process group, is killed on timeout, and never
 outlives the check, nor the parent (:func:`pytest_ckpt.processes.children.die_with_parent`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -61,15 +63,20 @@ class FreshProcess:
         job_path.write_bytes(pickle.dumps(job))
         log = job_dir / "child.log"
         _spawn_and_wait(job_path, log, self.timeout)
-        error = job_dir / "error.pkl"
+        error = job_dir / "error.json"
         if error.exists():
-            kind, message = pickle.loads(error.read_bytes())
+            kind, message = json.loads(error.read_text())
             raise _RERAISED.get(kind, ResumeError)(f"{message} (in the fresh process; its output: {log})")
         result = job_dir / "trace.pt"
         if not result.exists():
             raise ResumeError(f"the fresh process for the resume after step {at} ended without a result\n"
                               + children.tail(log, "its output"))
-        return torch.load(result, weights_only=False)  # written by our own child, just now
+        from ..formats import own
+        from .capture import Unreadable
+        from .runner import Trace
+
+        # plain data: read by the safe readers, weights only (its one class of ours: a reason, a str)
+        return Trace(**own.read_torch(result, allow=[Unreadable]))
 
 
 def importable(fn: Callable, role: str) -> tuple[str, str]:
@@ -94,7 +101,9 @@ def main(job_path: str) -> int:
     """The child: rebuild the functions, run the resumed half, write the trace (or the error)."""
     children.die_with_parent()
     job_dir = Path(job_path).parent
-    job = pickle.loads(Path(job_path).read_bytes())
+    from ..formats import own
+
+    job = own.unpickled(Path(job_path).read_bytes())
     sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]
     try:
         import torch
@@ -107,20 +116,20 @@ def main(job_path: str) -> int:
         torch.set_float32_matmul_precision(settings["matmul"])
         torch.set_default_dtype(getattr(torch, settings["dtype"]))
         fns = {role: (children.import_object(*name) if name else None) for role, name in job["functions"].items()}
-        config = pickle.loads(job["config"]) if job["config"] is not None else None
+        config = children.unpickled(job["config"])
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),
                              prints=job["prints"])
-        torch.save(trace, job_dir / "trace.tmp")
+        torch.save(vars(trace), job_dir / "trace.tmp")  # its fields: plain data, read back weights only
         os.replace(job_dir / "trace.tmp", job_dir / "trace.pt")
     except (ResumeError, TypeError, ValueError, CheckpointError) as exc:
         traceback.print_exc()
         kind = type(exc).__name__ if type(exc).__name__ in _RERAISED else "ResumeError"
-        (job_dir / "error.pkl").write_bytes(pickle.dumps((kind, str(exc))))
+        (job_dir / "error.json").write_text(json.dumps([kind, str(exc)]))
         return 1
     except BaseException as exc:  # noqa: BLE001 - anything else: say what, the parent shows the output
         traceback.print_exc()
-        (job_dir / "error.pkl").write_bytes(pickle.dumps(("ResumeError", f"{type(exc).__name__}: {exc}")))
+        (job_dir / "error.json").write_text(json.dumps(["ResumeError", f"{type(exc).__name__}: {exc}"]))
         return 1
     return 0
 

@@ -206,7 +206,7 @@ DECOYS = {
     "torn-trainer-state-json": (torn_trainer_state, "checkpoint-2", "trainer_state.json is not valid JSON"),
     "torn-optimizer": (torn_optimizer, "checkpoint-2", "(optimizer.pt)"),
     "config-absent-its-sibling-holds": (config_absent_its_siblings_hold, "checkpoint-2",
-                                        "config.json is absent, which checkpoint-2 holds"),
+                                        "config.json is absent beside generation_config.json"),
     "optimizer-absent-its-sibling-holds": (optimizer_absent_its_siblings_hold, "checkpoint-2",
                                            "optimizer.pt is absent, which checkpoint-2 holds"),
     "unequal-widths-8-9-10": (unequal_widths, "step-10.pt", None),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import pickle
+import time
+import zipfile
 
 import pytest
 import torch
@@ -95,3 +99,77 @@ def test_dcp_bytes_entry_with_payload_is_refused(tmp_path, make_dcp):
     with pytest.raises(CheckpointError) as info:
         formats.read(path, meta=False)
     assert info.value.kind == "unsafe" and not pwned.exists()
+
+
+def _entry_zip(value, *, data_pkl: bytes | None = None) -> bytes:
+    """What DCP stores for a non-tensor entry (``torch.save``'s zip), its data.pkl deflated
+    (``data_pkl``: these bytes instead of the pickle of ``value``)."""
+    saved = io.BytesIO()
+    torch.save(value, saved)
+    out = io.BytesIO()
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            if name.endswith("/data.pkl"):
+                dst.writestr(name, src.read(name) if data_pkl is None else data_pkl, zipfile.ZIP_DEFLATED)
+            else:
+                dst.writestr(name, src.read(name))
+    return out.getvalue()
+
+
+def _with_entry(path, fqn: str, blob: bytes):
+    """The DCP at ``path`` with entry ``fqn``'s bytes replaced by ``blob`` (appended to its storage
+    file, the metadata pointing there)."""
+    from pytest_ckpt.formats.dcp import read_metadata
+
+    md = read_metadata(path)
+    for index, info in list(md.storage_data.items()):
+        if index.fqn == fqn:
+            file = path / info.relative_path
+            offset = file.stat().st_size
+            with open(file, "ab") as f:
+                f.write(blob)
+            md.storage_data[index] = dataclasses.replace(info, offset=offset, length=len(blob))
+    (path / ".metadata").write_bytes(pickle.dumps(md))
+    return path
+
+
+def test_dcp_entry_holding_a_compressed_bomb_is_refused_before_anything_is_inflated(tmp_path, make_dcp):
+    # 20 KB of DCP entry whose data.pkl inflates to 20 MB of MARK opcodes: dcp.load inflates it all
+    path = _with_entry(make_dcp(tmp_path / "d", {"w": torch.ones(2), "extra": "x"}), "extra",
+                       _entry_zip(None, data_pkl=b"(" * (20 << 20)))
+    assert (path / "__0_0.distcp").stat().st_size < 100_000
+    for call in (lambda: formats.read(path, meta=False), lambda: formats.verify(path)):
+        cpu = time.process_time()
+        with pytest.raises(CheckpointError) as info:
+            call()
+        assert time.process_time() - cpu < 1.0
+        assert info.value.kind == "corrupted", str(info.value)
+        assert "non-tensor entry 'extra': zip record archive/data.pkl is compressed" in str(info.value)
+        assert "decompression bomb" in str(info.value)
+
+
+def test_dcp_entry_compressed_within_the_bound_is_read(tmp_path, make_dcp):
+    # torch.load inflates a deflated data.pkl: within the ratio bound it is no bomb, and is read
+    path = _with_entry(make_dcp(tmp_path / "d", {"w": torch.ones(2), "extra": "x"}), "extra",
+                       _entry_zip({"lr": [0.1] * 100}))
+    assert formats.read(path, meta=False).tree["extra"] == {"lr": [0.1] * 100}
+    formats.verify(path)
+
+
+def test_builtins_named_as_protocol_2_names_them_are_read_as_torch_reads_them(tmp_path):
+    # torch.save pickles a set as __builtin__.set; torch's weights-only loader reads it as builtins.set
+    path = tmp_path / "sets.pt"
+    state = {"w": torch.ones(2), "tags": {"a", "b"}, "z": 1 + 2j, "raw": bytearray(b"x")}
+    torch.save(state, path)
+    assert torch.load(path, weights_only=True)["tags"] == {"a", "b"}
+    formats.verify(path)
+    tree = formats.read(path, meta=False).tree
+    assert (tree["tags"], tree["z"], tree["raw"]) == ({"a", "b"}, 1 + 2j, bytearray(b"x"))
+    # what torch refuses stays refused, named as torch names it
+    torch.save({"w": torch.ones(2), "frozen": frozenset({1})}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointError) as info:
+        formats.verify(path)
+    assert info.value.kind == "unsafe" and "builtins.frozenset" in str(info.value)
+    assert "__builtin__" not in str(info.value)

@@ -270,6 +270,9 @@ EXPLAINED = {
     "bomb": "a record compressed past 32:1 (a decompression bomb); torch.save compresses nothing",
     "pc.save metadata": "pc.save's own record of the file (its schema, its CRC32) changed: torch never reads it",
     "index": "the index names tensors its shards do not hold (or the reverse): the directory disagrees with itself",
+    "torn JSON": "a JSON file save_pretrained wrote does not parse (Python's json refuses it): for a torn "
+                 "generation_config.json, from_pretrained silently builds generation settings from "
+                 "config.json, and the saved ones are lost",
 }
 
 
@@ -295,7 +298,19 @@ def explain(path: Path, pristine: dict[str, bytes], expected: dict[str, torch.Te
         elif f.suffix == ".safetensors" and "pytest_ckpt" in (_metadata(before) or {}) \
                 and _metadata(blob) != _metadata(before):
             return "pc.save metadata"
+        elif f.suffix == ".json" and not _parses(blob):
+            return "torn JSON"
     return None
+
+
+def _parses(blob: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(blob)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return True
 
 
 def torch_load(path: Path, *, mmap: bool = False) -> Any:

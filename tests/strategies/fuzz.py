@@ -45,9 +45,6 @@ OUTCOMES = ("clear error", "correct", "refused, explained", "false alarm", "wron
 #: the outcomes that are findings: each must stay at 0
 BAD = ("false alarm", "wrong", "raw", "hang", "code executed")
 ZIPS = ("pc.save.pt", "torch.save")
-#: files of a save_pretrained directory that hold no weights: their completeness is the
-#: directory checks' (issue 22, item 4), not the readers' of weights fuzzed here
-CONFIGS = ("config.json", "generation_config.json")
 
 
 def kinds(fmt: str) -> tuple[str, ...]:
@@ -135,17 +132,19 @@ def draw(rng: random.Random, fmt: str, files: dict[str, bytes], other: dict[str,
     (``other``: the same checkpoint at another step, for the directory operators)."""
     kind = rng.choice(kinds(fmt))
     if kind == "directory":
-        return operators.directory(rng, {k: v for k, v in files.items() if k not in CONFIGS}, other)
+        return operators.directory(rng, files, other)
     if kind in operators.HEADER_KINDS:
         name = rng.choice(sorted(n for n in files if n.endswith(".safetensors")))
         return operators.header_field(rng, name, files[name])
-    name = rng.choice(sorted(n for n in files if n not in CONFIGS))
+    name = rng.choice(sorted(files))
     if kind == "zip field":
         return operators.zip_field(rng, name, files[name])
     if kind == "compressed":
         return operators.compressed(rng, name, files[name])
     size = len(files[name])
-    at = rng.randrange(max(size, 1))
+    # a cut in a JSON file's trailing newline leaves the document whole: no damage to find there
+    whole = len(files[name].rstrip()) if name.endswith(".json") and kind == "truncate" else size
+    at = rng.randrange(max(whole, 1))
     data = {
         "truncate": (),
         "flip": tuple(rng.randrange(1, 256) for _ in range(rng.randint(1, 4))),

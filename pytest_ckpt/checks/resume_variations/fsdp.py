@@ -110,10 +110,12 @@ def _first_cause(results: list[tuple[str, Any]]) -> list[tuple[int, tuple[str, A
 
 
 def _results(ranks: Path, world_size: int) -> list[tuple[str, Any]]:
+    from ...formats import own
+
     out = []
     for rank in range(world_size):
         path = ranks / f"result-{rank}.pkl"
-        out.append(pickle.loads(path.read_bytes()) if path.exists() else ("missing", None))
+        out.append(own.unpickled(path.read_bytes()) if path.exists() else ("missing", None))
     return out
 
 

@@ -20,6 +20,7 @@ import torch
 from ... import api
 from ...compare.origin import origin
 from ...errors import InterruptedMismatch, VariationUnavailable
+from ...formats import own
 from ...processes.boundaries import read_events
 from ...processes.ranks import importable, pickled
 from ..explain import cast
@@ -82,8 +83,8 @@ def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, save
           loaded_with: str, dtype: torch.dtype | None = None) -> InterruptedReport:
     """Load what each kill in ``workdir`` left, and classify it."""
     __tracebackhide__ = True
-    a = cast(torch.load(workdir / "a.pt", weights_only=True), dtype)
-    b = cast(torch.load(workdir / "b.pt", weights_only=True), dtype)
+    a = cast(own.read_torch(workdir / "a.pt"), dtype)  # written by the crash child: crash.py
+    b = cast(own.read_torch(workdir / "b.pt"), dtype)
     boundaries = read_events(workdir / "boundaries.json")
     status = {int(k): v for k, v in json.loads((workdir / "status.json").read_text()).items()}
     complete = workdir / "complete"
