@@ -25,7 +25,7 @@ from ...processes.ranks import importable, pickled
 from ..explain import cast
 from .base import SaveJob, SaveSide, describe
 from .crash import CrashJob, run_crashes
-from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome
+from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome, written_in_place
 
 #: the two models' nudges (A: the previous checkpoint, B: the one being saved when the kill comes)
 SEEDS = (0x5EED_A, 0x5EED_B)
@@ -120,7 +120,8 @@ def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, save
     if not outcomes:
         raise InterruptedSaveError(f"ckpt-interrupted: no kill of your save {saved_with} happened as "
                                    f"planned: {'; '.join(not_run[:3])}")
-    return InterruptedReport(saved_with, loaded_with, outcomes, files, not_run)
+    return InterruptedReport(saved_with, loaded_with, outcomes, files, not_run,
+                             in_place=written_in_place(boundaries, complete / name, workdir / "base" / name))
 
 
 def _classify(job: SaveJob, load: Callable | None, root: Path, name: str, where: str,
