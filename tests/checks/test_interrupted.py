@@ -39,6 +39,13 @@ def test_a_load_that_starts_from_scratch_is_lost_work(tmp_path):
     assert "pc.latest_complete(directory)" in str(info.value)
 
 
+def test_a_declared_cast_is_honoured_by_the_default_load_and_the_judge(tmp_path):
+    # minimind: .half() weights to .tmp, then os.replace; loaded into its float32 model
+    report = pc.check_interrupted(savers.MiniMind, save=savers.save_half_atomic, dtype=torch.float16,
+                                  workdir=tmp_path)
+    assert report.ok and report.counts()["pass"] == len(report.outcomes) == 3, str(report)
+
+
 def test_a_save_that_writes_several_files_in_place_is_told_no_check_on_load_can_help(tmp_path):
     # save_pretrained into the checkpoint's own directory: killed between shards, the new first shard sits
     # beside the old second one, each whole; pc.verify cannot tell

@@ -87,6 +87,15 @@ class SaveJob:
         """The keywords of :data:`SAVE_KEYWORDS` the project's ``save`` names."""
         return named_parameters(self.save) & set(SAVE_KEYWORDS) if self.save is not None else set()
 
+    def load_fresh(self, path: Path, *, dtype: torch.dtype | None = None, only: Any = None) -> nn.Module:
+        """The default load: ``pc.load_into(factory(config), path)``, with the round trip's declared
+        cast and name patterns; raises what ``pc.load_into`` raises."""
+        from ... import api
+
+        model = self.build()
+        api.load_into(model, path, only=only, dtype=dtype)
+        return model
+
     def call_save(self, model: nn.Module, path: Path, *, config: Any = NO_CONFIG,
                   optimizer: Any = None) -> None:
         """The project's ``save(model, path)``, with ``config=``/``optimizer=`` when it names them."""
