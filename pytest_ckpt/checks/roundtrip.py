@@ -34,7 +34,7 @@ from .report import RoundTripReport, attach
 from .scope import check_scope
 from .variations import VARIATIONS, UnknownVariation
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
-                              named_parameters)
+                              named_parameters, signature_text)
 from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
 
 
@@ -424,9 +424,9 @@ def check_arguments(factory: Any, *, config: Any, save: Any, load: Any) -> None:
     if _binds(factory, *((config,) if config is not None else ())) is False:
         if config is not None:
             raise TypeError(f"ckpt.roundtrip: config= was given, but the factory "
-                            f"{describe(factory)}{_signature(factory)} cannot be called as {call}; "
+                            f"{describe(factory)}{signature_text(factory)} cannot be called as {call}; "
                             "drop config= or let the factory take the config")
-        raise TypeError(f"ckpt.roundtrip: the factory {describe(factory)}{_signature(factory)} "
+        raise TypeError(f"ckpt.roundtrip: the factory {describe(factory)}{signature_text(factory)} "
                         "cannot be called without arguments; pass config=")
     if save is not None:
         if not callable(save):
@@ -435,11 +435,11 @@ def check_arguments(factory: Any, *, config: Any, save: Any, load: Any) -> None:
         takes = named_parameters(save) & set(SAVE_KEYWORDS)
         if _binds(save, None, None, **{k: None for k in takes}) is False:
             raise TypeError(
-                f"ckpt.roundtrip: save={describe(save)}{_signature(save)} must take (model, path) "
+                f"ckpt.roundtrip: save={describe(save)}{signature_text(save)} must take (model, path) "
                 f"(and may take {' and '.join(f'{k}=' for k in SAVE_KEYWORDS)})")
     if load is not None:
         if not callable(load) or _binds(load, None) is False:
-            raise TypeError(f"ckpt.roundtrip: load={describe(load)}{_signature(load)} must take "
+            raise TypeError(f"ckpt.roundtrip: load={describe(load)}{signature_text(load)} must take "
                             "(path) and return the model")
 
 
@@ -457,13 +457,6 @@ def _binds(fn: Callable, *args, **kw) -> bool | None:
 
 def _holds(view: View, dtype: torch.dtype | None) -> bool:
     return dtype is not None and any(spec.dtype == dtype for spec in view.schema.values())
-
-
-def _signature(fn: Callable) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return ""
 
 
 def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:

@@ -113,3 +113,42 @@ def test_a_strict_false_load_that_skips_the_norm_says_the_reloaded_tensors_are_f
     lines = failure(load=load_without_norm, workdir=tmp_path)
     assert lines[0].endswith("): [values] the reloaded model's norm.bias, norm.weight equal a freshly built "
                              "model's, where the saved model's do not: your load did not copy them")
+
+
+# -- the project's save given what the round trip hands it ----------------------------------------
+
+def save_path_first(path, model):
+    torch.save(model.state_dict(), path)
+
+
+class Pretrained(Net):
+    """A model with its own save_pretrained, as transformers' models have (DDP does not forward it)."""
+
+    def save_pretrained(self, path):
+        torch.save(self.state_dict(), path)
+
+
+def save_pretrained(model, path):
+    model.save_pretrained(path)
+
+
+def test_a_save_that_takes_the_path_first_is_named_with_the_fix(tmp_path):
+    with pytest.raises(TypeError) as info:
+        pc.check_roundtrip(Net, save=save_path_first, workdir=tmp_path)
+    assert str(info.value) == (
+        "ckpt-plain: your save tests.checks.test_roundtrip_edges.save_path_first(path, model) called "
+        ".state_dict() on the path: the round trip calls save(model, path), the model first; fix: take "
+        "(model, path) in your save, or pass save=lambda model, path: "
+        "tests.checks.test_roundtrip_edges.save_path_first(path, model)")
+
+
+def test_save_pretrained_on_the_ddp_wrapper_is_named_with_the_fix(tmp_path):
+    with pytest.raises(TypeError) as info:
+        pc.check_roundtrip(Pretrained, variation="ddp", save=save_pretrained, workdir=tmp_path)
+    assert str(info.value) == (
+        "ckpt-ddp: your save tests.checks.test_roundtrip_edges.save_pretrained(model, path) called "
+        ".save_pretrained() on the DistributedDataParallel the ddp variation hands it, and DistributedDataParallel "
+        "has no save_pretrained: it wraps your model; fix: call it on the model inside "
+        "(model.module.save_pretrained(...), or accelerate's unwrap_model(model)), as a save from a wrapped "
+        "training run must")
+    assert isinstance(info.value.__cause__, AttributeError)  # the project's own error stays its cause
