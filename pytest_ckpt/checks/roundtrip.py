@@ -69,8 +69,9 @@ def check_roundtrip(
 
     ``save(model, path)`` may also take ``config=`` and ``optimizer=`` (passed when its
     signature names them: the config the model was built from, a real AdamW after one
-    step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
-    compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
+    step). ``dtype``: a cast the load (or the save) makes on purpose; the default load reads
+    the file with it (``pc.load_into(..., dtype=)``), and the saved model is compared after
+    that cast, exactly (rounded to it, in the dtype the load returned). ``outputs_atol``/``outputs_rtol``: the outputs'
     own tolerance (default: the weights'). ``only``: glob patterns of the names compared
     (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
     it on a freshly built base. ``load_sharded(model, path)``: under ``reshard-N``,
