@@ -16,7 +16,7 @@ from .checkpoint.configs import config_to_dict
 from .checkpoint import latest
 from .checkpoint.latest import LatestComplete
 from .checkpoint.patterns import restrict
-from .checkpoint.resolve import align, module_view, resolve
+from .checkpoint.resolve import align, model_locations, module_view, resolve
 from .checkpoint.schema import Schema
 from .checkpoint.view import dataless
 from .compare.compare import compare
@@ -339,8 +339,9 @@ def inspect(source: Any, *, like: Any = None, weights_only: bool = True) -> Insp
 def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None, like: Any = None) -> bool:
     """Write ``source``'s schema (names, shapes, dtypes; no values) and config to a golden JSON
     file, atomically; ``pc.diff(model, path)`` compares against it later. Returns False when the
-    file already held exactly this (nothing written). ``like``: which model of a file holding
-    several (as in :func:`load_state_dict`).
+    file already held exactly this (nothing written). A file holding several models (a training
+    state's model beside a frozen VAE, an EMA) pins each, with the place the file holds it;
+    ``like``: only the one shaped like it (as in :func:`load_state_dict`).
 
     >>> pc.save_schema(model, "arch.json", config=cfg)  # doctest: +SKIP
     True
@@ -349,7 +350,9 @@ def save_schema(source: Any, path: str | os.PathLike, *, config: Any = None, lik
 
     view = resolve(source, values=False, like=_like(like))
     cfg = config_to_dict(config) if config is not None else view.config
-    return golden.write(view.schema.to_dict(), cfg, Path(path))
+    places = model_locations(source) if like is None else []
+    models = {at: resolve(source, values=False, at=at).schema.to_dict() for at in places} if len(places) > 1 else None
+    return golden.write(view.schema.to_dict(), cfg, Path(path), models)
 
 
 def _what(value: Any) -> str:

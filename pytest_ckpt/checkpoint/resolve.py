@@ -26,13 +26,15 @@ def resolve(
     like: "View | Schema | Iterable[str] | None" = None,
     weights_only: bool = True,
     label: str | None = None,
+    at: tuple[str | int, ...] | None = None,
 ) -> View:
     """Resolve ``source`` into a :class:`View`.
 
     ``values=False`` reads metadata only (meta tensors) where the format
     allows. ``like`` is the other side of the comparison: its names guide
     which mapping in the file is the model and how deep wrapper prefixes are
-    stripped.
+    stripped. ``at``: read the mapping at that place in a file holding several
+    (one of :func:`model_locations`), whatever the others.
     """
     if isinstance(source, View):
         return source
@@ -41,10 +43,10 @@ def resolve(
         return module_view(source, label=label)
     if isinstance(source, (str, os.PathLike)):
         return _file_view(Path(source), values=values, target=target,
-                          weights_only=weights_only, label=label)
+                          weights_only=weights_only, label=label, at=at)
     if isinstance(source, Mapping):
         return tree_view(source, target=target, label=label or "state dict",
-                         ties_expressible=True)
+                         ties_expressible=True, at=at)
     raise TypeError(
         f"cannot read a checkpoint from {type(source).__name__}: expected an nn.Module, "
         "a mapping of names to tensors, or a path"
@@ -153,7 +155,26 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
 HF_FORMATS = ("safetensors", "hf-sharded", "hf-sharded-unindexed")
 
 
-def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:
+def model_locations(source: Any, *, weights_only: bool = True) -> list[tuple[str | int, ...]]:
+    """Where a file (or a mapping) holds something that could be a model, in file order: a training
+    state's model beside a frozen VAE, an EMA, a teacher. A module, or a file of one model: one place.
+
+    >>> sd = {"blocks.0.w": torch.zeros(2), "head.w": torch.zeros(2)}
+    >>> model_locations({"trainer": {"var": sd, "vae": dict(sd)}, "rng": torch.zeros(4)})
+    [('trainer', 'var'), ('trainer', 'vae')]
+    """
+    if isinstance(source, (str, os.PathLike)):
+        from .. import formats
+
+        source = formats.read(Path(source), meta=True, weights_only=weights_only).tree
+    elif not isinstance(source, Mapping):
+        return [()]
+    found = locate.candidates(source)
+    models = [c.path for c in found if _could_be_a_model(c)]
+    return models or [c.path for c in found[:1]]
+
+
+def _file_view(path: Path, *, values: bool, target, weights_only: bool, label, at=None) -> View:
     from .. import formats
 
     contents = formats.read(path, meta=not values, weights_only=weights_only)
@@ -171,6 +192,7 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
         origin=path,
         # a schema snapshot pins the names: a model moved under self.model is a change to review
         attributes=contents.noun != "snapshot",
+        at=at,
     )
     view.format = contents.format
     view.noun = contents.noun
@@ -209,11 +231,13 @@ def tree_view(
     tie_key=None,
     origin: Path | None = None,
     attributes: bool = True,
+    at: tuple[str | int, ...] | None = None,
 ) -> View:
     """Locate the state dict inside ``tree`` and read it by canonical names.
 
     ``tie_key``: how the file's reader identifies its meta tensors' storages
-    (``Contents.tie_key``); real tensors are compared by address.
+    (``Contents.tie_key``); real tensors are compared by address. ``at``: the
+    mapping at that place, not the one that matches ``target`` best.
     """
     found = locate.candidates(tree)
     if not found:
@@ -229,10 +253,16 @@ def tree_view(
             naming = canonical.best_naming(c.tensors, target, attributes=attributes)
             names = naming.names()
             return 2 * len(names & target) - len(names ^ target)
-    chosen = locate.choose(found, score)
+    if at is not None:
+        chosen = next((c for c in found if c.path == tuple(at)), None)
+        if chosen is None:
+            raise CheckpointError(origin, "not-a-checkpoint",
+                                  f"no mapping of names to tensors at {locate.format_path(at)}")
+    else:
+        chosen = locate.choose(found, score)
     naming = canonical.best_naming(chosen.tensors, target, attributes=attributes)
     partial = None
-    if target:
+    if target and at is None:
         partial = _partial_model(found, chosen, naming, target, attributes)
         if partial is not None:  # the training state's own model, damaged: read it, and say so
             chosen, naming, partial = partial
@@ -241,8 +271,9 @@ def tree_view(
     else:
         tensors = {cur: chosen.tensors[src] for src, cur in naming.rename.items()}
         source_names = {c: s for s, c in naming.rename.items()}
-    notes = _location_notes(chosen, found, naming, label, chosen_by_target=target is not None)
-    if not target:  # nothing to compare with: read the most tensors, but say what the model lacks
+    notes = _location_notes(chosen, found, naming, label,
+                            chosen_by_target=target is not None or at is not None)
+    if not target and at is None:  # nothing to compare with: read the most tensors, but say what the model lacks
         shadowed = _partial_model(found, chosen, naming, naming.names(), attributes)
         if shadowed is not None:
             notes.append(_shadowed_note(shadowed[2], label))

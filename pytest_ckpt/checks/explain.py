@@ -14,6 +14,7 @@ import copy
 import linecache
 import logging
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +69,81 @@ def file_side(path: Path, *, like: View, values: bool, made_by: str | None = Non
     return view
 
 
-def cast(reference: Any, dtype: torch.dtype | None) -> Any:
-    """The saved model as a declared cast leaves it: floating tensors in ``dtype``."""
+def add_evidence(reloaded: View, path: Path, *, like: View, fresh: Mapping[str, torch.Tensor] | None) -> None:
+    """What the diff rules need to name a load's own cause: the file it read, as pytest-ckpt reads it
+    (its wrapper prefixes explain a load that matched no name), and a freshly built model's tensors
+    (a reloaded tensor equal to one was never loaded)."""
+    try:
+        reloaded.read_from = file_side(path, like=like, values=False)
+    except Exception:  # noqa: BLE001 - a format only the project reads: no evidence from it
+        reloaded.read_from = None
+    reloaded.fresh = fresh
+
+
+def differing(diff: CheckpointDiff) -> set[str]:
+    """Every name a diff finds different, whatever the way."""
+    return {*diff.missing, *diff.unexpected, *diff.shape, *diff.dtype, *diff.values, *diff.dataless,
+            *(n for group in diff.ties for n in group)}
+
+
+def against_file(path: Path, reloaded: View, *, like: View, dtype: torch.dtype | None) -> CheckpointDiff | None:
+    """The reloaded model against the file it was loaded from (after the declared cast, as the load
+    makes it): what the load itself changed. ``None`` when pytest-ckpt cannot read the file."""
+    try:
+        file = file_side(path, like=like, values=True)
+        if dtype is not None:
+            dtypes = {name: spec.dtype for name, spec in reloaded.schema.items()}
+            file = resolve(cast(dict(file.tensors), dtype, like=dtypes), values=True, label=file.label)
+    except Exception:  # noqa: BLE001 - unreadable: the verdict stands without it
+        return None
+    file.expected_noun = CHECKPOINT
+    return diff(file, reloaded)
+
+
+def carried(diff: CheckpointDiff, own: CheckpointDiff | None) -> str:
+    """The reloaded model's difference when the file itself is wrong: what the checkpoint holds,
+    carried through the load, has no fix of its own (the save is at fault); what the load changed
+    besides (``own``: the reloaded model against the file) keeps its causes and fixes."""
+    verdict = re.sub(r" \(\d+ causes?\)$", "", str(diff).splitlines()[0])
+    if own is None:
+        return f"and so {verdict}"
+    if own.ok:
+        return f"and so {verdict}, as the checkpoint holds them (no cause of the load's own)"
+    causes = [n for n in own.notes if not n.info]
+    lines = [f"and so {verdict}; and your load changes what the checkpoint holds:"]
+    for note in causes:
+        lines.append(f"  [{note.kind}] {' '.join(note.text.split())}")
+        if note.fix:
+            lines.append(f"      fix: {' '.join(note.fix.split())}")
+    if not causes:
+        lines.append(f"  {own}")
+    return "\n".join(lines)
+
+
+def cast(reference: Any, dtype: torch.dtype | None, like: Mapping[str, torch.dtype] | None = None) -> Any:
+    """The saved model as a declared cast leaves it: floating tensors rounded to ``dtype``. ``like``:
+    the dtypes the load returned, by name; a tensor it holds in another floating dtype is rounded
+    to ``dtype`` and back to that one (a ``.half()`` save loaded into a float32 model).
+
+    >>> w = {"w": torch.tensor([1/3])}
+    >>> cast(w, torch.float16)["w"].dtype, cast(w, torch.float16, like={"w": torch.float32})["w"].item()
+    (torch.float16, 0.333251953125)
+    """
     if dtype is None:
         return reference
+    like = like or {}
+
+    def back(name: str) -> torch.dtype:
+        wanted = like.get(name)
+        return wanted if wanted is not None and wanted.is_floating_point else dtype
+
     if isinstance(reference, nn.Module):
-        return copy.deepcopy(reference).to(dtype)  # .to() keeps tied parameters tied
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in reference.items()}
+        model = copy.deepcopy(reference).to(dtype)  # .to() keeps tied parameters tied
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.dtype != back(name):
+                tensor.data = tensor.data.to(back(name))  # a tie is one object: cast once for all its names
+        return model
+    return {k: v.to(dtype).to(back(k)) if v.is_floating_point() else v for k, v in reference.items()}
 
 
 def diff(expected: View, actual: View, **kw) -> CheckpointDiff:
@@ -299,6 +368,6 @@ def _split_prefixes(prefix: str) -> list[str]:
     return out
 
 
-__all__ = ["SAVED", "RELOADED", "BUILT", "saved_side", "reloaded_side", "file_side", "cast",
+__all__ = ["SAVED", "RELOADED", "BUILT", "saved_side", "reloaded_side", "file_side", "add_evidence", "differing", "against_file", "carried", "cast",
            "lead", "check_file", "Raised", "raised", "user_frame", "TransformersLog",
            "Explanation", "explain_raised", "reading_notes"]

@@ -23,6 +23,7 @@ from torch import nn
 from .. import api
 from ..checkpoint.configs import readable_config
 from ..checkpoint.resolve import module_view
+from ..checkpoint.view import View
 from ..compare import load_error
 from ..compare.rules.context import plural
 from ..errors import TRIM_ATTR, CheckpointMismatch
@@ -33,7 +34,7 @@ from .report import RoundTripReport, attach
 from .scope import check_scope
 from .variations import VARIATIONS, UnknownVariation
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
-                              named_parameters)
+                              named_parameters, signature_text)
 from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
 
 
@@ -68,8 +69,9 @@ def check_roundtrip(
 
     ``save(model, path)`` may also take ``config=`` and ``optimizer=`` (passed when its
     signature names them: the config the model was built from, a real AdamW after one
-    step). ``dtype``: a cast the load (or the save) makes on purpose; the saved model is
-    compared after that cast, exactly. ``outputs_atol``/``outputs_rtol``: the outputs'
+    step). ``dtype``: a cast the load (or the save) makes on purpose; the default load reads
+    the file with it (``pc.load_into(..., dtype=)``), and the saved model is compared after
+    that cast, exactly (rounded to it, in the dtype the load returned). ``outputs_atol``/``outputs_rtol``: the outputs'
     own tolerance (default: the weights'). ``only``: glob patterns of the names compared
     (and loaded by the default load): a LoRA adapter's ``"*lora_*"``, when the load puts
     it on a freshly built base. ``load_sharded(model, path)``: under ``reshard-N``,
@@ -120,6 +122,8 @@ class RoundTrip:
         self._started = time.perf_counter()
         #: how it was saved and loaded, and where: known once the variation has produced the checkpoint
         self._sides: dict[str, str] = {}
+        #: the CPU random state right before the load (a fresh build from it is what a skipped load leaves)
+        self._rng: torch.Tensor | None = None
 
     def _report(self, ok: bool, text: str, **fields: Any) -> RoundTripReport:
         return RoundTripReport(self.variation, ok, text=text, seconds=time.perf_counter() - self._started,
@@ -156,15 +160,18 @@ class RoundTrip:
         if saved.layer_delta:
             return self._expect_refusal(job, saved, load, header, compare)
 
-        reference = explain.cast(saved.reference, dtype)
         reloaded = saved.reloaded if saved.reloaded is not None else self._load(job, saved, load, header, compare)
-        expected, actual = explain.saved_side(reference), explain.reloaded_side(reloaded)
+        reference, expected, actual = compare.sides(saved.reference, reloaded)
         diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None),
                         only=only)
+        if not diff.ok and saved.reloaded is None:
+            # evidence for the load's own causes, gathered only when it failed: the file as it read it, a fresh build
+            explain.add_evidence(actual, saved.path, like=expected, fresh=self._fresh_build(job))
+            diff = api.diff(expected, actual, atol=atol, rtol=rtol, configs=(compare.config, None), only=only)
         problems: list[str] = []
         if inputs is not None and isinstance(reference, nn.Module):
             problems = compare_outputs(
-                reference, reloaded, _cast_inputs(inputs, dtype),
+                reference, reloaded, _cast_inputs(inputs, dtype if _holds(actual, dtype) else None),
                 atol=atol if outputs_atol is None else outputs_atol,
                 rtol=rtol if outputs_rtol is None else outputs_rtol)
         if diff.ok and not problems:
@@ -183,7 +190,8 @@ class RoundTrip:
             wrong = compare.file_differs(saved) if saved.reloaded is None else None
             if wrong is not None:  # the file itself is not the saved model: the save is at fault
                 shown, cause = wrong, explain.lead(wrong)
-                body += [str(wrong), f"and so {diff}"]
+                own_diff = explain.against_file(saved.path, actual, like=expected, dtype=dtype)
+                body += [str(wrong), explain.carried(diff, own_diff)]
             else:
                 body.append(str(diff))
         if problems:
@@ -209,19 +217,30 @@ class RoundTrip:
 
     # -- steps -------------------------------------------------------------------------------
 
+    def _fresh_build(self, job: SaveJob) -> dict | None:
+        """The tensors a fresh ``factory()`` holds, built from the random state the load started from:
+        a reloaded tensor still equal to one was never loaded. ``None`` when it cannot be built."""
+        if self._rng is None:
+            return None
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.set_rng_state(self._rng)
+                return dict(module_view(job.build()).tensors)
+        except Exception:  # noqa: BLE001 - evidence only: the report stands without it
+            return None
+
     def _load(self, job: SaveJob, saved: Saved, load: Callable | None, header: str,
               compare: "_Compare") -> nn.Module:
         """``load(path)``, or ``pc.load_into`` of a fresh model. When it raises, the failure
         is explained: the file is checked against the saved model first (a wrong file is
         the save's doing), then the load's own error is read as evidence."""
         __tracebackhide__ = True
+        self._rng = torch.random.get_rng_state()  # what the load's own factory() call starts from
         if load is None:
-            model = job.build()
             try:
-                api.load_into(model, saved.path, only=compare.only)
+                return job.load_fresh(saved.path, dtype=compare.dtype, only=compare.only)
             except CheckpointMismatch as exc:
                 self._load_failed(exc, None, saved, header, compare)
-            return model
         with explain.TransformersLog() as log:
             try:
                 reloaded = load(saved.path)
@@ -266,7 +285,7 @@ class RoundTrip:
         blocks = changed_blocks(saved.reference, job.build())
         what = f"{field}={saved_count} saved, config says {expected_count}"
         sides = {k: self._sides[k] for k in ("saved_with", "loaded_with")}
-        reloaded, exc, log = _call_load(job, load, saved.path)
+        reloaded, exc, log = _call_load(job, load, saved.path, compare.dtype)
         if exc is not None:  # any refusal counts, if it says why
             if refuses(exc, log, blocks):
                 return self._passed(f"{header}: ok: your load refused a checkpoint with one block "
@@ -278,8 +297,8 @@ class RoundTrip:
                 f"{type(exc).__name__}: {load_error.shorten(str(exc))}"),
                 cause=f"[layer-count] your load refused a checkpoint with one block {fewer_more} without "
                       "naming the blocks that differ", **sides)
-        saved_view = explain.saved_side(saved.reference)
-        same = api.diff(saved_view, explain.reloaded_side(reloaded), atol=compare.atol, rtol=compare.rtol)
+        _, saved_view, reloaded_view = compare.sides(saved.reference, reloaded)
+        same = api.diff(saved_view, reloaded_view, atol=compare.atol, rtol=compare.rtol)
         if same.ok:
             # it built what the checkpoint holds: right if it reads the depth from the checkpoint
             # (nanoGPT's model_args, from_pretrained), wrong if it always builds this depth
@@ -316,13 +335,12 @@ class RoundTrip:
         exact too, else what went wrong (the load builds one depth only)."""
         path = job.directory / "as-configured" / f"model{VARIATIONS['plain'].load().suffix}"
         model = save_model(job, job.config, path, VARIATIONS["plain"].load())
-        reloaded, exc, _ = _call_load(job, load, path)
+        reloaded, exc, _ = _call_load(job, load, path, compare.dtype)
         if exc is not None:
             first = [line.strip() for line in load_error.shorten(str(exc)).splitlines()]
             return (f"it refused the checkpoint of the configured depth: {type(exc).__name__}: "
                     f"{' '.join(first[:2])}")
-        diff = api.diff(explain.saved_side(model), explain.reloaded_side(reloaded),
-                        atol=compare.atol, rtol=compare.rtol)
+        diff = api.diff(*compare.sides(model, reloaded)[1:], atol=compare.atol, rtol=compare.rtol)
         return None if diff.ok else f"the checkpoint of the configured depth reloads differently:\n{diff}"
 
 
@@ -334,19 +352,29 @@ class _Compare:
                  only: Any = None) -> None:
         self.atol, self.rtol, self.config, self.dtype, self.only = atol, rtol, config, dtype, only
 
+    def sides(self, reference: Any, reloaded: Any) -> tuple[Any, View, View]:
+        """``(reference, expected, actual)``: the saved model as the declared cast leaves it, as far
+        as the reloaded model's own dtypes say the cast went (a ``.half()`` save read into a float32
+        model is rounded, not float16), its view, and the reloaded model's view."""
+        actual = explain.reloaded_side(reloaded)
+        dtypes = {name: spec.dtype for name, spec in actual.schema.items()}
+        reference = explain.cast(reference, self.dtype, like=dtypes)
+        return reference, explain.saved_side(reference), actual
+
     def file_differs(self, saved: Saved):
         """The diff of the file against the saved model when the file is wrong (both as saved
         and after the declared cast), else ``None``: right, or unreadable to pytest-ckpt."""
         if saved.layer_delta:
             return None
-        first = None
+        found = []
         for reference in (saved.reference, explain.cast(saved.reference, self.dtype))[:2 if self.dtype else 1]:
             result = explain.check_file(reference, saved.path, atol=self.atol, rtol=self.rtol,
                                         config=self.config, only=self.only)
             if result is None or result.ok:
                 return None
-            first = first or result
-        return first
+            found.append(result)
+        # the comparison the file comes closest to says what else the save changed (a nudge beside the cast)
+        return min(found, key=lambda d: len(explain.differing(d)))
 
 
 def _loaded_with(factory: Callable, load: Callable | None, has_config: bool) -> str:
@@ -356,15 +384,11 @@ def _loaded_with(factory: Callable, load: Callable | None, has_config: bool) -> 
     return f"pc.load_into({describe(factory)}({'config' if has_config else ''}), path)"
 
 
-def _call_load(job: SaveJob, load: Callable | None, path: Path):
+def _call_load(job: SaveJob, load: Callable | None, path: Path, dtype: torch.dtype | None):
     """``(model, None, log)`` or ``(None, exc, log)``: the load (or pc.load_into) run once."""
     with explain.TransformersLog() as log:
         try:
-            if load is None:
-                model = job.build()
-                api.load_into(model, path)
-                return model, None, log.text
-            return load(path), None, log.text
+            return (job.load_fresh(path, dtype=dtype) if load is None else load(path)), None, log.text
         except FactoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - every refusal is evidence
@@ -401,9 +425,9 @@ def check_arguments(factory: Any, *, config: Any, save: Any, load: Any) -> None:
     if _binds(factory, *((config,) if config is not None else ())) is False:
         if config is not None:
             raise TypeError(f"ckpt.roundtrip: config= was given, but the factory "
-                            f"{describe(factory)}{_signature(factory)} cannot be called as {call}; "
+                            f"{describe(factory)}{signature_text(factory)} cannot be called as {call}; "
                             "drop config= or let the factory take the config")
-        raise TypeError(f"ckpt.roundtrip: the factory {describe(factory)}{_signature(factory)} "
+        raise TypeError(f"ckpt.roundtrip: the factory {describe(factory)}{signature_text(factory)} "
                         "cannot be called without arguments; pass config=")
     if save is not None:
         if not callable(save):
@@ -412,11 +436,11 @@ def check_arguments(factory: Any, *, config: Any, save: Any, load: Any) -> None:
         takes = named_parameters(save) & set(SAVE_KEYWORDS)
         if _binds(save, None, None, **{k: None for k in takes}) is False:
             raise TypeError(
-                f"ckpt.roundtrip: save={describe(save)}{_signature(save)} must take (model, path) "
+                f"ckpt.roundtrip: save={describe(save)}{signature_text(save)} must take (model, path) "
                 f"(and may take {' and '.join(f'{k}=' for k in SAVE_KEYWORDS)})")
     if load is not None:
         if not callable(load) or _binds(load, None) is False:
-            raise TypeError(f"ckpt.roundtrip: load={describe(load)}{_signature(load)} must take "
+            raise TypeError(f"ckpt.roundtrip: load={describe(load)}{signature_text(load)} must take "
                             "(path) and return the model")
 
 
@@ -432,11 +456,8 @@ def _binds(fn: Callable, *args, **kw) -> bool | None:
     return True
 
 
-def _signature(fn: Callable) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return ""
+def _holds(view: View, dtype: torch.dtype | None) -> bool:
+    return dtype is not None and any(spec.dtype == dtype for spec in view.schema.values())
 
 
 def _cast_inputs(inputs: Any, dtype: torch.dtype | None) -> Any:

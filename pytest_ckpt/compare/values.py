@@ -81,6 +81,24 @@ class Batch(NamedTuple):
     b: list[torch.Tensor]
 
 
+#: the narrow dtypes a save or a load rounds weights through (``.half()``, ``.bfloat16()`` and back)
+ROUND_TRIP_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def rounds_through(rounded: torch.Tensor, exact: torch.Tensor, narrow: torch.dtype) -> bool:
+    """Is ``rounded`` exactly ``exact`` cast to the narrower ``narrow`` and back (same shape and dtype)?
+    The one test of an fp16/bf16 round trip, for the diff rules and the resume check alike.
+
+    >>> x = torch.tensor([0.1, 1/3])
+    >>> rounds_through(x.half().float(), x, torch.float16), rounds_through(x + 1e-3, x, torch.float16)
+    (True, False)
+    """
+    if (not exact.is_floating_point() or exact.is_meta or rounded.is_meta or rounded.dtype != exact.dtype
+            or rounded.shape != exact.shape or exact.dtype.itemsize <= narrow.itemsize):
+        return False
+    return max_abs_diff(rounded, exact.to(narrow).to(exact.dtype)) is None
+
+
 def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, atol: float = 0.0,
                   rtol: float = 0.0) -> dict[str, float]:
     """:func:`max_abs_diff` over many ``(name, a, b)`` pairs; only the differing names are returned.

@@ -1,8 +1,10 @@
 """The strict-load audit: ``load_state_dict(strict=False)`` calls that silently dropped keys.
 
-A call is known by its caller: the first frame outside torch. The library's own
-loads (``pc.load_into`` copies what it has already checked and reported) come from
-this package's files and are never counted.
+A call is known by its caller: the first frame outside torch and safetensors (whose
+``load_model`` calls it for you). The library's own loads (``pc.load_into`` copies what it
+has already checked and reported) come from this package's files and are never counted.
+A name left missing whose tensor is tied to a name the state dict did load is loaded
+through the tie (``safetensors.torch.load_model`` stores a tied weight once): not dropped.
 """
 
 from __future__ import annotations
@@ -37,19 +39,43 @@ class DroppedLoad:
 
 
 
+#: packages that call ``load_state_dict(strict=False)`` on the caller's behalf: the caller is above them
+LOADERS = ("torch", "safetensors")
+
+
 def _caller() -> tuple[str, bool]:
     """``("file.py:123", internal)`` of the code that called ``load_state_dict``: the first
-    frame outside torch; ``internal`` when that frame is this package's own."""
-    import torch
-
-    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    frame outside :data:`LOADERS`; ``internal`` when that frame is this package's own."""
+    loaders = tuple(os.path.dirname(sys.modules[name].__file__) + os.sep
+                    for name in LOADERS if getattr(sys.modules.get(name), "__file__", None))
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(torch_dir):
+    while frame is not None and frame.f_code.co_filename.startswith(loaders):
         frame = frame.f_back
     if frame is None:
         return "<unknown>", False
     filename = frame.f_code.co_filename
     return f"{filename}:{frame.f_lineno}", filename.startswith(PACKAGE_DIR)
+
+
+def loaded_through_ties(module, missing: list[str], state_dict) -> list[str]:
+    """``missing`` less the names tied to a name ``state_dict`` loaded: one tensor, loaded once.
+
+    >>> import torch
+    >>> m = torch.nn.Sequential(torch.nn.Embedding(3, 2), torch.nn.Linear(2, 3, bias=False))
+    >>> m[1].weight = m[0].weight
+    >>> loaded_through_ties(m, ["1.weight"], {"0.weight": torch.zeros(3, 2)})
+    []
+    """
+    from ..checkpoint.ties import module_tie_groups
+
+    if not missing:
+        return missing
+    gone = set(missing)
+    through = set()
+    for group in module_tie_groups(module):
+        if any(name in state_dict and name not in gone for name in group):
+            through.update(group)
+    return [name for name in missing if name not in through]
 
 
 class LoadAudit:
@@ -81,7 +107,8 @@ class LoadAudit:
             __tracebackhide__ = True
             result = original(module, state_dict, strict=strict, assign=assign)
             if not strict and (result.missing_keys or result.unexpected_keys):
-                missing = [n for n in result.missing_keys if not audit.intended(n)]
+                missing = [n for n in loaded_through_ties(module, result.missing_keys, state_dict)
+                           if not audit.intended(n)]
                 unexpected = [n for n in result.unexpected_keys if not audit.intended(n)]
                 where, internal = _caller()
                 if (missing or unexpected) and not internal:

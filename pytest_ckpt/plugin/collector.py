@@ -172,6 +172,13 @@ class CheckCollector:
                 n = sum(outcomes.values())
                 tr.line(f"{n} {noun}{'' if n == 1 else 's'}: {outcomes['passed']} passed, "
                         f"{outcomes['failed']} failed, {outcomes['skipped']} skipped")
+        from ..report.run import interrupted_counts
+
+        kills = interrupted_counts(self.entries)
+        if kills is not None:
+            n = sum(kills["kills"].values())
+            tr.line(f"interrupted: {n} kill{'' if n == 1 else 's'} of {kills['checks']} save"
+                    f"{'' if kills['checks'] == 1 else 's'}: " + ", ".join(f"{v} {k}" for k, v in kills["kills"].items()))
         for nodeid, cause in sorted(self.failures.items()):
             tr.line(f"FAILED {nodeid}: {cause}")
         for (variation, reason), n in sorted(self.skips.items()):

@@ -61,12 +61,13 @@ def as_dict(report: Any) -> dict | None:
 
 
 def document(entries: list[dict], *, started: float, workers: int) -> dict:
-    """The whole report: one entry per check, sorted by test id for stable output."""
+    """The whole report: one entry per check, sorted by test id for stable output; with
+    ``"interrupted"``, the kills of every ``interrupted`` round trip counted by outcome."""
     entries = sorted(entries, key=lambda e: (e["test"], e.get("kind") or "", e.get("variation") or ""))
     summary: dict[str, int] = {}
     for e in entries:
         summary[e["outcome"]] = summary.get(e["outcome"], 0) + 1
-    return {
+    doc = {
         "format_version": REPORT_FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration": round(time.time() - started, 3),
@@ -74,6 +75,27 @@ def document(entries: list[dict], *, started: float, workers: int) -> dict:
         "summary": summary,
         "checks": entries,
     }
+    kills = interrupted_counts(entries)
+    if kills is not None:
+        doc["interrupted"] = kills
+    return doc
+
+
+def interrupted_counts(entries: list[dict]) -> dict | None:
+    """The kills of every ``interrupted`` round trip in ``entries``, by outcome (pass, hard fail, silent
+    divergence, lost work), and how many checks made them; ``None`` when none ran.
+
+    >>> interrupted_counts([{"interrupted": {"counts": {"pass": 2, "hard fail": 1}}}, {"interrupted": None}, {}])
+    {'checks': 1, 'kills': {'pass': 2, 'hard fail': 1}}
+    """
+    found = [e["interrupted"] for e in entries if e.get("interrupted")]
+    if not found:
+        return None
+    kills: dict[str, int] = {}
+    for report in found:
+        for outcome, n in report.get("counts", {}).items():
+            kills[outcome] = kills.get(outcome, 0) + n
+    return {"checks": len(found), "kills": kills}
 
 
 def write(path: Path, doc: dict) -> None:

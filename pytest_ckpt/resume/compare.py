@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .. import api
-from ..compare.values import max_abs_diff
+from ..compare.values import ROUND_TRIP_DTYPES, max_abs_diff, rounds_through
 from .capture import Unreadable, is_python_rng_state
 
 #: leaves kept per difference (the report shows a few; the count says how many there were)
@@ -165,10 +165,6 @@ def same(exp: Any, act: Any, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
         return repr(exp) == repr(act)
 
 
-#: the dtypes a save or a load may round the weights through
-ROUND_TRIP_DTYPES = (torch.float16, torch.bfloat16)
-
-
 def cast_round_trip(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> torch.dtype | None:
     """The dtype whose rounding turns ``expected`` into ``actual``: every floating tensor of ``actual`` is
     exactly ``expected`` cast to it and back, at least one differs, and nothing else does.
@@ -179,24 +175,13 @@ def cast_round_trip(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> t
     """
     if expected.keys() != actual.keys():
         return None
-    for dtype in ROUND_TRIP_DTYPES:
-        differs = False
-        for k, e in expected.items():
-            a = actual[k]
-            if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor)) or e.shape != a.shape \
-                    or e.dtype != a.dtype:
-                return None
-            if same(e, a):
-                continue
-            if not e.is_floating_point() or e.dtype.itemsize <= dtype.itemsize:
-                break
-            if not same(e.to(dtype).to(e.dtype), a):
-                break
-            differs = True
-        else:
-            if differs:
-                return dtype
-    return None
+    pairs = [(e, actual[k]) for k, e in expected.items()]
+    if not all(isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor) and e.shape == a.shape
+               and e.dtype == a.dtype for e, a in pairs):
+        return None
+    differing = [(e, a) for e, a in pairs if not same(e, a)]
+    return next((dtype for dtype in ROUND_TRIP_DTYPES if differing
+                 and all(rounds_through(a, e, dtype) for e, a in differing)), None)
 
 
 def losses_differ(exp: float, act: float, *, atol: float, rtol: float) -> bool:

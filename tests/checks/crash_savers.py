@@ -68,3 +68,23 @@ def save_hangs_when_killed(model: nn.Module, path: Path) -> None:
     fd = posix.open(os.path.join(os.environ["CRASH_PIDS"], str(os.getpid())), posix.O_WRONLY | posix.O_CREAT)
     posix.close(fd)
     time.sleep(600)
+
+
+class MiniMind(nn.Module):
+    """minimind's shape: an embedding tied to the head, numbered blocks, a norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(32, 8)
+        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+        self.norm = nn.LayerNorm(8)
+        self.lm_head = nn.Linear(8, 32, bias=False)
+        self.embed_tokens.weight = self.lm_head.weight
+
+
+def save_half_atomic(model: nn.Module, path: Path) -> None:
+    """minimind's save: the weights cast to float16, written to ``.tmp``, then ``os.replace``d over ``path``."""
+    state = {k: v.half() for k, v in model.state_dict().items()}
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+

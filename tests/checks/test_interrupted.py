@@ -39,6 +39,43 @@ def test_a_load_that_starts_from_scratch_is_lost_work(tmp_path):
     assert "pc.latest_complete(directory)" in str(info.value)
 
 
+def test_a_declared_cast_is_honoured_by_the_default_load_and_the_judge(tmp_path):
+    # minimind: .half() weights to .tmp, then os.replace; loaded into its float32 model
+    report = pc.check_interrupted(savers.MiniMind, save=savers.save_half_atomic, dtype=torch.float16,
+                                  workdir=tmp_path)
+    assert report.ok and report.counts()["pass"] == len(report.outcomes) == 3, str(report)
+
+
+def test_a_save_that_writes_several_files_in_place_is_told_no_check_on_load_can_help(tmp_path):
+    # save_pretrained into the checkpoint's own directory: killed between shards, the new first shard sits
+    # beside the old second one, each whole; pc.verify cannot tell
+    from pytest_ckpt.checks.variations.crash_report import SILENT, InterruptedReport, Outcome, written_in_place
+    from pytest_ckpt.processes.boundaries import Boundary
+
+    old, new = tmp_path / "base" / "ckpt", tmp_path / "complete" / "ckpt"
+    for root in (old, new):
+        root.mkdir(parents=True)
+        for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "index.json"):
+            (root / name).touch()
+    written = [Boundary("before", "safetensors.torch.save_file", (str(new / f"model-0000{i}-of-00002.safetensors"),))
+               for i in (1, 2)] + [Boundary("before", "open", (str(new / "index.json"),))]
+    in_place = written_in_place(written, new, old)
+    assert in_place == ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "index.json")
+    assert written_in_place(written, new, tmp_path / "nothing-before") == ()
+    mixed = [Outcome("killed before safetensors.torch.save_file(.../model-00002-of-00002.safetensors)", SILENT,
+                     "your load returned a model of neither checkpoint")]
+    files = tuple(sorted(p.name for p in new.iterdir()))
+    text = str(InterruptedReport("save", "load", mixed, files, in_place=in_place))
+    assert text.splitlines()[-1] == (
+        "  fix: your save writes the checkpoint's files over the previous one's in place "
+        "(model-00001-of-00002.safetensors, model-00002-of-00002.safetensors and 1 more): a kill leaves new and "
+        "old files side by side, each whole, which no check on load (pc.verify included) can tell from one "
+        "checkpoint; save each checkpoint to its own directory and resume from pc.latest_complete(directory), "
+        "or write into a staging directory and rename it into place")
+    # written elsewhere (a staging directory renamed into place): the index and pc.verify still help
+    assert "verify it on load (pc.verify)" in str(InterruptedReport("save", "load", mixed, files))
+
+
 def test_a_save_that_writes_nothing_is_named(tmp_path):
     with pytest.raises(InterruptedSaveError, match=re.escape("your save tests.checks.crash_savers."
                                                              "save_nothing(model, path) wrote nothing at")):

@@ -136,6 +136,28 @@ def test_audit_catches_a_dropping_strict_false_load_and_is_silent_otherwise(proj
     run(project, inline=True).assert_outcomes(passed=1, failed=2)
 
 
+def test_audit_passes_safetensors_load_model_of_a_tied_model_and_names_the_callers_line(project):
+    # load_model writes a tied weight once and loads it through the tie: nothing is dropped
+    project.makepyfile(test_audit="""
+from safetensors.torch import load_model, save_model
+from project import Config, build
+
+def test_tied(tmp_path):
+    save_model(build(Config()), str(tmp_path / "m.safetensors"))
+    load_model(build(Config()), str(tmp_path / "m.safetensors"))
+
+def test_drops_a_block(tmp_path):
+    save_model(build(Config(num_layers=2)), str(tmp_path / "m.safetensors"))
+    load_model(build(Config()), str(tmp_path / "m.safetensors"), strict=False)
+""")
+    result = run(project, o.OPT_AUDIT_LOADS, inline=True)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*test_audit.py:10: Model.load_state_dict(strict=False) silently dropped 4 missing (blocks.2.*)",
+    ])
+    assert "head.weight" not in result.stdout.str()
+
+
 REPORT_TESTS = """
 import pytest
 from project import Config, build, load_fewer

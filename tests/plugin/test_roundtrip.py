@@ -77,7 +77,8 @@ def test_a_loader_that_ignores_the_checkpoint_fails(project):
     result.stdout.fnmatch_lines([
         "*CheckpointMismatch: ckpt-plain round trip (saved with torch.save(model.state_dict()), "
         "loaded with project.load_fresh)*",
-        "*[[]values[]]*tensors differ in value*",
+        "*[[]values[]]*blocks.0-2.*, embed.weight, head.weight equal a freshly built model's, where the saved "
+        "model's do not: your load did not copy them",
     ])
 
 

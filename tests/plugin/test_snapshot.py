@@ -83,19 +83,55 @@ def test_a_snapshot_is_called_a_snapshot_and_has_one_fix(tmp_path):
         "fix: run pytest --ckpt-update if this change is intended; if not, undo this change to the model"]
 
 
-def test_a_training_state_with_several_models_pins_the_one_like_names(tmp_path):
-    # VAR's trainer state: the trained model (16 tensors) beside the frozen VAE (41). A
-    # snapshot of the path alone pins the VAE, and a depth change of the model passes
+def test_a_training_state_with_several_models_pins_each_and_a_change_to_any_fails_naming_it(tmp_path):
+    # VAR's trainer state: the trained model (16 tensors) beside the frozen, larger VAE (41). Pinning only
+    # the largest let a depth change of the trained model pass with a warning
     from tests import varstate
 
     state = varstate.save(tmp_path / "ar-ckpt-last.pth", depth=2)
     deeper = varstate.save(tmp_path / "deeper.pth", depth=3)
-    pinned_vae = tmp_path / "vae.json"
-    with pytest.warns(snapshot.SnapshotWarning, match=r"2 models in .*not trainer\.var_wo_ddp"):
-        snapshot.check(state, pinned_vae, update=True)
-    with pytest.warns(snapshot.SnapshotWarning):
-        assert snapshot.check(deeper, pinned_vae, update=False).outcome == "match"
-    # like= pins the trained model: its depth change fails, naming the block
+    path = tmp_path / "snap.json"
+    assert snapshot.check(state, path, update=True).outcome == "written"
+    models = json.loads(path.read_text())["models"]
+    assert [(m["located_at"], len(m["tensors"])) for m in models] == [
+        (["trainer", "var_wo_ddp"], 16), (["trainer", "vae_local"], 41)]
+    assert snapshot.check(state, path, update=False).outcome == "match"
+    before = path.read_bytes()
+    result = snapshot.check(deeper, path, update=False)
+    assert result.outcome == "differs" and path.read_bytes() == before
+    lines = result.message.splitlines()
+    assert lines[0] == f"schema differs from golden snapshot {path} (1 of the 2 models it pins):"
+    assert lines[1].startswith("at trainer.var_wo_ddp: ")
+    assert "[layer-count] blocks.2.*" in lines[2] and "vae_local" not in result.message
+    # a model the snapshot pins that the file no longer holds is a change too
+    torch.save({"trainer": {"var_wo_ddp": varstate.VAR(2).state_dict()}}, tmp_path / "no-vae.pth")
+    gone = snapshot.check(tmp_path / "no-vae.pth", path, update=False)
+    assert gone.outcome == "differs"
+    assert "at trainer.vae_local: the snapshot pins a model there, the file holds none" in gone.message
+    # the models each read back where the file held them: like= the model finds it
+    assert pc.diff(varstate.VAR(2), path, values=False).ok
+
+
+def test_a_snapshot_that_pins_one_model_of_several_still_reads_and_warns_until_updated(tmp_path):
+    # written before every model was pinned: one "tensors" mapping, the largest model (the VAE)
+    from tests import varstate
+
+    state = varstate.save(tmp_path / "ar-ckpt-last.pth", depth=2)
+    deeper = varstate.save(tmp_path / "deeper.pth", depth=3)
+    path = tmp_path / "snap.json"
+    path.write_text(golden.render(pc.schema(varstate.VAE()).to_dict()))
+    with pytest.warns(snapshot.SnapshotWarning, match=r"2 models in .*not trainer\.var_wo_ddp.*--ckpt-update to pin each"):
+        assert snapshot.check(deeper, path, update=False).outcome == "match"
+    assert snapshot.check(state, path, update=True).outcome == "written"  # now it pins each
+    assert len(json.loads(path.read_text())["models"]) == 2
+    assert snapshot.check(deeper, path, update=False).outcome == "differs"
+
+
+def test_like_pins_the_one_model_it_names(tmp_path):
+    from tests import varstate
+
+    state = varstate.save(tmp_path / "ar-ckpt-last.pth", depth=2)
+    deeper = varstate.save(tmp_path / "deeper.pth", depth=3)
     records = []
     snap = snapshot.CkptSnapshot(test_file=tmp_path / "test_var.py", test_name="test_arch",
                                  snapshot_dir="__ckpt_snapshots__", update=True,

@@ -87,6 +87,15 @@ class SaveJob:
         """The keywords of :data:`SAVE_KEYWORDS` the project's ``save`` names."""
         return named_parameters(self.save) & set(SAVE_KEYWORDS) if self.save is not None else set()
 
+    def load_fresh(self, path: Path, *, dtype: torch.dtype | None = None, only: Any = None) -> nn.Module:
+        """The default load: ``pc.load_into(factory(config), path)``, with the round trip's declared
+        cast and name patterns; raises what ``pc.load_into`` raises."""
+        from ... import api
+
+        model = self.build()
+        api.load_into(model, path, only=only, dtype=dtype)
+        return model
+
     def call_save(self, model: nn.Module, path: Path, *, config: Any = NO_CONFIG,
                   optimizer: Any = None) -> None:
         """The project's ``save(model, path)``, with ``config=``/``optimizer=`` when it names them."""
@@ -98,7 +107,58 @@ class SaveJob:
             kw["config"] = None if config is NO_CONFIG else config
         if "optimizer" in takes:
             kw["optimizer"] = optimizer
-        self.save(model, path, **kw)
+        try:
+            self.save(model, path, **kw)
+        except AttributeError as exc:
+            said = misused(exc, model, path, self.save, self.variation)
+            if said is None:
+                raise
+            raise SaveCallError(f"ckpt-{self.variation}: {said}") from exc
+
+
+class SaveCallError(TypeError):
+    """The project's save cannot take what the round trip hands it: its arguments are the other way
+    round, or it calls a method of the bare model on the wrapper a variation hands it."""
+
+
+def misused(exc: AttributeError, model: Any, path: Any, save: Callable, variation: str) -> str | None:
+    """What an ``AttributeError`` from the project's ``save(model, path)`` says about how it takes
+    its arguments, in one line with the fix; ``None`` when it says nothing about them.
+
+    >>> from pathlib import Path
+    >>> def save(path, model): model.state_dict()
+    >>> model, path = nn.Linear(1, 1), Path("m.pt")
+    >>> try: save(model, path)
+    ... except AttributeError as exc: print(misused(exc, model, path, save, "plain"))
+    your save save(path, model) called .state_dict() on the path: the round trip calls save(model, path), the model first; fix: take (model, path) in your save, or pass save=lambda model, path: save(path, model)
+    """
+    name, obj = getattr(exc, "name", None), getattr(exc, "obj", None)
+    if name is None or obj is None:
+        return None
+    what = f"{describe(save)}{signature_text(save)}"
+    if obj is path and hasattr(model, name):
+        return (f"your save {what} called .{name}() on the path: the round trip calls save(model, path), "
+                f"the model first; fix: take (model, path) in your save, or pass "
+                f"save=lambda model, path: {describe(save)}(path, model)")
+    if obj is model and isinstance(model, nn.Module):
+        from ...checkpoint.canonical import unwrap
+
+        inner = unwrap(model)[0]
+        if inner is not model and hasattr(inner, name):
+            wrapper = type(model).__name__
+            return (f"your save {what} called .{name}() on the {wrapper} the {variation} variation hands it, "
+                    f"and {wrapper} has no {name}: it wraps your model; fix: call it on the model inside "
+                    f"(model.module.{name}(...), or accelerate's unwrap_model(model)), as a save from a "
+                    f"wrapped training run must")
+    return None
+
+
+def signature_text(fn: Callable) -> str:
+    """``(model, path)``: a function's signature, for messages (empty when it has none to show)."""
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return ""
 
 
 @dataclass

@@ -70,7 +70,7 @@ def _main(job_path: str, rank: int) -> int:
 
     torch.set_num_threads(1)  # the kills are forked: no thread pool may be running at a fork
     from ... import api
-    from .base import describe, perturb, train_one_step
+    from .base import describe, misused, perturb, train_one_step
 
     what = describe(save)
 
@@ -96,11 +96,13 @@ def _main(job_path: str, rank: int) -> int:
     base = workdir / "base"
     base.mkdir()
     tracer = Tracer(base).install()
+    path_a = base / job.save_name
     try:
-        save(model_a, base / job.save_name, **kw_a)
+        save(model_a, path_a, **kw_a)
     except Exception as exc:  # noqa: BLE001 - the project's error, reported as its own
         tracer.uninstall()
-        return bad(f"your save {what}(model, path) raised {type(exc).__name__}: {exc}\n"
+        said = misused(exc, model_a, path_a, save, "interrupted") if isinstance(exc, AttributeError) else None
+        return bad(said or f"your save {what}(model, path) raised {type(exc).__name__}: {exc}\n"
                    + traceback.format_exc(limit=-3))
     tracer.uninstall()
     if tracer.outside:

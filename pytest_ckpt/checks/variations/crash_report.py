@@ -22,7 +22,10 @@ ckpt-interrupted round trip (saved with save, loaded with load): 1 of 1 kill bre
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
 
 PASS = "pass"
 HARD_FAIL = "hard fail"
@@ -58,6 +61,9 @@ class InterruptedReport:
     #: kills that did not happen as planned (the save's boundaries changed between runs): not counted
     not_run: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: the previous checkpoint's files the save writes over at their own names (a save_pretrained into
+    #: the same directory): a kill leaves new and old files side by side, each whole
+    in_place: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -72,7 +78,8 @@ class InterruptedReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "saved_with": self.saved_with, "loaded_with": self.loaded_with,
                 "counts": self.counts(), "files": list(self.files), "not_run": self.not_run,
-                "seconds": round(self.seconds, 3), "outcomes": [asdict(o) for o in self.outcomes]}
+                "in_place": list(self.in_place), "seconds": round(self.seconds, 3),
+                "outcomes": [asdict(o) for o in self.outcomes]}
 
     def __str__(self) -> str:
         n, bad = len(self.outcomes), self.failures()
@@ -90,22 +97,61 @@ class InterruptedReport:
             lines += [f"  [{o.verdict}] {o.where}: {o.detail}" for o in bad[:SHOWN]]
             if len(bad) > SHOWN:
                 lines.append(f"  ... and {len(bad) - SHOWN} more kills that break it")
-            lines.append(f"  fix: {fix(bad, self.files)}")
+            lines.append(f"  fix: {fix(bad, self.files, self.in_place)}")
         if self.not_run:
             lines.append(f"  not run (your save's boundaries changed between runs): {'; '.join(self.not_run[:3])}")
         return "\n".join(lines)
 
 
-def fix(bad: list[Outcome], files: tuple[str, ...]) -> str:
+def written_in_place(boundaries: Iterable, checkpoint: Path, previous: Path) -> tuple[str, ...]:
+    """The files of the previous checkpoint (``previous``: its path, a file or a directory) that the
+    save's ``boundaries`` write over at their own names in ``checkpoint``, relative to its directory.
+    A single file is never listed: over one file, an atomic replace is a whole answer.
+
+    >>> import tempfile
+    >>> from pytest_ckpt.processes.boundaries import Boundary
+    >>> old, new = Path(tempfile.mkdtemp()) / "ckpt", Path(tempfile.mkdtemp()) / "ckpt"
+    >>> old.mkdir(); new.mkdir(); (old / "model-1.safetensors").touch()
+    >>> written_in_place([Boundary("before", "safetensors.torch.save_file", (str(new / "model-1.safetensors"),)),
+    ...                   Boundary("before", "open", (str(new / "model.safetensors.index.json"),))], new, old)
+    ('model-1.safetensors',)
+    """
+    if not (checkpoint.is_dir() and previous.is_dir()):
+        return ()
+    over = []
+    for b in boundaries:
+        if b.kind != "before" or b.op not in WRITERS:
+            continue
+        rel = os.path.relpath(b.paths[0], checkpoint)
+        if not rel.startswith("..") and (previous / rel).is_file() and rel not in over:
+            over.append(rel)
+    return tuple(over)
+
+
+#: the boundary ops that write a file at the path they name
+WRITERS = ("open", "os.open", "torch.save", "safetensors.torch.save_file")
+
+
+def fix(bad: list[Outcome], files: tuple[str, ...], in_place: tuple[str, ...] = ()) -> str:
     """The one change that makes every failing kill pass, on the side that must change."""
     if bad and all(o.verdict == LOST for o in bad):
         return ("let your load raise, or fall back to the newest complete checkpoint "
                 "(pc.latest_complete(directory)), instead of returning a model of neither checkpoint")
     if any("next save" in o.detail for o in bad) and all("next save" in o.detail for o in bad):
         return "make your save overwrite whatever a killed save left at the path (stale temporary files included)"
+    if len(files) > 1 and in_place:  # each file whole, the set mixed: nothing read on load can tell
+        return (f"your save writes the checkpoint's files over the previous one's in place ({_listed(in_place)}): "
+                "a kill leaves new and old files side by side, each whole, which no check on load (pc.verify "
+                "included) can tell from one checkpoint; save each checkpoint to its own directory and resume "
+                "from pc.latest_complete(directory), or write into a staging directory and rename it into place")
     if len(files) > 1:
         return ("a checkpoint of several files: write them into a new directory and rename it into "
                 "place, or save each checkpoint to its own directory and resume from "
                 "pc.latest_complete(directory); write the index last, and verify it on load (pc.verify)")
     return ("save to a temporary name in the same directory, then os.replace it over the path "
             "(pc.save(model, path) does both), so a kill leaves the previous checkpoint whole")
+
+
+def _listed(names: tuple[str, ...], show: int = 2) -> str:
+    head = ", ".join(names[:show])
+    return head if len(names) <= show else f"{head} and {len(names) - show} more"

@@ -26,7 +26,7 @@ from ...processes.ranks import importable, pickled
 from ..explain import cast
 from .base import SaveJob, SaveSide, describe
 from .crash import CrashJob, run_crashes
-from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome
+from .crash_report import HARD_FAIL, LOST, PASS, SILENT, InterruptedReport, Outcome, written_in_place
 
 #: the two models' nudges (A: the previous checkpoint, B: the one being saved when the kill comes)
 SEEDS = (0x5EED_A, 0x5EED_B)
@@ -83,18 +83,18 @@ def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, save
           loaded_with: str, dtype: torch.dtype | None = None) -> InterruptedReport:
     """Load what each kill in ``workdir`` left, and classify it."""
     __tracebackhide__ = True
-    a = cast(own.read_torch(workdir / "a.pt"), dtype)  # written by the crash child: crash.py
-    b = cast(own.read_torch(workdir / "b.pt"), dtype)
+    a = own.read_torch(workdir / "a.pt")  # written by the crash child: crash.py
+    b = own.read_torch(workdir / "b.pt")
     boundaries = read_events(workdir / "boundaries.json")
     status = {int(k): v for k, v in json.loads((workdir / "status.json").read_text()).items()}
     complete = workdir / "complete"
     files = tuple(sorted(str(p.relative_to(complete)) for p in complete.rglob("*") if p.is_file()))
 
-    uninterrupted = _load(job, load, complete / name)
-    if isinstance(uninterrupted, BaseException) or origin(_tensors(uninterrupted), a, b).verdict != "new":
+    uninterrupted = _load(job, load, complete / name, dtype)
+    if isinstance(uninterrupted, BaseException) or _origin(uninterrupted, a, b, dtype).verdict != "new":
         what = (f"raised {type(uninterrupted).__name__}: {_first_line(uninterrupted, complete)}"
                 if isinstance(uninterrupted, BaseException)
-                else f"returned {origin(_tensors(uninterrupted), a, b)}")
+                else f"returned {_origin(uninterrupted, a, b, dtype)}")
         raise InterruptedMismatch(
             InterruptedReport(saved_with, loaded_with, [], files),
             f"ckpt-interrupted round trip (saved with {saved_with}, loaded with {loaded_with}): "
@@ -117,22 +117,23 @@ def judge(workdir: Path, name: str, job: SaveJob, load: Callable | None, *, save
             else:
                 not_run.append(f"{where} ({ended})")
             continue
-        outcomes.append(_classify(job, load, root, name, where, a, b, torn=boundary.kind == "torn"))
+        outcomes.append(_classify(job, load, root, name, where, a, b, dtype, torn=boundary.kind == "torn"))
     if not outcomes:
         raise InterruptedSaveError(f"ckpt-interrupted: no kill of your save {saved_with} happened as "
                                    f"planned: {'; '.join(not_run[:3])}")
-    return InterruptedReport(saved_with, loaded_with, outcomes, files, not_run)
+    return InterruptedReport(saved_with, loaded_with, outcomes, files, not_run,
+                             in_place=written_in_place(boundaries, complete / name, workdir / "base" / name))
 
 
 def _classify(job: SaveJob, load: Callable | None, root: Path, name: str, where: str,
-              a: dict, b: dict, *, torn: bool) -> Outcome:
-    loaded = _load(job, load, root / name)
+              a: dict, b: dict, dtype: torch.dtype | None, *, torn: bool) -> Outcome:
+    loaded = _load(job, load, root / name, dtype)
     if isinstance(loaded, BaseException):
         outcome = Outcome(where, HARD_FAIL, f"your load raised {type(loaded).__name__}: "
                           f"{_first_line(loaded, root)}; the previous checkpoint is gone, training "
                           "cannot resume", torn=torn)
     else:
-        found = origin(_tensors(loaded), a, b)
+        found = _origin(loaded, a, b, dtype)
         verdict = found.verdict
         if verdict in ("previous", "new"):
             outcome = Outcome(where, PASS, f"your load returned the {verdict} checkpoint", torn=torn,
@@ -152,18 +153,23 @@ def _classify(job: SaveJob, load: Callable | None, root: Path, name: str, where:
     return outcome
 
 
-def _load(job: SaveJob, load: Callable | None, path: Path) -> Any:
-    """The project's load (or ``pc.load_into`` of a fresh model): the model, or the exception."""
+def _load(job: SaveJob, load: Callable | None, path: Path, dtype: torch.dtype | None) -> Any:
+    """The project's load (or ``pc.load_into`` of a fresh model, with the declared cast): the model,
+    or the exception."""
     try:
-        if load is None:
-            model = job.build()
-            api.load_into(model, path)
-            return model
-        return load(path)
+        return job.load_fresh(path, dtype=dtype) if load is None else load(path)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - every exception is an outcome (DCP's are BaseException)
         return exc
+
+
+def _origin(loaded: Any, a: dict, b: dict, dtype: torch.dtype | None):
+    """Which checkpoint each loaded tensor comes from, the two compared after the declared cast
+    (rounded to ``dtype`` and back to the dtype the load returned)."""
+    tensors = _tensors(loaded)
+    dtypes = {k: v.dtype for k, v in tensors.items()}
+    return origin(tensors, cast(a, dtype, like=dtypes), cast(b, dtype, like=dtypes))
 
 
 def _tensors(loaded: Any) -> dict[str, torch.Tensor]:

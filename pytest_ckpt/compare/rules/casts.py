@@ -9,13 +9,13 @@ import torch
 
 from ...checkpoint.notes import Note
 from ...formats.dtypes import dtype_name
-from ..values import max_abs_diff
+from ..values import ROUND_TRIP_DTYPES, rounds_through
 from .context import by_side, plural, runs
 
 #: the narrow dtypes a weight is rounded through, with the tolerances that accept that rounding
 #: (half an ulp relative: 2**-11 for float16, 2**-8 for bfloat16, with room; float16's
 #: subnormals need an absolute one)
-ROUNDINGS = {torch.float16: "rtol=1e-3, atol=1e-7", torch.bfloat16: "rtol=8e-3"}
+ROUNDINGS = dict(zip(ROUND_TRIP_DTYPES, ("rtol=1e-3, atol=1e-7", "rtol=8e-3")))
 
 
 #: how many changed elements, all exactly that rounding, make a cast the cause rather than chance
@@ -42,13 +42,7 @@ def rounded_to(rounded: torch.Tensor, exact: torch.Tensor) -> torch.dtype | None
     >>> rounded_to(x + 1e-3, x) is None
     True
     """
-    if (not exact.is_floating_point() or exact.is_meta or rounded.is_meta
-            or exact.dtype.itemsize <= 2 or rounded.dtype != exact.dtype):
-        return None
-    for narrow in ROUNDINGS:
-        if max_abs_diff(rounded, exact.to(narrow).to(exact.dtype)) is None:
-            return narrow
-    return None
+    return next((narrow for narrow in ROUNDINGS if rounds_through(rounded, exact, narrow)), None)
 
 
 def rounded(diff, expected, actual, ctx) -> list[Note]:
