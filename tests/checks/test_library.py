@@ -95,7 +95,8 @@ def test_a_script_runs_the_checks_without_pytest(tmp_path):
         f"ckpt-interrupted round trip (saved with proj.save, {loaded}): every kill passes: 11 load the previous "
         "checkpoint, 0 the new one",
         "ckpt-plain round trip (saved with torch.save(model.state_dict()), loaded with proj.load_fresh): "
-        "[values] 4 tensors differ in value (compared exactly): largest max-abs difference 0.0248 at 0.weight",
+        "[values] the reloaded model's {0,2}.* equal a freshly built model's, where the saved model's do not: "
+        "your load did not copy them",
         "process group left open: False",
         "pytest imported: False",
     ]
