@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable, VariationUnavailable
+from ..errors import NotReproducible, ResumeError, ResumeMismatch, ResumeUnavailable, VariationUnavailable
 from ..processes.timeouts import DEFAULT_FSDP_TIMEOUT
 from ..processes.world import WorldUnreachable
 from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
@@ -176,6 +176,10 @@ class CkptResume(VariationChecks):
             failure = ResumeMismatch(exc.report)
             failure.args = (f"{label}: {cause}\n{exc.report}",)
             raise failure from None
+        except ResumeError as exc:  # the project's function raised; "[prefix] ...": what it expected instead
+            said = str(exc)
+            self._log(outcome="failed", **({"cause": said.splitlines()[0]} if said.startswith("[") else {}))
+            raise
         except Exception:
             self._log(outcome="failed")  # the failure's own first line says what (the project's error)
             raise

@@ -68,9 +68,11 @@ def check_resume(
     Hooks for the pytest variations (keyword-only; the plugin passes them):
 
     - ``wrap``: a callable applied to every top-level module of the run that one of its optimizers
-      trains, right after ``start``, in all three runs (``lambda m: torch.compile(m, backend="eager")``,
-      ``DistributedDataParallel``); the wrapper is put back where the module was and comparisons see
-      through it;
+      trains once the run is built, in all three runs: right after ``start``, and in the resumed run
+      after ``load`` returns, so ``load`` restores into the bare modules as real projects do before
+      they wrap (``lambda m: torch.compile(m, backend="eager")``, ``DistributedDataParallel``); the
+      wrapper is put back where the module was and comparisons see through it; a ``load`` that
+      expected the wrapper raises :class:`~pytest_ckpt.errors.ResumeError` with one ``[prefix]`` cause;
     - ``fresh_process=True``: the resumed half runs in a new Python process
       (``python -m pytest_ckpt.resume.child``); ``start``, ``step``, ``save``, ``load`` (and ``wrap``)
       must be importable module-level functions and ``config`` picklable, else
