@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import VariationUnavailable
+from ..report import progress
 from . import children
 from . import pool, world
 from .timeouts import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
@@ -170,6 +171,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
             worker.send({"target": f"{module}:{function}", "job": str(job_path), "rank": rank,
                          "log": str(logs[rank]), "result": str(results[rank]), "cwd": cwd, "env": env})
         deadline = time.monotonic() + timeout
+        progress.doing(f"{label} on {world_size} rank process{'' if world_size == 1 else 'es'}")
         while True:
             codes = [_code(results[r], w) for r, w in enumerate(workers)]  # every rank: not any()
             if all(c is not None for c in codes):
@@ -184,6 +186,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs, workers)
                 )
+            progress.tick()
             time.sleep(0.02)
         if any(c == EXIT_UNAVAILABLE for c in codes):
             raise _unavailable(workdir)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from ..errors import CheckpointError, ResumeError
+from ..report import progress
 from . import streams as global_streams
 from .capture import digest, fingerprint, fingerprints
 from .capture import snapshot as take_snapshot
@@ -194,6 +195,7 @@ def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, firs
         record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None, ignore=fns.ignore)
         if after_step is not None:
             after_step(n, run)
+        progress.tick()
 
 
 def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None,

@@ -135,11 +135,20 @@ def test_a_correct_loop_passes_under_every_default_variation(loop):
             report = ckpt.resume(loop.start, loop.step, save=loop.save, load=loop.load)
             assert report.ok and report.compared["run.scheduler"] == "scheduler"
     """)
+    # what a check does is said once it runs 5 s (here at once), between the test lines (issue 26 item 18)
+    loop.makeconftest("from pytest_ckpt.report import progress\nprogress.QUIET_S = 0.0\n")
     out = loop.path / "ckpt-report.json"
     result = run(loop, "-v", f"{o.OPT_REPORT}={out}")
     result.assert_outcomes(passed=4)
     assert RESUME_DEFAULT == ("plain", "compile", "ddp", "fresh-process")
     result.stdout.fnmatch_lines([f"*test_resumes_exactly[[]resume-{n}[]] PASSED*" for n in RESUME_DEFAULT])
+    result.stdout.fnmatch_lines(["pytest-ckpt: resume-compile: uninterrupted run (* s)",
+                                 "pytest-ckpt: resume-compile: second uninterrupted run (the run must agree with "
+                                 "itself) (* s)",
+                                 "*test_resumes_exactly[[]resume-compile[]] PASSED*",
+                                 "pytest-ckpt: resume-fresh-process: resumed half after step 3 running in a fresh "
+                                 "process (* s)",
+                                 "*test_resumes_exactly[[]resume-fresh-process[]] PASSED*"])
     assert "= pytest-ckpt =" not in result.stdout.str()  # the summary speaks only when needed
     doc = report_of(out)
     checks = {c["variation"]: c for c in doc["checks"]}
@@ -508,3 +517,13 @@ def test_each_check_belongs_to_its_own_marker(pytester):
         "@pytest.mark.ckpt_roundtrip(...)*",
     ])
 
+
+def test_progress_lines_stay_off_where_no_person_sees_them(pytester):
+    """An xdist worker's terminal is not the person's, nor is -qq's: no progress lines there."""
+    from pytest_ckpt.plugin.progress import terminal_line
+
+    config = pytester.parseconfigure()
+    assert terminal_line(config) is not None
+    config.workerinput = {"workerid": "gw0"}
+    assert terminal_line(config) is None
+    assert terminal_line(pytester.parseconfigure("-qq")) is None
