@@ -33,6 +33,7 @@ from .outputs import compare_outputs
 from .report import RoundTripReport, attach
 from .scope import check_scope
 from .variations import VARIATIONS, UnknownVariation
+from .variations.registry import narrowing
 from .variations.base import (NO_CONFIG, SAVE_KEYWORDS, FactoryError, SaveJob, Saved, describe,
                               named_parameters, signature_text)
 from .variations.layers import LayerCountUnknown, changed_blocks, names_blocks, save_model
@@ -134,6 +135,9 @@ class RoundTrip:
 
     def _failed(self, exc: BaseException, **fields: Any) -> BaseException:
         """``exc``, carrying this round trip's report of the failure it says."""
+        narrow = narrowing(self.variation, fields.get("cause") or "")  # a wrapper the training may never use
+        if narrow and len(exc.args) == 1 and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0]}\n{narrow}",)
         return attach(exc, self._report(False, str(exc), **fields))
 
     def run(self, load: Callable | None, *, inputs: Any, outputs_atol: float | None,

@@ -216,6 +216,7 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
     ...     ckpt.resume(start, step, save=save, load=load, config=Config())
     """
     from .fixture import Ckpt, CkptResume
+    from .progress import terminal_line
 
     settings = request.config.stash[SETTINGS_KEY]
     node = request.node
@@ -229,6 +230,7 @@ def ckpt(request: pytest.FixtureRequest, _ckpt_variation: str, tmp_path) -> Iter
         compile_backend=settings.compile_backend,
         fsdp_timeout=settings.fsdp_timeout,
         record=lambda entry: node.user_properties.append((prop, entry)),
+        progress=terminal_line(request.config),
     )
     try:
         yield checks

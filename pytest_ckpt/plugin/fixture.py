@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import NotReproducible, ResumeMismatch, ResumeUnavailable, VariationUnavailable
+from ..errors import NotReproducible, ResumeError, ResumeMismatch, ResumeUnavailable, VariationUnavailable
 from ..processes.timeouts import DEFAULT_FSDP_TIMEOUT
 from ..processes.world import WorldUnreachable
 from .options import MARKER, MARKER_RESUME, RESUME_ID_PREFIX
@@ -37,8 +37,10 @@ class VariationChecks:
         compile_backend: str = "eager",
         fsdp_timeout: float = DEFAULT_FSDP_TIMEOUT,
         record: Callable[[dict], None] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.variation = variation
+        self._progress = progress
         self._directory = Path(directory)
         self._compile_backend = compile_backend
         self._fsdp_timeout = fsdp_timeout
@@ -75,6 +77,17 @@ class VariationChecks:
                 "compile_backend": self._compile_backend, "fsdp_timeout": self._fsdp_timeout,
                 "process_group": self._open_group}
 
+    def _listening(self, label: str, phase: str) -> Any:
+        """While a check runs: what it does, once it has taken a while, on the terminal (``label: ...``)."""
+        import contextlib
+
+        from ..report import progress
+
+        if self._progress is None:
+            return contextlib.nullcontext()
+        say = self._progress
+        return progress.listening(lambda line: say(f"{label}: {line}"), phase=phase)
+
     def _log(self, **entry: Any) -> None:
         if self._record is not None:
             self._record({"variation": self.variation, **entry})
@@ -104,7 +117,8 @@ class Ckpt(VariationChecks):
 
         skip = failure = ""
         try:
-            report = check_roundtrip(factory, **kw, **self._settings(f"ckpt-{self.variation}"))
+            with self._listening(f"ckpt-{self.variation}", "round trip"):
+                report = check_roundtrip(factory, **kw, **self._settings(f"ckpt-{self.variation}"))
         except WorldUnreachable as exc:
             _usage_error(exc)
         except VariationUnavailable as exc:
@@ -164,7 +178,8 @@ class CkptResume(VariationChecks):
 
         label = f"{RESUME_ID_PREFIX}{self.variation}"
         try:
-            report = check_resume(start, step, save=save, load=load, **kw, **self._settings(label))
+            with self._listening(label, "resume check"):
+                report = check_resume(start, step, save=save, load=load, **kw, **self._settings(label))
         except WorldUnreachable as exc:
             _usage_error(exc)
         except (ResumeUnavailable, VariationUnavailable, NotReproducible) as exc:
@@ -176,6 +191,10 @@ class CkptResume(VariationChecks):
             failure = ResumeMismatch(exc.report)
             failure.args = (f"{label}: {cause}\n{exc.report}",)
             raise failure from None
+        except ResumeError as exc:  # the project's function raised; "[prefix] ...": what it expected instead
+            said = str(exc)
+            self._log(outcome="failed", **({"cause": said.splitlines()[0]} if said.startswith("[") else {}))
+            raise
         except Exception:
             self._log(outcome="failed")  # the failure's own first line says what (the project's error)
             raise

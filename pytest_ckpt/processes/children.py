@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..report import progress
+
 __all__ = ["NotImportable", "importable", "pickled", "unpickled", "import_object", "child_env", "spawn", "wait", "kill", "tail",
            "die_with_parent", "parent_death_signal"]
 
@@ -137,6 +139,7 @@ def wait(proc: subprocess.Popen, timeout: float) -> bool:
     while proc.poll() is None:
         if time.monotonic() > deadline:
             return False
+        progress.tick()  # a person waiting sees what for
         time.sleep(0.02)
     return True
 

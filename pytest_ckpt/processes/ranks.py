@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import VariationUnavailable
+from ..report import progress
 from . import children
 from . import pool, world
 from .timeouts import DEFAULT_FSDP_TIMEOUT, ENV_FSDP_TIMEOUT, INI_FSDP_TIMEOUT
@@ -155,6 +156,8 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                              world.size() if world_size is None else world_size, timeout)
     world_size = FSDP_WORLD_SIZE if world_size is None else world_size
     workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("error-*.txt"):  # an earlier job's: never this one's cause
+        stale.unlink()
     job_path = workdir / "job.pkl"
     with open(job_path, "wb") as f:
         pickle.dump(list(sys.path), f)
@@ -170,6 +173,7 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
             worker.send({"target": f"{module}:{function}", "job": str(job_path), "rank": rank,
                          "log": str(logs[rank]), "result": str(results[rank]), "cwd": cwd, "env": env})
         deadline = time.monotonic() + timeout
+        progress.doing(f"{label} on {world_size} rank process{'' if world_size == 1 else 'es'}")
         while True:
             codes = [_code(results[r], w) for r, w in enumerate(workers)]  # every rank: not any()
             if all(c is not None for c in codes):
@@ -184,18 +188,30 @@ def run_ranks(module: str, job: Any, workdir: Path, *, timeout: float = FSDP_TIM
                     f"(raise ini {INI_FSDP_TIMEOUT} or env {ENV_FSDP_TIMEOUT})\n"
                     + _tails(logs, workers)
                 )
+            progress.tick()
             time.sleep(0.02)
         if any(c == EXIT_UNAVAILABLE for c in codes):
             raise _unavailable(workdir)
         done = all((workdir / f"done-{rank}").exists() for rank in range(world_size))
         # a rank that finished its work and then crashed in teardown has still done its part
         if not done:
-            raise RuntimeError(f"{label}: a rank failed (exit codes {codes})\n" + _tails(logs, workers))
+            raise RuntimeError(f"{_failed_first(label, workdir, codes)} (exit codes {codes})\n"
+                               + _tails(logs, workers))
     finally:
         if not ranks.reuse:
             ranks.close()
         elif not (all(c == 0 for c in codes) or all(c == EXIT_UNAVAILABLE for c in codes)):
             ranks.discard(workers)  # a rank that cannot run here retires itself if it left a group open
+
+
+def _failed_first(label: str, workdir: Path, codes: list[int | None]) -> str:
+    """What a failed job says first: the ranks whose own code raised, with the first one's error (what
+    it wrote to ``error-RANK.txt``); ``a rank failed`` when none wrote one."""
+    errors = [workdir / f"error-{rank}.txt" for rank in range(len(codes))]
+    failed = [(rank, e.read_text().strip()) for rank, e in enumerate(errors) if e.exists()]
+    if not failed:
+        return f"{label}: a rank failed"
+    return _failed_line(label, _own(failed)[0], str(len(codes)))
 
 
 def _unavailable(workdir: Path) -> VariationUnavailable:
@@ -257,15 +273,24 @@ def failure(label: str, ranks: list[tuple[int | None, str]], world_size: int, ti
     fsdp: rank 1 of 2 failed: OSError: disk full; rank 0 then waited for it in a collective until the 8s timeout (backend gloo)
     """
     failed = [(r, e) for r, (c, e) in enumerate(ranks) if c not in (0, EXIT_UNAVAILABLE)]
-    own = [(r, e) for r, e in failed if not waited(e)] or failed
-    waiting = [r for r, e in failed if (r, e) not in own]
+    own, waiting = _own(failed)
     of = f"{len(ranks)}" if len(ranks) == world_size else f"{len(ranks)} (of a world of {world_size})"
-    line = (f"{label}: rank{'s' if len(own) > 1 else ''} {_listed([r for r, _ in own])} of {of} failed: "
-            f"{own[0][1] or 'see that rank output'}")
+    line = _failed_line(label, own, of)
     if waiting:
         line += (f"; rank{'s' if len(waiting) > 1 else ''} {_listed(waiting)} then waited for it in a "
                  f"collective until the {timeout:g}s timeout")
     return f"{line} (backend {world.backend() if world.launched() else 'gloo'})"
+
+
+def _own(failed: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[int]]:
+    """The failed ranks whose own code raised (``(rank, error)``), and those that only waited for them."""
+    own = [(r, e) for r, e in failed if not waited(e)] or failed
+    return own, [r for r, e in failed if (r, e) not in own]
+
+
+def _failed_line(label: str, own: list[tuple[int, str]], of: str) -> str:
+    return (f"{label}: rank{'s' if len(own) > 1 else ''} {_listed([r for r, _ in own])} of {of} failed: "
+            f"{own[0][1] or 'see that rank output'}")
 
 
 def _listed(ranks: list[int]) -> str:
@@ -334,6 +359,18 @@ def mesh(size: int) -> Any:
 #: what FSDP2's ``fully_shard`` raises for a model it cannot shard (a 0-dim parameter such as CLIP's
 #: ``logit_scale``)
 SHARD_REFUSALS = (ValueError, TypeError, NotImplementedError, AssertionError)
+
+
+def shard_refusal(model: Any) -> str | None:
+    """What FSDP2's ``fully_shard`` would refuse in ``model``, decided here, before any rank starts
+    (starting them costs a torch import each): a scalar (0-dim) parameter such as CLIP's
+    ``logit_scale``, or a non-contiguous one, in torch's own words; ``None`` when it names none."""
+    for name, p in model.named_parameters():
+        if p.dim() == 0:
+            return f"fully_shard doesn't support scalar parameters. Change {name} to a 1D tensor with numel equal to 1."
+        if not p.is_contiguous():
+            return f"FSDP does not support non-contiguous parameters yet: {name} {tuple(p.shape)} {p.stride()}"
+    return None
 
 
 def shard_here(model: Any, size: int, workdir: Path, owned: bool) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import NotReproducible, ResumeMismatch
+from ..report import progress
 from . import streams as global_streams
 from .compare import (Difference, compare_states, first_divergence, first_state_divergence, ledger,
                       losses_differ, matching_step, without_generator_echoes)
@@ -68,9 +69,11 @@ def check_resume(
     Hooks for the pytest variations (keyword-only; the plugin passes them):
 
     - ``wrap``: a callable applied to every top-level module of the run that one of its optimizers
-      trains, right after ``start``, in all three runs (``lambda m: torch.compile(m, backend="eager")``,
-      ``DistributedDataParallel``); the wrapper is put back where the module was and comparisons see
-      through it;
+      trains once the run is built, in all three runs: right after ``start``, and in the resumed run
+      after ``load`` returns, so ``load`` restores into the bare modules as real projects do before
+      they wrap (``lambda m: torch.compile(m, backend="eager")``, ``DistributedDataParallel``); the
+      wrapper is put back where the module was and comparisons see through it; a ``load`` that
+      expected the wrapper raises :class:`~pytest_ckpt.errors.ResumeError` with one ``[prefix]`` cause;
     - ``fresh_process=True``: the resumed half runs in a new Python process
       (``python -m pytest_ckpt.resume.child``); ``start``, ``step``, ``save``, ``load`` (and ``wrap``)
       must be importable module-level functions and ``config`` picklable, else
@@ -109,6 +112,7 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     # The uninterrupted run saves after each resume point and goes on, as training that checkpoints
     # does: its first `at` steps are the interrupted run's first half, so that half costs nothing.
     checkpoints = _saves(workdir, "uninterrupted", points)
+    progress.doing("uninterrupted run")
     ref = uninterrupted(fns, steps, streams, doing="uninterrupted run", snapshot_at=(*points, steps),
                         save_to=checkpoints)
     clock["uninterrupted"] = time.perf_counter()
@@ -116,6 +120,7 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     unstable: list[str] = []
 
     def resume(at: int, prints: str = "none") -> Trace:
+        progress.doing(f"resumed half after step {at}{' running in a fresh process' if job is not None else ''}")
         if job is not None:
             return job.run(checkpoints[at], at, steps, streams, workdir, prints=prints)
         return resumed_half(fns, checkpoints[at], at, steps, streams, prints=prints)
@@ -123,6 +128,7 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
     rerun = _Rerun(fns, steps, streams, resume, _saves(workdir, "rerun", points))
     if reproducible:
         # the same run again, saves included (a save that draws from an RNG does it in both)
+        progress.doing("second uninterrupted run (the run must agree with itself)")
         again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
                               prints="none", save_to=_saves(workdir, "again", points))
         unstable = _gate(ref, again, steps, compared, atol, rtol, rerun)
@@ -163,6 +169,7 @@ class _Rerun:
 
     def ref(self) -> Trace:
         if self._ref is None:
+            progress.doing("uninterrupted run again, to locate the difference")
             self._ref = uninterrupted(self.fns, self.steps, self.streams, prints="all", save_to=self.save_to,
                                       doing="uninterrupted run, again to locate a difference")
         return self._ref

@@ -15,10 +15,12 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from ..errors import CheckpointError, ResumeError
+from ..report import progress
 from . import streams as global_streams
 from .capture import digest, fingerprint, fingerprints
 from .capture import snapshot as take_snapshot
 from .state import RunState, classes, run_state, unwrap
+from .wrapped import wrapper_cause
 
 #: the seed every global stream gets before the uninterrupted runs and the interrupted run's first half
 SEED = 1234
@@ -32,9 +34,11 @@ OTHER_POISON = 55555
 class Functions:
     """The project's code under test, and how the check runs it.
 
-    ``wrap``: applied to every top-level module of the run that one of its optimizers trains, right
-    after ``start`` in every run (``torch.compile``, ``DistributedDataParallel``); the wrapped module
-    is put back where the run held it.
+    ``wrap``: applied to every top-level module of the run that one of its optimizers trains once the
+    run is built: right after ``start`` for a fresh run, after ``load`` returns for a resumed one (``load``
+    always meets the bare modules, as real projects restore before they wrap: API §4.1);
+    ``torch.compile``, ``DistributedDataParallel``, FSDP2's ``fully_shard``. The wrapped module is put
+    back where the run held it, and the optimizers follow parameters the wrapper replaced.
     """
 
     start: Callable
@@ -66,7 +70,8 @@ class Trace:
     drawn: set[str] = field(default_factory=set)
     #: each stream's fingerprint after the last step, while no step has drawn from it yet
     watched: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: module path -> the prefix its wrapper adds to its names ("_orig_mod.", "module.", "")
+    #: module path -> the prefix its wrapper adds to its names ("_orig_mod.", "module.", ""); in the
+    #: resumed run, as load met the module (before the variation wraps it)
     wrappers: dict[str, str] = field(default_factory=dict)
     #: the resumed half: fingerprints right after start, before load
     before_load: dict[str, Any] = field(default_factory=dict)
@@ -93,18 +98,57 @@ def call(fn: Callable, args: tuple, doing: str) -> Any:
         raise ResumeError(f"{name_of(fn)} raised {type(exc).__name__}: {exc} ({doing})") from exc
 
 
-def start_run(fns: Functions, seed: int, streams: tuple[str, ...], doing: str) -> tuple[Any, RunState]:
-    """Seed every global stream, ``start``, wrap the trained modules: a run ready to train."""
+def start_run(fns: Functions, seed: int, streams: tuple[str, ...], doing: str, *,
+              wrap: bool = True) -> tuple[Any, RunState]:
+    """Seed every global stream, ``start``, wrap the trained modules: a run ready to train.
+    ``wrap=False``: left bare, for a ``load`` (:func:`load_run` wraps once it returns)."""
     global_streams.seed(streams, seed)
     args = () if fns.config is None else (fns.config,)
     run = call(fns.start, args, doing)
     rs = state_of(run, fns.start, "built", streams, fns.ignore)
-    if fns.wrap is not None:
-        for c in rs.trained_modules():
-            wrapped = call(fns.wrap, (c.obj,), f"wrapping {c.path}")
-            c.replace_in_run(wrapped)
-        rs = fns.observe(run, streams)
-    return run, rs
+    return run, (wrap_trained(fns, run, rs, streams) if wrap else rs)
+
+
+def wrap_trained(fns: Functions, run: Any, rs: RunState, streams: tuple[str, ...]) -> RunState:
+    """``fns.wrap`` applied to every top-level module the run's optimizers train, each put back where
+    the run held it (the optimizers follow a wrapper that replaces the parameters, as FSDP2's does);
+    the run's components afterwards."""
+    if fns.wrap is None:
+        return rs
+    optimizers = [c.obj for c in rs.of_kind("optimizer")]
+    for c in rs.trained_modules():
+        before = {id(p): name for name, p in c.obj.named_parameters(remove_duplicate=False)}
+        wrapped = call(fns.wrap, (c.obj,), f"wrapping {c.path}")
+        c.replace_in_run(wrapped)
+        follow(optimizers, before, dict(unwrap(wrapped).named_parameters(remove_duplicate=False)))
+    return fns.observe(run, streams)
+
+
+def follow(optimizers: list[Any], before: Mapping[int, str], after: Mapping[str, Any]) -> None:
+    """Point each optimizer at the parameters a wrapper put in place of the old ones (same names, same
+    order), with the state it held for them; state of a sharded parameter's full size is sharded like it."""
+    swap = {i: after[name] for i, name in before.items() if name in after and after[name] is not None}
+    swap = {i: p for i, p in swap.items() if id(p) != i}
+    if not swap:
+        return
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["params"] = [swap.get(id(p), p) for p in group["params"]]
+        for old in [p for p in optimizer.state if id(p) in swap]:  # state from a start that stepped, or load
+            new = swap[id(old)]
+            optimizer.state[new] = {k: _like(v, old, new) for k, v in optimizer.state.pop(old).items()}
+
+
+def _like(value: Any, old: Any, new: Any) -> Any:
+    """An optimizer state tensor of ``old``'s full shape, placed as ``new`` (a DTensor shard) is."""
+    if not (isinstance(value, torch.Tensor) and value.shape == old.shape and value.dim() > 0):
+        return value
+    placements = getattr(new, "placements", None)
+    if placements is None:
+        return value
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(value.to(new.device), new.device_mesh, placements)
 
 
 def state_of(run: Any, fn: Callable, verb: str, streams: tuple[str, ...], ignore: tuple[str, ...] = ()) -> RunState:
@@ -151,6 +195,7 @@ def train(fns: Functions, run: Any, streams: tuple[str, ...], trace: Trace, firs
         record(run, streams, trace, prints, snapshot=n if n in snapshot_at else None, ignore=fns.ignore)
         if after_step is not None:
             after_step(n, run)
+        progress.tick()
 
 
 def record(run: Any, streams: tuple[str, ...], trace: Trace, prints: str, snapshot: int | None = None,
@@ -219,8 +264,8 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
     ``before_load`` the fingerprints right after start; ``prints[0]`` is right after load (every
     component) and, with ``prints="all"``, ``prints[j]`` after step ``at + j``.
     """
-    run, rs, before = _start_and_load(fns, POISON, path, at, streams)
-    trace = Trace(before_load=before, started=frozenset(before) - set(streams))
+    run, rs, before, prefixes = _start_and_load(fns, POISON, path, at, streams)
+    trace = Trace(before_load=before, started=frozenset(before) - set(streams), wrappers=prefixes)
     record(run, streams, trace, "all", snapshot=at, rs=rs)
     train(fns, run, streams, trace, at + 1, steps, prints=prints, label=f"the run resumed after step {at}",
           snapshot_at=(steps,))
@@ -228,16 +273,37 @@ def resumed_half(fns: Functions, path: Path, at: int, steps: int, streams: tuple
 
 
 def _start_and_load(fns: Functions, seed: int, path: Path, at: int,
-                    streams: tuple[str, ...]) -> tuple[Any, RunState, dict[str, Any]]:
-    """A run started under ``seed`` and loaded from ``path``, its components, and their fingerprints before load."""
-    run, rs = start_run(fns, seed, streams, f"starting the run resumed after step {at}")
+                    streams: tuple[str, ...]) -> tuple[Any, RunState, dict[str, Any], dict[str, str]]:
+    """A run started under ``seed`` and loaded from ``path``, its components, their fingerprints
+    before load, and the wrapper prefix of each module as load met it."""
+    run, rs = start_run(fns, seed, streams, f"starting the run resumed after step {at}", wrap=False)
     before = fingerprints(rs, streams)
-    out = call(fns.load, (run, path), f"loading the checkpoint saved after step {at} from {path}")
+    run, bare, rs = load_run(fns, run, path, f"loading the checkpoint saved after step {at} from {path}", streams)
+    return run, rs, before, {c.path: wrapper_prefix(c.obj) for c in bare.of_kind("module")}
+
+
+def load_run(fns: Functions, run: Any, path: Path, doing: str,
+             streams: tuple[str, ...]) -> tuple[Any, RunState, RunState]:
+    """``load`` into a run whose modules are bare, as training restores before it wraps, then the
+    wrap: ``(the run to continue, its components as load left them, its components wrapped)``.
+    A load that expected the wrapper raises one ``[prefix]`` cause (:mod:`.wrapped`)."""
+    try:
+        out = call(fns.load, (run, path), doing)
+    except ResumeError as exc:
+        found = None
+        if fns.wrap is not None:
+            trained = run_state(run, streams=()).trained_modules()
+            found = wrapper_cause(exc.__cause__, getattr(fns.wrap, "__name__", "wrap="), trained,
+                                  name_of(fns.load))
+        if found is None:
+            raise
+        raise ResumeError(f"{found}\n  (while {doing})") from None
     if out is not None and type(out) is not type(run):
         raise TypeError(f"{name_of(fns.load)} returned {_short_repr(out)} (a {type(out).__name__}), not the run "
                         f"(a {type(run).__name__}): load(run, path) returns the run to continue, or None")
     run = run if out is None else out
-    return run, state_of(run, fns.load, "returned", streams, fns.ignore), before
+    bare = state_of(run, fns.load, "returned", streams, fns.ignore)
+    return run, bare, wrap_trained(fns, run, bare, streams)
 
 
 def seeded(fns: Functions, path: Path, at: int, streams: tuple[str, ...], after_load: Mapping[str, Any],
@@ -248,7 +314,7 @@ def seeded(fns: Functions, path: Path, at: int, streams: tuple[str, ...], after_
     ``after_load``: the fingerprints after load of the run started under :data:`POISON`. Costs one more
     start and load, under another seed; only a failure asks for it.
     """
-    run, rs, _ = _start_and_load(fns, OTHER_POISON, path, at, streams)
+    run, rs, _, _ = _start_and_load(fns, OTHER_POISON, path, at, streams)
     again = fingerprints(rs, streams)
     return frozenset(p for p in paths if p in again and p in after_load and again[p] != after_load[p])
 

@@ -184,7 +184,8 @@ def step(run):
 
 
 def save(run, path):
-    torch.save({"model": run["model"].state_dict(), "opt": run["opt"].state_dict()}, path)
+    model = getattr(run["model"], "module", run["model"])  # DDP's: the resume loads into the bare model
+    torch.save({"model": model.state_dict(), "opt": run["opt"].state_dict()}, path)
 
 
 def load(run, path):

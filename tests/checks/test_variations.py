@@ -216,3 +216,25 @@ def test_unimportable_factory_is_unavailable():
     with pytest.raises(VariationUnavailable, match="closure"):
         distributed.importable(closure, "factory")
     assert distributed.importable(workers.tiny, "factory") == ("tests.plugin.workers", "tiny")
+
+
+def load_leaving_the_prefix(path):
+    model = Net()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+def test_a_wrapper_variation_failing_on_its_prefix_alone_says_how_to_leave_it_out():
+    """Issue 26 item 10: real projects saw reds from wrappers their scripts never use (dataparallel)."""
+    import pytest_ckpt as pc
+
+    with pytest.raises(pc.CheckpointMismatch) as failure:
+        pc.check_roundtrip(Net, variation="dataparallel", load=load_leaving_the_prefix)
+    lines = str(failure.value).splitlines()
+    assert "[prefix] every name your load passes starts with module." in lines[0]
+    assert lines[-1] == ("      or, if your training never runs nn.DataParallel(model): leave dataparallel out (name the "
+                         'variations it runs in the marker, @pytest.mark.ckpt_roundtrip("plain", "compile"), or for '
+                         "every test in ini ckpt_variations = plain,compile)")
+    with pytest.raises(pc.CheckpointMismatch) as failure:  # not a prefix: nothing to narrow
+        pc.check_roundtrip(Net, variation="plain", load=lambda path: Net())
+    assert "leave plain out" not in str(failure.value) and "or, if your training" not in str(failure.value)

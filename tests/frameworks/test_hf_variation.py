@@ -64,3 +64,19 @@ def test_a_load_that_drops_a_tensor_fails_the_hf_round_trip(ckpt):
 def test_a_model_without_save_pretrained_is_skipped_with_the_reason(ckpt):
     with pytest.raises(pytest.skip.Exception, match="not a transformers PreTrainedModel"):
         ckpt.roundtrip(lambda: torch.nn.Linear(2, 2))
+
+
+def save_pretrained(model, path):
+    model.save_pretrained(path)
+
+
+def test_under_fsdp_a_save_pretrained_save_runs_on_rank_0_with_the_gathered_state(tmp_path):
+    """Issue 26 item 11: every rank's save_pretrained of its DTensor shards ended in a 3,000-character
+    rank traceback; a save_pretrained directory is one writer's checkpoint, which FSDP2 training writes on
+    rank 0 from the gathered state (decided here, from what one call of the save writes)."""
+    from pytest_ckpt.checks.variations.base import SaveJob
+    from pytest_ckpt.checks.variations.fsdp import RANK_0, writes_on
+
+    job = SaveJob(variation="fsdp", factory=llama, config=llama_config(), save=save_pretrained, directory=tmp_path)
+    assert writes_on(job, tmp_path / "probe") == RANK_0
+    assert not (tmp_path / "probe").exists()

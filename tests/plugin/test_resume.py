@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -57,15 +58,21 @@ LOOP = textwrap.dedent(
         return loss.detach(), x
 
 
+    def unwrapped(model):
+        """The module inside torch.compile's or DDP's wrapper: a resume loads into it, then wraps."""
+        model = getattr(model, "_orig_mod", model)
+        return getattr(model, "module", model)
+
+
     def save(run, path):
-        torch.save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        torch.save({"model": unwrapped(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
                     "scheduler": run.scheduler.state_dict(), "data": run.data.get_state(),
                     "step": run.step, "rng": torch.get_rng_state()}, path)
 
 
     def load(run, path):
         state = torch.load(path, weights_only=True)
-        run.model.load_state_dict(state["model"])  # saved from the same wrapper: the same names
+        run.model.load_state_dict(state["model"])  # the bare model: the variation wraps it after load
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         run.data.set_state(state["data"])
@@ -129,11 +136,20 @@ def test_a_correct_loop_passes_under_every_default_variation(loop):
             report = ckpt.resume(loop.start, loop.step, save=loop.save, load=loop.load)
             assert report.ok and report.compared["run.scheduler"] == "scheduler"
     """)
+    # what a check does is said once it runs 5 s (here at once), between the test lines (issue 26 item 18)
+    loop.makeconftest("from pytest_ckpt.report import progress\nprogress.QUIET_S = 0.0\n")
     out = loop.path / "ckpt-report.json"
     result = run(loop, "-v", f"{o.OPT_REPORT}={out}")
     result.assert_outcomes(passed=4)
     assert RESUME_DEFAULT == ("plain", "compile", "ddp", "fresh-process")
     result.stdout.fnmatch_lines([f"*test_resumes_exactly[[]resume-{n}[]] PASSED*" for n in RESUME_DEFAULT])
+    result.stdout.fnmatch_lines(["pytest-ckpt: resume-compile: uninterrupted run (* s)",
+                                 "pytest-ckpt: resume-compile: second uninterrupted run (the run must agree with "
+                                 "itself) (* s)",
+                                 "*test_resumes_exactly[[]resume-compile[]] PASSED*",
+                                 "pytest-ckpt: resume-fresh-process: resumed half after step 3 running in a fresh "
+                                 "process (* s)",
+                                 "*test_resumes_exactly[[]resume-fresh-process[]] PASSED*"])
     assert "= pytest-ckpt =" not in result.stdout.str()  # the summary speaks only when needed
     doc = report_of(out)
     checks = {c["variation"]: c for c in doc["checks"]}
@@ -209,6 +225,34 @@ def test_a_forgotten_scheduler_fails_with_its_cause_first_and_unjudgeable_checks
     assert doc["summary"] == {"failed": 2, "skipped": 2}
 
 
+def test_a_load_that_expects_the_wrapper_fails_with_one_cause_line(pytester):
+    """API 4.1: the variations wrap after load returns; a load that reaches into the DDP wrapper is told
+    so in one line, not torch's traceback (a faithful load-then-wrap port passes: tests/resume)."""
+    from tests.resume import wrapped_loop
+
+    pytester.makepyfile(wrapped_loop=Path(wrapped_loop.__file__).read_text())
+    pytester.makepyfile(test_wrapped="""
+        import pytest
+        import wrapped_loop as w
+
+        @pytest.mark.ckpt_resume("ddp")
+        def test_load_expects_ddp(ckpt):
+            ckpt.resume(w.start, w.step, save=w.save, load=w.load_expects_ddp, steps=4)
+    """)
+    result = run(pytester, "-p", "no:logging")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    failure = text[text.index("_ test_load_expects_ddp[resume-ddp] _"):text.index("= pytest-ckpt =")]
+    errors = [line for line in failure.splitlines() if line.startswith("E ")]
+    assert re.match(r"E +pytest_ckpt\.errors\.ResumeError: \[prefix\] wrapped_loop\.load_expects_ddp reaches for "
+                    r"\.module, the DistributedDataParallel wrapper's attribute, on a bare GPT \(run\[\"model\"\]\): "
+                    r"load receives the run's modules unwrapped .*; fix: restore into the module itself", errors[0])
+    assert len(failure.splitlines()) < 30, failure  # one cause, not torch's traceback
+    result.stdout.fnmatch_lines([
+        "FAILED test_wrapped.py::test_load_expects_ddp[[]resume-ddp[]]: [[]prefix[]] wrapped_loop.load_expects_ddp "
+        "reaches for .module*"])
+
+
 def test_fsdp_shards_on_two_ranks_and_compares_each(loop):
     """Each rank runs the project's functions on a model FSDP2 really shards (the step asserts it)."""
     loop.makepyfile(fsdp_loop="""
@@ -258,13 +302,12 @@ def test_fsdp_shards_on_two_ranks_and_compares_each(loop):
             run.step = held["step"]
 
 
-        def load_forgets_scheduler(run, path):
+        def load_forgets_scheduler(run, path):  # and re-derives the step count elsewhere: ignore="run.step"
             held = state(run)
             dcp.load(held, checkpoint_id=path)
             set_state_dict(run.model, run.optimizer, model_state_dict=held["model"],
                            optim_state_dict=held["optimizer"])
             run.data.set_state(held["data"])
-            run.step = held["step"]
     """)
     loop.makepyfile(test_fsdp="""
         import pytest
@@ -276,13 +319,15 @@ def test_fsdp_shards_on_two_ranks_and_compares_each(loop):
 
         @pytest.mark.ckpt_resume("fsdp")
         def test_forgets_the_scheduler(ckpt):
-            ckpt.resume(f.start, f.step, save=f.save, load=f.load_forgets_scheduler, steps=4)
+            ckpt.resume(f.start, f.step, save=f.save, load=f.load_forgets_scheduler, steps=4, ignore="run.step")
     """)
     result = run(loop, "-W", "ignore::UserWarning")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "E *ResumeMismatch: resume-fsdp: [[]resume-scheduler[]] run.scheduler (LambdaLR) not restored*",
-        "*not compared: *other ranks (this is rank 0's report (of 2); each rank compares its own shards)*",
+        # ignore= reaches the ranks: the step count load leaves alone is not a cause
+        "*not compared: *run.step (left out with ignore=)*other ranks (this is rank 0's report (of 2); each rank "
+        "compares its own shards)*",
         "2 resume checks: 1 passed, 1 failed, 0 skipped",
     ])
 
@@ -406,3 +451,14 @@ def test_each_check_belongs_to_its_own_marker(pytester):
         "*ckpt.resume(...) runs under @pytest.mark.ckpt_resume(...), and this test is marked "
         "@pytest.mark.ckpt_roundtrip(...)*",
     ])
+
+
+def test_progress_lines_stay_off_where_no_person_sees_them(pytester):
+    """An xdist worker's terminal is not the person's, nor is -qq's: no progress lines there."""
+    from pytest_ckpt.plugin.progress import terminal_line
+
+    config = pytester.parseconfigure()
+    assert terminal_line(config) is not None
+    config.workerinput = {"workerid": "gw0"}
+    assert terminal_line(config) is None
+    assert terminal_line(pytester.parseconfigure("-qq")) is None

@@ -41,7 +41,8 @@ def test_project_save_and_load_receive_the_real_wrappers(project, monkeypatch):
     monkeypatch.setenv("SAVE_LOG", str(log))
     project.makepyfile(test_ckpt=marked(load="project.load_good", save="project.save_logged"))
     run(project, ).assert_outcomes(passed=9)
-    # one line per save, in the variations' order; fsdp's two ranks each save (one line each)
+    # one line per save, in the variations' order; under fsdp it runs here once first (what does it
+    # write? a DCP directory: then every rank runs it), then on each of the two ranks
     assert log.read_text().splitlines() == [
         "Model embed.weight AdamW",  # plain
         "DataParallel module.embed.weight AdamW",
@@ -49,6 +50,7 @@ def test_project_save_and_load_receive_the_real_wrappers(project, monkeypatch):
         "OptimizedModule _orig_mod.embed.weight AdamW",  # compile
         "OptimizedModule _orig_mod.module.embed.weight AdamW",  # ddp+compile
         "DistributedDataParallel module._orig_mod.embed.weight AdamW",  # compile+ddp
+        "Model embed.weight AdamW",  # fsdp: the call that decides where it runs
         "FSDPModel embed.weight AdamW", "FSDPModel embed.weight AdamW",  # fsdp, rank 0 and rank 1
         "Model embed.weight AdamW",  # nested: the training state is written around the weights
         "Model embed.weight AdamW",  # safetensors

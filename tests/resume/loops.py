@@ -129,7 +129,7 @@ def start(config: Config = Config()) -> Run:
 
 def step(run: Run):
     if run.config.has("weights-before-last-step"):
-        _BEFORE_STEP[id(run)] = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        _BEFORE_STEP[id(run)] = {k: v.detach().clone() for k, v in bare(run.model).state_dict().items()}
     idx = next(run.loader)
     x = run.x[idx] + torch.from_numpy(np.random.normal(0, 0.05, (len(idx), FEATURES)).astype(np.float32))
     x = x * random.uniform(0.9, 1.1)
@@ -149,7 +149,8 @@ def step(run: Run):
 
 def save(run: Run, path) -> None:
     c = run.config
-    model = _BEFORE_STEP[id(run)] if c.has("weights-before-last-step") else run.model.state_dict()
+    # the module inside a wrapper: the resume restores into the bare model, then wraps it (API 4.1)
+    model = _BEFORE_STEP[id(run)] if c.has("weights-before-last-step") else bare(run.model).state_dict()
     if c.has("strict-false-loads-nothing"):
         model = {"module." + k: v for k, v in model.items()}  # saved from a DDP-wrapped model
     state = {

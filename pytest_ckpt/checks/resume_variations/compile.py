@@ -1,5 +1,6 @@
 """``compile``: every top-level module the run's optimizers train is wrapped in ``torch.compile``
-(backend: ini ``ckpt_compile_backend``) right after ``start``, in all three runs.
+(backend: ini ``ckpt_compile_backend``) once the run is built, in all three runs: right after
+``start``, and in the resumed run after ``load`` returns (``load`` meets the bare modules: API §4.1).
 
 Its names gain ``_orig_mod.``: a save that writes them and a load that expects the bare names (or
 the other way round) part here, while ``plain`` passes.

@@ -1,5 +1,6 @@
 """``ddp``: every top-level module the run's optimizers train is wrapped in a real
-``DistributedDataParallel`` right after ``start``, in all three runs.
+``DistributedDataParallel`` once the run is built, in all three runs: right after ``start``, and in
+the resumed run after ``load`` returns (``load`` meets the bare modules: API §4.1).
 
 The gloo group (world size 1, this process) is the one the plugin opens for the test, or one the
 project opened already. Names gain ``module.``.

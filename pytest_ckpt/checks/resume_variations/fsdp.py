@@ -1,9 +1,11 @@
 """``fsdp``: FSDP2 ``fully_shard`` on 2 real processes; each rank runs the project's functions; compared per rank.
 
 Each rank runs :func:`pytest_ckpt.check_resume` on the project's own ``start``, ``step``, ``save``
-and ``load``, right after ``start`` shards every top-level module the run's optimizers train (its
-``nn.ModuleList`` blocks, then the module: the usual FSDP2 recipe) and points those optimizers at
-the sharded parameters, as a training script that shards before it builds its optimizer has them.
+and ``load``, sharding every top-level module the run's optimizers train (its ``nn.ModuleList``
+blocks, then the module: the usual FSDP2 recipe) once the run is built: right after ``start``, or
+after ``load`` returns for the resumed run (``load`` meets the bare modules, as a project that
+restores before it shards: API §4.1). The optimizers follow the sharded parameters, with the state
+``load`` gave them sharded alike. ``ignore=`` is carried to every rank.
 Both ranks save to and load from the same path (a ``torch.distributed.checkpoint`` directory, or
 whatever the project's save writes there); each compares its own shards of weights and optimizer
 state, its own scheduler, counters and random streams.
@@ -20,7 +22,6 @@ The ranks are this module run as ``python -m pytest_ckpt.checks.resume_variation
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class RankJob:
     rtol: float
     #: the check's work directory, shared by the ranks: the checkpoint paths are the same on both
     checkpoints: str
+    #: ``check_resume``'s ``ignore=``: what the project re-derives on purpose, left out on every rank
+    ignore: tuple[str, ...] = ()
 
 
 class Fsdp(ResumeSide):
@@ -55,14 +58,16 @@ class Fsdp(ResumeSide):
 
         _check_available()
         functions, config_blob = rank_inputs(job)
+        refuse_unshardable(job)
         from ...processes import world
+        from ...resume.check import ignore_paths
 
         # under torchrun every rank of the launched world is one of the ranks: rank 0's directory
         workdir = world.shared(job.workdir) if world.launched() else job.workdir
         world_size = world.size() if world.launched() else FSDP_WORLD_SIZE
         ranks = workdir / "ranks"
         rank_job = RankJob(functions, config_blob, job.steps, job.at, job.atol, job.rtol,
-                           str(workdir / "checkpoints"))
+                           str(workdir / "checkpoints"), ignore_paths(job.options.get("ignore", ())))
         return judge(run_and_collect(__name__, rank_job, ranks, world_size, timeout=job.fsdp_timeout))
 
 
@@ -80,6 +85,29 @@ def rank_inputs(job: ResumeJob) -> tuple[dict[str, tuple[str, str]], bytes | Non
     except children.NotPicklable as exc:
         raise ResumeUnavailable(f"the ranks cannot receive the project's config: {exc}") from None
     return functions, config_blob
+
+
+def refuse_unshardable(job: ResumeJob) -> None:
+    """``VariationUnavailable`` when FSDP2 would refuse a module the run trains (a scalar parameter),
+    decided from one ``start`` here, before any rank starts (that costs a torch import per rank). A
+    ``start`` that cannot run outside the ranks leaves the decision to them."""
+    from ...errors import VariationUnavailable
+    from ...processes.ranks import shard_refusal
+    from ...resume import streams
+    from ...resume.state import available_streams, run_state
+
+    caller = streams.save(available_streams())  # the caller's random state stays as it was
+    try:
+        run = job.start() if job.config is None else job.start(job.config)
+        trained = run_state(run, streams=()).trained_modules()
+    except Exception:  # noqa: BLE001 - it needs the ranks (their group): they decide
+        return
+    finally:
+        streams.restore(caller)
+    for c in trained:
+        refused = shard_refusal(c.obj)
+        if refused:
+            raise VariationUnavailable(f"FSDP2 cannot shard {c.path} ({type(c.obj).__name__}): {refused}")
 
 
 def run_and_collect(module: str, rank_job: Any, ranks: Path, world_size: int, *, timeout: float,
@@ -160,34 +188,20 @@ class ShardRefused(Exception):
     """FSDP2 refused to shard one of the run's modules: the variation cannot run on this model."""
 
 
-def sharded(start: Callable, mesh: Any) -> Callable:
-    """``start``, then every top-level module the run's optimizers train sharded with ``fully_shard``
-    and each optimizer's parameter list pointed at the sharded parameters (same names, same order)."""
-    @functools.wraps(start)
-    def start_sharded(*args: Any) -> Any:
-        from ...resume.state import run_state
+def sharder(mesh: Any) -> Callable:
+    """``module -> module`` sharded in place with ``fully_shard`` (its ``nn.ModuleList`` blocks, then the
+    module: the usual FSDP2 recipe), for ``check_resume``'s ``wrap=``: it runs once the run is built,
+    after ``start`` or after ``load`` returns, and the run's optimizers follow the sharded parameters."""
+    def fully_shard(module: Any) -> Any:
         from ...processes.ranks import SHARD_REFUSALS, shard
 
-        run = start(*args)
-        rs = run_state(run)
-        optimizers = [c.obj for c in rs.of_kind("optimizer")]
-        for c in rs.trained_modules():
-            before = {id(p): name for name, p in c.obj.named_parameters(remove_duplicate=False)}
-            try:
-                shard(c.obj, mesh)
-            except SHARD_REFUSALS as exc:
-                raise ShardRefused(f"FSDP2 cannot shard {c.path} ({type(c.obj).__name__}): {exc}") from None
-            after = dict(c.obj.named_parameters(remove_duplicate=False))
-            for optimizer in optimizers:
-                swap = {id(p): after[before[id(p)]] for g in optimizer.param_groups for p in g["params"]
-                        if id(p) in before}
-                for group in optimizer.param_groups:
-                    group["params"] = [swap.get(id(p), p) for p in group["params"]]
-                for p in [p for p in optimizer.state if id(p) in swap]:  # a start that already stepped
-                    optimizer.state[swap[id(p)]] = optimizer.state.pop(p)
-        return run
+        try:
+            shard(module, mesh)
+        except SHARD_REFUSALS as exc:
+            raise ShardRefused(f"FSDP2 cannot shard {type(module).__name__}: {exc}") from None
+        return module
 
-    return start_sharded
+    return fully_shard
 
 
 def _rank_main(job_path: str, rank: int) -> int:
@@ -200,9 +214,9 @@ def _rank_main(job_path: str, rank: int) -> int:
         return EXIT_UNAVAILABLE
     job, fns, config, mesh, owned = entered
     try:
-        report = check_resume(sharded(fns["start"], mesh), fns["step"], save=fns["save"], load=fns["load"],
-                              steps=job.steps, at=job.at, config=config, atol=job.atol, rtol=job.rtol,
-                              workdir=job.checkpoints)
+        report = check_resume(fns["start"], fns["step"], save=fns["save"], load=fns["load"], steps=job.steps,
+                              at=job.at, config=config, atol=job.atol, rtol=job.rtol, ignore=job.ignore,
+                              workdir=job.checkpoints, wrap=sharder(mesh))
         result: tuple[str, Any] = ("ok", report)
     except ResumeMismatch as exc:
         result = ("mismatch", exc.report)

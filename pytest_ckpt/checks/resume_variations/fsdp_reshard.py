@@ -23,7 +23,8 @@ from typing import Any
 
 from ...errors import ResumeError, ResumeMismatch, ResumeUnavailable
 from .base import ResumeJob, ResumeSide
-from .fsdp import _check_available, enter, failed, hand_over, rank_inputs, run_and_collect, sharded
+from .fsdp import (_check_available, enter, failed, hand_over, rank_inputs, refuse_unshardable, run_and_collect,
+                   sharder)
 
 #: the world size of the uninterrupted run (and the interrupted run's first half)
 SAVED_ON = 2
@@ -41,6 +42,9 @@ class ReshardResumeJob:
     #: the checkpoint the uninterrupted run writes after step ``at`` and the resumed run loads
     checkpoint: str
     resumed: bool
+    #: ``ignore=``: left out of the components the ranks find (the gathered weights, optimizer state
+    #: and every rank's samples are still compared)
+    ignore: tuple[str, ...] = ()
 
 
 class FsdpReshard(ResumeSide):
@@ -50,7 +54,7 @@ class FsdpReshard(ResumeSide):
     def check(self, job: ResumeJob):
         __tracebackhide__ = True
         from ...resume.across import judge, tolerance
-        from ...resume.check import resume_points
+        from ...resume.check import ignore_paths, resume_points
         from ...processes import world
 
         from ...processes.ranks import require_ranks
@@ -63,12 +67,14 @@ class FsdpReshard(ResumeSide):
             raise ResumeUnavailable(f"{name} resumes at one point (at={job.at!r}): give at=N")
         at = points[0]
         functions, config_blob = rank_inputs(job)
+        refuse_unshardable(job)
         # under torchrun: the world's first 2 ranks, then its first N, all in rank 0's directory
         workdir = world.shared(job.workdir) if world.launched() else job.workdir
         checkpoint = str(workdir / f"checkpoint-after-step-{at}")
         traces = []
         for size, resumed in ((SAVED_ON, False), (self.world_size, True)):
-            rank_job = ReshardResumeJob(functions, config_blob, job.steps, at, size, checkpoint, resumed)
+            rank_job = ReshardResumeJob(functions, config_blob, job.steps, at, size, checkpoint, resumed,
+                                        ignore_paths(job.options.get("ignore", ())))
             results = run_and_collect(__name__, rank_job, workdir / f"ranks-{size}", size,
                                       timeout=job.fsdp_timeout, label=f"{name} (on {size})")
             for rank, (kind, payload) in enumerate(results):
@@ -84,7 +90,7 @@ class FsdpReshard(ResumeSide):
 
 # -- on each rank ---------------------------------------------------------------------------------
 
-def gather(run: Any) -> dict[str, Any]:
+def gather(run: Any, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
     """The run's trained modules and optimizers as full state by parameter name (on rank 0; every rank
     calls it: it is a collective). An optimizer's state in the resume check's form (``state``,
     ``groups``, ``params``), keyed by the parameter names of the module it trains. Copied: on one
@@ -97,7 +103,7 @@ def gather(run: Any) -> dict[str, Any]:
     from ...resume.state import optimizer_params, run_state
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    rs = run_state(run, streams=())
+    rs = run_state(run, streams=()).without(ignore)
     modules = rs.trained_modules()
     out: dict[str, Any] = {c.path: dict(get_model_state_dict(c.obj, options=options)) for c in modules}
     for c in rs.of_kind("optimizer"):
@@ -122,25 +128,26 @@ def _train(job: ReshardResumeJob, fns: dict[str, Any], config: Any, mesh: Any) -
 
     from ...resume.across import RanksTrace, global_loss
     from ...resume.coverage import samples
-    from ...resume.runner import POISON, SEED, Functions, call, start_run, step_output
+    from ...resume.runner import POISON, SEED, Functions, call, load_run, start_run, step_output
     from ...resume.state import available_streams, classes, run_state
 
-    functions = Functions(sharded(fns["start"], mesh), fns["step"], fns["save"], fns["load"], config)
+    functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, wrap=sharder(mesh),
+                          ignore=job.ignore)
     streams = available_streams()
     trace = RanksTrace(job.world_size)
     where = f"on {job.world_size} ranks"
-    if job.resumed:
-        run, _ = start_run(functions, POISON, streams, f"starting the run resumed after step {job.at} {where}")
-        out = call(functions.load, (run, Path(job.checkpoint)),
-                   f"loading the checkpoint saved on {SAVED_ON} ranks after step {job.at} from {job.checkpoint}, "
-                   f"{where}")
-        run = run if out is None else out
-        trace.snapshots[job.at] = gather(run)
+    if job.resumed:  # load meets the bare modules; they are sharded once it returns
+        run, _ = start_run(functions, POISON, streams, f"starting the run resumed after step {job.at} {where}",
+                           wrap=False)
+        run, _, _ = load_run(functions, run, Path(job.checkpoint),
+                             f"loading the checkpoint saved on {SAVED_ON} ranks after step {job.at} from "
+                             f"{job.checkpoint}, {where}", streams)
+        trace.snapshots[job.at] = gather(run, job.ignore)
         label, first = f"the run resumed after step {job.at} {where}", job.at + 1
     else:
         run, _ = start_run(functions, SEED, streams, f"starting the uninterrupted run {where}")
         label, first = f"the uninterrupted run {where}", 1
-    rs = run_state(run, streams=())
+    rs = run_state(run, streams=()).without(job.ignore)
     trace.classes = {p: k for p, k in classes(rs).items()}
     trace.trained = frozenset(c.path for c in rs.trained_modules())
     trace.kinds = {**{p: "module" for p in trace.trained}, **{c.path: "optimizer" for c in rs.of_kind("optimizer")}}
@@ -152,7 +159,7 @@ def _train(job: ReshardResumeJob, fns: dict[str, Any], config: Any, mesh: Any) -
         trace.losses.append(global_loss([e[0] for e in everyone], [len(e[1]) for e in everyone]))
         trace.samples.append([e[1] for e in everyone])
         if not job.resumed and n == job.at:
-            trace.snapshots[n] = gather(run)
+            trace.snapshots[n] = gather(run, job.ignore)
             call(functions.save, (run, Path(job.checkpoint)), f"saving after step {n} to {job.checkpoint} {where}")
     return trace
 

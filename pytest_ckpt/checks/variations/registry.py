@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ...errors import VariationUnavailable
 
-__all__ = ["DEFAULT", "VARIATIONS", "UnknownVariation", "Variation", "VariationUnavailable"]
+__all__ = ["DEFAULT", "VARIATIONS", "WRAPPING", "UnknownVariation", "Variation", "VariationUnavailable", "narrowing"]
 
 
 class UnknownVariation(ValueError):
@@ -74,3 +74,20 @@ _ALL = (
 VARIATIONS: dict[str, Variation] = {v.name: v for v in _ALL}
 #: what ``@pytest.mark.ckpt_roundtrip()`` runs: every save-side variation but layers-1/layers+1
 DEFAULT: tuple[str, ...] = tuple(v.name for v in _ALL[:9])
+#: the variations that only wrap the model as some training scripts do (many never do)
+WRAPPING: tuple[str, ...] = ("dataparallel", "ddp", "compile", "ddp+compile", "compile+ddp")
+
+
+def narrowing(variation: str, cause: str) -> str:
+    """The line a wrapper variation's failure ends with when its cause is the wrapper's prefix alone:
+    training that never wraps its model this way can leave the variation out. ``""`` otherwise.
+
+    >>> print(narrowing("dataparallel", "[prefix] every name your load passes starts with module."))
+          or, if your training never runs nn.DataParallel(model): leave dataparallel out (name the variations it runs in the marker, @pytest.mark.ckpt_roundtrip("plain", "compile"), or for every test in ini ckpt_variations = plain,compile)
+    """
+    if variation not in WRAPPING or not cause.startswith("[prefix]"):
+        return ""
+    wraps = VARIATIONS[variation].summary.split(":")[0].removesuffix(" over gloo")
+    return (f"      or, if your training never runs {wraps}: leave {variation} out (name the variations it runs in "
+            f'the marker, @pytest.mark.ckpt_roundtrip("plain", "compile"), or for every test in ini '
+            f"ckpt_variations = plain,compile)")
