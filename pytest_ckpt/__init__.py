@@ -46,6 +46,7 @@ _EXPORTS = {
     "ResumeMismatch": "pytest_ckpt.errors",
     "NotReproducible": "pytest_ckpt.errors",
     "ResumeError": "pytest_ckpt.errors",
+    "ResumeUnavailable": "pytest_ckpt.errors",
     "latest_complete": "pytest_ckpt.api",
     "LatestComplete": "pytest_ckpt.checkpoint.latest",
 }
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checks.roundtrip import check_roundtrip
     from .checks.variations.crash_report import InterruptedReport
     from .errors import (CheckpointError, CheckpointMismatch, InterruptedMismatch, NotReproducible,
-                         ResumeError, ResumeMismatch, VariationUnavailable)
+                         ResumeError, ResumeMismatch, ResumeUnavailable, VariationUnavailable)
     from .checks.trainers.hf import check_resume_hf
     from .checks.trainers.lightning import check_resume_lightning
     from .resume.report import ResumeReport

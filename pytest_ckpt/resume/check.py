@@ -48,7 +48,7 @@ def check_resume(
     reproducible: bool = True,
     ignore: str | Iterable[str] = (),
     wrap: Callable | None = None,
-    fresh_process: bool = False,
+    fresh_process: Any = False,
     workdir: str | Path | None = None,
     timeout: float = FRESH_PROCESS_TIMEOUT,
 ) -> ResumeReport:
@@ -75,7 +75,8 @@ def check_resume(
       (``python -m pytest_ckpt.resume.child``); ``start``, ``step``, ``save``, ``load`` (and ``wrap``)
       must be importable module-level functions and ``config`` picklable, else
       :class:`~pytest_ckpt.errors.ResumeUnavailable` says why before anything runs. The child is
-      killed after ``timeout`` seconds and never outlives the check;
+      killed after ``timeout`` seconds and never outlives the check (a prepared
+      :class:`~pytest_ckpt.resume.child.FreshProcess` instead of ``True``: its functions, its timeout);
     - ``workdir``: where checkpoints (and the child's files) go; a temporary directory by default.
 
     >>> report = pc.check_resume(start, step, save=save, load=load, steps=6, at=3)   # doctest: +SKIP
@@ -87,10 +88,12 @@ def check_resume(
     _check_arguments(start=start, step=step, save=save, load=load, atol=atol, rtol=rtol)
     fns = Functions(start, step, save, load, config, wrap, ignore_paths(ignore))
     job = None
-    if fresh_process:
+    if fresh_process is True:
         from .child import FreshProcess
 
         job = FreshProcess.prepare(fns, timeout)  # raises ResumeUnavailable before anything runs
+    elif fresh_process:
+        job = fresh_process
     streams = tuple(s for s in available_streams() if not ignored(s, fns.ignore))
     caller_streams = global_streams.save(streams)
     try:
