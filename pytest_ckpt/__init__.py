@@ -40,6 +40,7 @@ _EXPORTS = {
     "InterruptedMismatch": "pytest_ckpt.errors",
     "check_resume_hf": "pytest_ckpt.checks.trainers.hf",
     "check_resume_lightning": "pytest_ckpt.checks.trainers.lightning",
+    "check_interrupted_hf": "pytest_ckpt.checks.trainers.hf_interrupted",
     "run_state": "pytest_ckpt.resume.state",
     "RunState": "pytest_ckpt.resume.state",
     "ResumeReport": "pytest_ckpt.resume.report",
@@ -86,5 +87,6 @@ if TYPE_CHECKING:  # pragma: no cover
                          ResumeError, ResumeMismatch, ResumeUnavailable, VariationUnavailable)
     from .checks.trainers.hf import check_resume_hf
     from .checks.trainers.lightning import check_resume_lightning
+    from .checks.trainers.hf_interrupted import check_interrupted_hf
     from .resume.report import ResumeReport
     from .resume.state import RunState, run_state

@@ -58,6 +58,10 @@ class InterruptedReport:
     #: kills that did not happen as planned (the save's boundaries changed between runs): not counted
     not_run: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: what the report's first line calls the check
+    check: str = "ckpt-interrupted round trip"
+    #: the fix, when the caller knows it better than :func:`fix` (a Trainer's resume)
+    advice: str = ""
 
     @property
     def ok(self) -> bool:
@@ -76,7 +80,7 @@ class InterruptedReport:
 
     def __str__(self) -> str:
         n, bad = len(self.outcomes), self.failures()
-        head = f"ckpt-interrupted round trip (saved with {self.saved_with}, loaded with {self.loaded_with})"
+        head = f"{self.check} (saved with {self.saved_with}, loaded with {self.loaded_with})"
         counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
         boundaries = f"{n} file boundar{'y' if n == 1 else 'ies'} of your save"
         if not bad:
@@ -90,7 +94,7 @@ class InterruptedReport:
             lines += [f"  [{o.verdict}] {o.where}: {o.detail}" for o in bad[:SHOWN]]
             if len(bad) > SHOWN:
                 lines.append(f"  ... and {len(bad) - SHOWN} more kills that break it")
-            lines.append(f"  fix: {fix(bad, self.files)}")
+            lines.append(f"  fix: {self.advice or fix(bad, self.files)}")
         if self.not_run:
             lines.append(f"  not run (your save's boundaries changed between runs): {'; '.join(self.not_run[:3])}")
         return "\n".join(lines)
