@@ -13,6 +13,7 @@ component by component, then every later loss, batch and the final state.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -243,7 +244,7 @@ def _findings(ref: Trace, resumed: Trace, at: int, steps: int, after_load: list[
         saved=evidence.locations(after_load), prefixes=prefixes, seeded=drawn,
         bookkeeping=ref.bookkeeping | resumed.bookkeeping, casts=evidence.casts(after_load),
         copies=evidence.copies(after_load, ref.trained), resumed_at=evidence.where_actual(after_load),
-        position=evidence.position(led, at))
+        position=evidence.position(led, at), files=tuple(sorted(os.listdir(checkpoint))) if checkpoint.is_dir() else ())
 
 
 def _drawn_asks(after_load: list[Difference]) -> bool:
