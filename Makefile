@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 # The peers measured beside us (make detection, make bench) live in their own venv: never our dependency.
 PEERS_VENV ?= .venv-peers
-PEERS_STAMP := $(PEERS_VENV)/.installed-$(TORCH_VERSION)
+PEERS_STAMP := $(PEERS_VENV)/.installed-$(TORCH_VERSION)-frameworks
 PEERS := pytest-torch==1.1.1 TrainParity==0.1.0 ckpt-chaos==0.1.8
 
 .PHONY: setup test demo bench detection peers clean
@@ -38,13 +38,14 @@ detection: $(STAMP) $(PEERS_STAMP)
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/resume_detection.py
 	$(BIN)/python benchmarks/fuzz.py
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/interrupted.py
+	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/trainers_detection.py
 
 peers: $(PEERS_STAMP)
 
 $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
-	$(PEERS_VENV)/bin/python -m pip install -q numpy transformers pytest $(PEERS)
+	$(PEERS_VENV)/bin/python -m pip install -q numpy transformers accelerate lightning pytest $(PEERS)
 	touch $@
 
 clean:

@@ -1,5 +1,6 @@
 """``make demo``: pytest-ckpt on a real little project, passing, then catching the five classic drifts,
-a resume drift and a save that a kill tears; last, the clean suite under ``torchrun`` on 2 ranks.
+a resume drift and a save that a kill tears; a ``transformers.Trainer`` that resumes exactly, and its
+``save_only_model=True`` drift caught; last, the clean suite under ``torchrun`` on 2 ranks.
 
 examples/tinyllm/ is a small GPT-style project: ``train.py`` trains under DDP
 and torch.compile, saves a nested training state and resumes from it, ``infer.py``
@@ -10,7 +11,7 @@ is, then once per drift (``TINYLLM_DRIFT=<name>`` patches one function, see
 ``torchrun --nproc-per-node 2`` (the launched world: both ranks run it, rank 0 alone reports).
 
     python examples/demo.py            # what `make demo` runs
-    python examples/demo.py --fast     # fewer variations; no training run, inspect or torchrun (the suite runs this)
+    python examples/demo.py --fast     # fewer variations; no training run, inspect, Trainer or torchrun (the suite runs this)
 
 Exit 0 only when the clean suite passes (also under torchrun) and every drift is detected.
 """
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
     variations = FAST_VARIATIONS if args.fast else VARIATIONS
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only fight each other
     started = time.monotonic()
-    total = 3 + len(DRIFTS) + (0 if args.fast else 1)
+    total = 3 + len(DRIFTS) + (0 if args.fast else 2)
     workdir = Path(tempfile.mkdtemp(prefix="pytest-ckpt-demo-"))
     keep = True  # the logs stay when something went wrong
     try:
@@ -305,6 +306,8 @@ def main(argv=None) -> int:
         for drift in DRIFTS:
             runner.submit(drift.name, {"TINYLLM_DRIFT": drift.name},
                           ["-m", "pytest", *pytest_args(interrupted_only_in(variations, drift.name != "inplace"), [])])
+        if not args.fast:  # a framework's own save and resume: transformers' Trainer
+            runner.submit("trainer", {}, ["-m", "tinyllm.trainer_resume"])
 
         if args.fast:
             step(2, total, "train.py and pytest-ckpt inspect: left out by --fast")
@@ -347,13 +350,22 @@ def main(argv=None) -> int:
         indent(table(rows), prefix="  ")
         print(flush=True)
         launched = ""
+        if not args.fast:
+            trainer = runner.result("trainer")
+            step(total - 1, total, "a transformers.Trainer resumed from its own checkpoint-3 "
+                                   "(pc.check_resume_hf, tiny Llama, CPU)")
+            indent([clip(l, 150) for l in trainer.log.splitlines() if l.startswith(("correct", "save_only", "  ["))
+                    or l.startswith("skipped")] or trainer.log.splitlines()[-5:])
+            all_detected &= trainer.code == 0
+            launched = "; the Trainer resumes exactly and its save_only_model drift is caught" if trainer.code == 0 \
+                else "; THE TRAINER STEP FAILED"
         if not args.fast:  # the runs above are done: the 2 ranks get both cores
             step(total, total, "clean suite under torchrun --standalone --nproc-per-node 2 -m pytest "
                                "(ddp runs on the launched world)")
             launched_ok, lines = under_torchrun(workdir)
             indent(lines)
             print(flush=True)
-            launched = "; under torchrun on 2 ranks passed" if launched_ok else "; UNDER TORCHRUN IT FAILED"
+            launched += "; under torchrun on 2 ranks passed" if launched_ok else "; UNDER TORCHRUN IT FAILED"
             all_detected &= launched_ok
         verdict = (f"all {len(DRIFTS)} drifts detected" if all(r[1] == "yes" for r in rows)
                    else f"SOME DRIFTS WERE NOT DETECTED (logs: {workdir})")

@@ -40,12 +40,14 @@ _EXPORTS = {
     "InterruptedMismatch": "pytest_ckpt.errors",
     "check_resume_hf": "pytest_ckpt.checks.trainers.hf",
     "check_resume_lightning": "pytest_ckpt.checks.trainers.lightning",
+    "check_interrupted_hf": "pytest_ckpt.checks.trainers.hf_interrupted",
     "run_state": "pytest_ckpt.resume.state",
     "RunState": "pytest_ckpt.resume.state",
     "ResumeReport": "pytest_ckpt.resume.report",
     "ResumeMismatch": "pytest_ckpt.errors",
     "NotReproducible": "pytest_ckpt.errors",
     "ResumeError": "pytest_ckpt.errors",
+    "ResumeUnavailable": "pytest_ckpt.errors",
     "latest_complete": "pytest_ckpt.api",
     "LatestComplete": "pytest_ckpt.checkpoint.latest",
 }
@@ -82,8 +84,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checks.roundtrip import check_roundtrip
     from .checks.variations.crash_report import InterruptedReport
     from .errors import (CheckpointError, CheckpointMismatch, InterruptedMismatch, NotReproducible,
-                         ResumeError, ResumeMismatch, VariationUnavailable)
+                         ResumeError, ResumeMismatch, ResumeUnavailable, VariationUnavailable)
     from .checks.trainers.hf import check_resume_hf
     from .checks.trainers.lightning import check_resume_lightning
+    from .checks.trainers.hf_interrupted import check_interrupted_hf
     from .resume.report import ResumeReport
     from .resume.state import RunState, run_state

@@ -171,15 +171,49 @@ class CkptResume(VariationChecks):
         ...     ckpt.resume(start, step, save=save, load=load, config=Config())
         """
         __tracebackhide__ = True
+        from ..checks.resume import check_resume
+
+        return self._checked(lambda settings: check_resume(start, step, save=save, load=load, **kw, **settings))
+
+    def resume_hf(self, make_trainer: Callable, **kw: Any):
+        """:func:`pytest_ckpt.check_resume_hf` in this test's variation (same keywords: ``at``, ``atol``,
+        ``rtol``): a ``transformers.Trainer`` resumed from its own ``checkpoint-<at>``. ``plain`` and
+        ``fresh-process`` run; the variations the Trainer runs itself are skipped saying how.
+
+        >>> @pytest.mark.ckpt_resume("plain", "fresh-process")   # doctest: +SKIP
+        ... def test_trainer_resumes(ckpt):
+        ...     ckpt.resume_hf(make_trainer, at=3)
+        """
+        __tracebackhide__ = True
+        from ..checks.trainers.hf import check_resume_hf
+
+        return self._checked(lambda settings: check_resume_hf(make_trainer, **kw, **_trainer(settings)))
+
+    def resume_lightning(self, make_module: Callable, make_trainer: Callable, make_data: Callable, **kw: Any):
+        """:func:`pytest_ckpt.check_resume_lightning` in this test's variation, as :meth:`resume_hf`.
+
+        >>> @pytest.mark.ckpt_resume("plain", "fresh-process")   # doctest: +SKIP
+        ... def test_fit_resumes(ckpt):
+        ...     ckpt.resume_lightning(LitNet, make_trainer, make_loader, at=4)
+        """
+        __tracebackhide__ = True
+        from ..checks.trainers.lightning import check_resume_lightning
+
+        return self._checked(lambda settings: check_resume_lightning(make_module, make_trainer, make_data, **kw,
+                                                                     **_trainer(settings)))
+
+    def _checked(self, check: Callable[[dict], Any]) -> Any:
+        """``check(settings)``, its report logged; a mismatch fails the test with the report, a run that
+        cannot run here or is not reproducible skips it."""
+        __tracebackhide__ = True
         import pytest
 
-        from ..checks.resume import check_resume
         from ..report.run import as_dict
 
         label = f"{RESUME_ID_PREFIX}{self.variation}"
         try:
             with self._listening(label, "resume check"):
-                report = check_resume(start, step, save=save, load=load, **kw, **self._settings(label))
+                report = check(self._settings(label))
         except WorldUnreachable as exc:
             _usage_error(exc)
         except (ResumeUnavailable, VariationUnavailable, NotReproducible) as exc:
@@ -210,6 +244,12 @@ class CkptResume(VariationChecks):
         pytest.fail(f"ckpt.roundtrip(...) runs under @pytest.mark.{MARKER}(...), and this test is marked "
                     f"@pytest.mark.{MARKER_RESUME}(...): a test carries one of the two markers; put the round "
                     "trip in a test of its own", pytrace=False)
+
+
+def _trainer(settings: dict[str, Any]) -> dict[str, Any]:
+    """The session's settings a trainer check takes: its variation and its directory (the framework
+    compiles, wraps and launches itself)."""
+    return {"variation": settings["variation"], "workdir": settings["workdir"]}
 
 
 def _usage_error(exc: BaseException) -> None:

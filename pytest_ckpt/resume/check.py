@@ -13,6 +13,7 @@ component by component, then every later loss, batch and the final state.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ def check_resume(
     reproducible: bool = True,
     ignore: str | Iterable[str] = (),
     wrap: Callable | None = None,
-    fresh_process: bool = False,
+    fresh_process: Any = False,
     workdir: str | Path | None = None,
     timeout: float = FRESH_PROCESS_TIMEOUT,
 ) -> ResumeReport:
@@ -78,7 +79,8 @@ def check_resume(
       (``python -m pytest_ckpt.resume.child``); ``start``, ``step``, ``save``, ``load`` (and ``wrap``)
       must be importable module-level functions and ``config`` picklable, else
       :class:`~pytest_ckpt.errors.ResumeUnavailable` says why before anything runs. The child is
-      killed after ``timeout`` seconds and never outlives the check;
+      killed after ``timeout`` seconds and never outlives the check (a prepared
+      :class:`~pytest_ckpt.resume.child.FreshProcess` instead of ``True``: its functions, its timeout);
     - ``workdir``: where checkpoints (and the child's files) go; a temporary directory by default.
 
     >>> report = pc.check_resume(start, step, save=save, load=load, steps=6, at=3)   # doctest: +SKIP
@@ -90,10 +92,12 @@ def check_resume(
     _check_arguments(start=start, step=step, save=save, load=load, atol=atol, rtol=rtol)
     fns = Functions(start, step, save, load, config, wrap, ignore_paths(ignore))
     job = None
-    if fresh_process:
+    if fresh_process is True:
         from .child import FreshProcess
 
         job = FreshProcess.prepare(fns, timeout)  # raises ResumeUnavailable before anything runs
+    elif fresh_process:
+        job = fresh_process
     streams = tuple(s for s in available_streams() if not ignored(s, fns.ignore))
     caller_streams = global_streams.save(streams)
     try:
@@ -247,7 +251,7 @@ def _findings(ref: Trace, resumed: Trace, at: int, steps: int, after_load: list[
         saved=evidence.locations(after_load), prefixes=prefixes, seeded=drawn,
         bookkeeping=ref.bookkeeping | resumed.bookkeeping, casts=evidence.casts(after_load),
         copies=evidence.copies(after_load, ref.trained), resumed_at=evidence.where_actual(after_load),
-        position=evidence.position(led, at))
+        position=evidence.position(led, at), files=tuple(sorted(os.listdir(checkpoint))) if checkpoint.is_dir() else ())
 
 
 def _drawn_asks(after_load: list[Difference]) -> bool:

@@ -35,6 +35,9 @@ class FreshProcess:
     functions: dict[str, tuple[str, str] | None]
     config_blob: bytes | None
     timeout: float
+    #: instead of ``functions``: a function imported by name that, called with the unpickled argument,
+    #: returns the four functions by role (a trainer check's steps, built around the project's own code)
+    rebuild: tuple[tuple[str, str], bytes] | None = None
 
     @classmethod
     def prepare(cls, fns: Any, timeout: float) -> "FreshProcess":
@@ -47,6 +50,12 @@ class FreshProcess:
             raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
         return cls(names, blob, timeout)
 
+    @classmethod
+    def rebuilt(cls, builder: tuple[str, str], argument: bytes, timeout: float) -> "FreshProcess":
+        """The resumed half's functions made in the new process by ``builder(argument)`` (``argument``:
+        pickled by the caller, who says what cannot be)."""
+        return cls({}, None, timeout, rebuild=(builder, argument))
+
     def run(self, path: Path, at: int, steps: int, streams: tuple[str, ...], workdir: Path, *, prints: str = "none"):
         """The resumed half's :class:`Trace`, computed by a new process."""
         import torch
@@ -54,6 +63,7 @@ class FreshProcess:
         job_dir = Path(workdir) / f"fresh-process-after-step-{at}" / prints
         job_dir.mkdir(parents=True, exist_ok=True)
         job = {"sys_path": list(sys.path), "functions": self.functions, "config": self.config_blob,
+               "rebuild": self.rebuild,
                "path": str(path), "at": at, "steps": steps, "streams": streams, "prints": prints,
                "settings": {"threads": torch.get_num_threads(),
                             "deterministic": torch.are_deterministic_algorithms_enabled(),
@@ -115,7 +125,11 @@ def main(job_path: str) -> int:
         torch.use_deterministic_algorithms(settings["deterministic"])
         torch.set_float32_matmul_precision(settings["matmul"])
         torch.set_default_dtype(getattr(torch, settings["dtype"]))
-        fns = {role: (children.import_object(*name) if name else None) for role, name in job["functions"].items()}
+        if job["rebuild"] is not None:
+            builder, argument = job["rebuild"]
+            fns = {"wrap": None, **children.import_object(*builder)(children.unpickled(argument))}
+        else:
+            fns = {role: (children.import_object(*name) if name else None) for role, name in job["functions"].items()}
         config = children.unpickled(job["config"])
         functions = Functions(fns["start"], fns["step"], fns["save"], fns["load"], config, fns["wrap"])
         trace = resumed_half(functions, Path(job["path"]), job["at"], job["steps"], tuple(job["streams"]),

@@ -13,6 +13,7 @@ model the save wrote it for. The root is named first, its consequences after it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Mapping
@@ -76,6 +77,8 @@ class Findings:
     #: the resumed run restarts on batches it trained on: (how many batches were lost, where the checkpoint
     #: holds that number, or None)
     position: tuple[int, Any] | None = None
+    #: the names in the checkpoint directory (empty for a file): who wrote it, in its own words
+    files: tuple[str, ...] = ()
 
     def of_kind(self, *kinds: str) -> list[Difference]:
         """Differences after load of these component kinds, among components both runs hold."""
@@ -598,6 +601,8 @@ def _component_note(f: Findings, d: Difference, kind: str, name: str, why: str =
                          f"in your resume")
     if not d.untouched:
         clause, fix = "", f"save {name}.state_dict() at the same step as the rest and load it in your resume"
+    elif clause == NOT_SAVED:
+        fix = _accelerate(f, name) or fix
     return Note(kind, f"{head}: {_items(d)}{clause}" + (f" ({why})" if why else ""), fix, (d.path,))
 
 
@@ -613,6 +618,27 @@ def _saved(f: Findings, d: Difference, load_fix: str, save_fix: str) -> tuple[st
     if loc is None:
         return NOT_SAVED, save_fix
     return f"; the checkpoint holds it at {loc}, but load does not restore it", load_fix.format(at=loc.key) + _file(loc)
+
+
+#: what accelerate's ``save_state`` writes beside the weights: its RNG states, each registered object
+ACCELERATE = re.compile(r"random_states_\d+\.pkl|custom_checkpoint_\d+\.pkl")
+
+
+def _accelerate(f: Findings, name: str) -> str | None:
+    """The fix for an object the checkpoint lacks, in accelerate's words when ``save_state`` wrote it.
+
+    >>> print(_accelerate(Findings(1, 2, files=("model.safetensors", "custom_checkpoint_0.pkl",
+    ...                                            "random_states_0.pkl")), "run.ema"))
+    accelerator.save_state wrote this checkpoint (custom_checkpoint_0.pkl, model.safetensors, random_states_0.pkl): it saves what prepare() was given and each object passed to accelerator.register_for_checkpointing (custom_checkpoint_N.pkl: 1 here), and run.ema is neither: accelerator.register_for_checkpointing(run.ema) where the run is built, and load_state restores it
+    """
+    if not any(ACCELERATE.fullmatch(n) for n in f.files):
+        return None
+    registered = sum(n.startswith("custom_checkpoint_") for n in f.files)
+    shown = ", ".join(sorted(f.files)[:6]) + (", ..." if len(f.files) > 6 else "")
+    return (f"accelerator.save_state wrote this checkpoint ({shown}): it saves what prepare() was given and each "
+            f"object passed to accelerator.register_for_checkpointing (custom_checkpoint_N.pkl: {registered} "
+            f"here), and {name} is neither: accelerator.register_for_checkpointing({name}) where the run is built, "
+            f"and load_state restores it")
 
 
 def _file(loc: Any) -> str:

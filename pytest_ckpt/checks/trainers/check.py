@@ -12,13 +12,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ...checkpoint.notes import Note
-from ...errors import ResumeMismatch
+from ...errors import ResumeMismatch, ResumeUnavailable
+from ...processes.children import NotImportable, NotPicklable, importable, pickled
 from ...resume import streams as global_streams
-from ...resume.check import check_resume
+from ...resume.check import FRESH_PROCESS_TIMEOUT, check_resume
+from ...resume.child import FreshProcess
 from ...resume.compare import ledger
 from ...resume.report import ResumePoint, ResumeReport
 from ...resume.state import KINDS, available_streams
+from ..resume_variations import RESUME_VARIATIONS
+from ..variations import UnknownVariation
 from .stepped import Session, Stepper
+
+#: the resume variations a trainer check runs: the framework's own run, here and resumed in a new process
+RUNS = ("plain", "fresh-process")
+#: the module in the fresh process that builds the check's functions around the project's
+FRESH_BUILDER = ("pytest_ckpt.checks.trainers.fresh", "functions")
 
 #: a rewording rule: (point, note) -> the fix in the framework's words (None: keep the note's), and the
 #: note's rank among the point's notes (0 first: the root; the order is kept within a rank)
@@ -75,19 +84,50 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
+def variation_runs(variation: Any, check: str, elsewhere: dict[str, str]) -> bool:
+    """Whether ``variation`` resumes in a fresh process; ``ResumeUnavailable`` (the test is skipped with
+    it) for a variation the framework runs itself (``elsewhere``: variation -> how, in its words)."""
+    if variation not in RESUME_VARIATIONS:
+        raise UnknownVariation(f"{check}: unknown variation {variation!r}; valid: {', '.join(RESUME_VARIATIONS)}")
+    if variation in RUNS:
+        return variation == "fresh-process"
+    how = elsewhere.get(variation) or elsewhere[variation.split("-")[0]]
+    raise ResumeUnavailable(f"{check} runs under {' and '.join(RUNS)} only: {how}")
+
+
+def fresh_spec(framework: str, makers: dict[str, Callable], points: tuple[int, ...], roots: Path) -> bytes:
+    """What the fresh process needs to build the same sessions, pickled; ``ResumeUnavailable`` naming the
+    function another process cannot have (a lambda, a closure)."""
+    for role, fn in makers.items():
+        try:
+            pickled(fn, role)
+        except NotPicklable as exc:
+            try:
+                importable(fn, role)
+            except NotImportable as named:
+                exc = named
+            raise ResumeUnavailable(f"cannot run in a fresh process: {exc}") from None
+    return pickled({"framework": framework, "makers": tuple(makers.values()), "points": points,
+                    "roots": str(roots)}, "the trainer check's settings")
+
+
 def run_check(build: Callable[[Path], Session], workdir: Path, *, steps: int, at: Any, atol: float, rtol: float,
-              names: dict[str, str], explain: Callable[[ResumeReport, dict[int, Path]], None]) -> ResumeReport:
+              names: dict[str, str], explain: Callable[[ResumeReport, dict[int, Path]], None],
+              fresh: bytes | None = None, timeout: float = FRESH_PROCESS_TIMEOUT) -> ResumeReport:
     """``pc.check_resume`` over sessions that ``build(root)`` makes; ``explain(report, saved)`` puts its
-    causes in the framework's words (``saved``: step -> the checkpoint the framework wrote after it)."""
+    causes in the framework's words (``saved``: step -> the checkpoint the framework wrote after it).
+    ``fresh``: :func:`fresh_spec`'s, to resume in a new Python process (killed after ``timeout`` s)."""
     __tracebackhide__ = True
     stepper = Stepper(build, workdir / "runs", names)
+    job = FreshProcess.rebuilt(FRESH_BUILDER, fresh, timeout) if fresh is not None else False
     try:
         report = check_resume(stepper.start, stepper.step, save=stepper.save, load=stepper.load, steps=steps,
-                              at=at, atol=atol, rtol=rtol, workdir=workdir / "check")
+                              at=at, atol=atol, rtol=rtol, workdir=workdir / "check", fresh_process=job)
     except ResumeMismatch as err:
         report = err.report
     finally:
         stepper.close()
+    stepper.collect()  # the batches a fresh process's resumed runs trained on
     unread_streams(report, stepper)
     explain(report, stepper.saved)
     # the trainer's own state first: a run's optimizer exists only once its training call has begun

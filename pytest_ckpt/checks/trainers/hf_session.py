@@ -1,13 +1,13 @@
 """One run of a ``transformers.Trainer`` under the resume check (imports transformers: reached only
 from ``pc.check_resume_hf``).
 
-The Trainer runs its own ``train()``; the check adds one callback and wraps the instance's
+The Trainer runs its own ``train()``; the check adds its callbacks and wraps the instance's
 ``training_step`` (the computation is the Trainer's own, unchanged):
 
-- the callback asks for the Trainer's own checkpoint after step ``at`` (``control.should_save`` in
-  ``on_step_end``, as ``save_steps`` does), so ``_save_checkpoint`` writes ``checkpoint-<at>`` with
+- :class:`SaveAfter` asks for the Trainer's own checkpoint after step ``at`` (``control.should_save``
+  in ``on_step_end``, as ``save_steps`` does), so ``_save_checkpoint`` writes ``checkpoint-<at>`` with
   the user's own arguments (``save_only_model``, ``save_safetensors``, ...);
-- ``training_step`` records each micro-batch (a digest of its inputs) and its loss, and the run stops
+- :func:`record_steps`: ``training_step`` records each micro-batch (a digest of its inputs) and its loss, and the run stops
   right before the first micro-batch of each optimizer step: after every ``on_step_begin`` callback,
   after the Trainer's restore (weights, optimizer, scheduler, scaler, ``trainer_state.json``,
   callbacks' states, RNG) and after ``skip_first_batches``.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import transformers
 from transformers.trainer_callback import ExportableState, TrainerCallback
@@ -33,19 +33,55 @@ PROGRESS = ("global_step", "epoch", "num_input_tokens_seen", "total_flos", "best
 CONTROL = ("should_training_stop", "should_epoch_stop")
 
 
-class _Probe(TrainerCallback):
-    """Asks for the Trainer's checkpoint after the steps in ``save_at``; marks each optimizer step's start."""
+class SaveAfter(TrainerCallback):
+    """Asks for the Trainer's own checkpoint after the steps in ``steps`` (``control.should_save`` in
+    ``on_step_end``, as ``save_steps`` does)."""
+
+    def __init__(self, steps: tuple[int, ...]) -> None:
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_save = True
+
+
+class _StepBegins(TrainerCallback):
+    def __init__(self) -> None:
+        self.begins = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.begins = True
+
+
+def record_steps(trainer: transformers.Trainer, first: Callable[[], None], record: Callable[[str, float], None]) -> None:
+    """Wrap the instance's ``training_step`` (the user's override, if any): ``first()`` runs right before
+    the first micro-batch of each optimizer step (the state is complete there: callbacks, restore and
+    data skip done), ``record(batch digest, loss)`` after each micro-batch."""
+    begins = _StepBegins()
+    trainer.add_callback(begins)
+    training_step = trainer.training_step
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        if begins.begins:
+            begins.begins = False
+            first()
+        inputs = args[1] if len(args) > 1 else kwargs["inputs"]
+        batch = digest(inputs)  # before the step: compute_loss may pop "labels"
+        loss = training_step(*args, **kwargs)
+        record(batch, float(loss.detach().float().sum()))
+        return loss
+
+    trainer.training_step = recorded
+
+
+class _Watch(TrainerCallback):
+    """Marks where each optimizer step's computation ends (after the optimizer and scheduler steps)."""
 
     def __init__(self, session: "HFSession") -> None:
         self.session = session
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.session.step_begins = True
-
     def on_step_end(self, args, state, control, **kwargs):
-        self.session.watch(begin=False)  # after the optimizer and scheduler steps
-        if state.global_step in self.session.save_at:
-            control.should_save = True
+        self.session.watch(begin=False)
 
 
 class HFSession(Session):
@@ -54,22 +90,13 @@ class HFSession(Session):
     def __init__(self, trainer: transformers.Trainer, save_at: tuple[int, ...]) -> None:
         super().__init__(f"Trainer.train in {trainer.args.output_dir}")
         self.trainer, self.save_at = trainer, save_at
-        self.step_begins = False
-        trainer.add_callback(_Probe(self))
-        training_step = trainer.training_step  # the user's override, if any, bound
+        trainer.add_callback(_Watch(self))
+        trainer.add_callback(SaveAfter(save_at))
+        record_steps(trainer, self._first_micro_batch, self.record)
 
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            if self.step_begins:  # the first micro-batch of an optimizer step: the state is complete
-                self.step_begins = False
-                self.driver.pause()
-                self.watch(begin=True)
-            inputs = args[1] if len(args) > 1 else kwargs["inputs"]
-            batch = digest(inputs)  # before the step: compute_loss may pop "labels"
-            loss = training_step(*args, **kwargs)
-            self.record(batch, float(loss.detach().float().sum()))
-            return loss
-
-        trainer.training_step = recorded
+    def _first_micro_batch(self) -> None:
+        self.driver.pause()
+        self.watch(begin=True)
 
     def train(self) -> Any:
         return self.trainer.train()
@@ -106,7 +133,7 @@ class HFSession(Session):
         callbacks = {}
         for cb in t.callback_handler.callbacks:
             name = type(cb).__name__
-            if isinstance(cb, _Probe) or not _stateful(cb):
+            if isinstance(cb, (_Watch, SaveAfter, _StepBegins)) or not _stateful(cb):
                 continue
             callbacks[name if name not in callbacks else f"{name}_{len(callbacks)}"] = cb
         if callbacks:

@@ -6,22 +6,33 @@ lightning is imported when the check runs, never when pytest_ckpt is.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ...resume.check import FRESH_PROCESS_TIMEOUT
 from ...resume.report import ResumeReport
-from .check import frozen_heap, kept_streams, require, run_check, validate_at
+from ..scope import check_scope
+from .check import fresh_spec, frozen_heap, kept_streams, require, run_check, validate_at, variation_runs
 from .stepped import Session
 
 #: how the check's messages name the calls it makes
 NAMES = {"start": "make_module, make_trainer, make_data", "step": "lightning:Trainer.fit",
          "save": "lightning:ModelCheckpoint.on_train_batch_end", "load": "lightning:Trainer.fit(ckpt_path)"}
+#: the resume variations Lightning runs itself, and how
+ELSEWHERE = {
+    "compile": "Lightning trains the module it is given: compile inside make_module (torch.compile of the "
+               "module's network, or in configure_model), and plain checks the compiled run",
+    "ddp": "Lightning wraps the module in DistributedDataParallel itself and launches its own processes "
+           "(Trainer(strategy='ddp', devices=N)); this check runs one Trainer in this process",
+    "fsdp": "Lightning shards the module itself and launches its own processes (Trainer(strategy='fsdp', "
+            "devices=N)); this check runs one Trainer in this process",
+}
 
 
 def check_resume_lightning(make_module: Callable[[], Any], make_trainer: Callable[[str], Any],
                            make_data: Callable[[], Any], *, at: int | tuple[int, ...], atol: float = 0.0,
-                           rtol: float = 0.0) -> ResumeReport:
+                           rtol: float = 0.0, variation: str = "plain", workdir: str | Path | None = None,
+                           timeout: float = FRESH_PROCESS_TIMEOUT) -> ResumeReport:
     """Check that a ``lightning.Trainer`` resumed with ``fit(..., ckpt_path=...)`` from the checkpoint its own
     ``ModelCheckpoint`` wrote after step ``at`` trains as the Trainer that never stopped.
 
@@ -34,7 +45,9 @@ def check_resume_lightning(make_module: Callable[[], Any], make_trainer: Callabl
     RNG stream, the loops' progress and the callbacks' state are compared with the uninterrupted run's;
     then every later batch and loss, and the final state, bitwise (``atol``/``rtol`` when asked).
     Raises :class:`~pytest_ckpt.errors.ResumeMismatch` with the report, each cause with its fix in
-    Lightning's words.
+    Lightning's words. ``variation``, ``workdir`` and ``timeout`` as in
+    :func:`~pytest_ckpt.checks.trainers.hf.check_resume_hf` (``fresh-process``: the three functions
+    importable by a new process).
 
     >>> report = pc.check_resume_lightning(LitNet, make_trainer, make_loader, at=4)   # doctest: +SKIP
     """
@@ -44,14 +57,11 @@ def check_resume_lightning(make_module: Callable[[], Any], make_trainer: Callabl
         if not callable(fn):
             raise TypeError(f"{name}={fn!r} is not callable: check_resume_lightning needs make_module(), "
                             f"make_trainer(root) and make_data()")
+    fresh = variation_runs(variation, "check_resume_lightning", ELSEWHERE)
     from . import lightning_fixes
-    from .lightning_session import LightningSession
 
-    def build(root: Path) -> Session:
-        return LightningSession(*_parts(make_module, make_trainer, make_data, root, lightning), points)
-
-    with kept_streams(), frozen_heap(), tempfile.TemporaryDirectory(prefix="pytest-ckpt-lightning-") as tmp:
-        module, trainer, data = _parts(make_module, make_trainer, make_data, Path(tmp) / "probe", lightning)
+    with kept_streams(), frozen_heap(), check_scope(workdir, "resume-lightning") as (tmp, _):
+        module, trainer, data = _parts(make_module, make_trainer, make_data, tmp / "probe", lightning)
         steps = trainer.max_steps
         if not isinstance(steps, int) or steps <= 0:
             raise ValueError(f"make_trainer(root) built a Trainer without max_steps (max_steps={steps!r}): set "
@@ -59,8 +69,24 @@ def check_resume_lightning(make_module: Callable[[], Any], make_trainer: Callabl
         points = validate_at(at, steps, "max_steps", "check_resume_lightning")
         facts = lightning_fixes.facts(trainer, data)
         del module, trainer, data
-        return run_check(build, Path(tmp), steps=steps, at=at, atol=atol, rtol=rtol, names=NAMES,
-                         explain=lambda report, saved: lightning_fixes.explain(report, saved, facts))
+        makers = {"make_module": make_module, "make_trainer": make_trainer, "make_data": make_data}
+        spec = fresh_spec("lightning", makers, points, tmp / "runs") if fresh else None
+        return run_check(sessions(make_module, make_trainer, make_data, points=points), tmp, steps=steps, at=at,
+                         atol=atol, rtol=rtol, names=NAMES,
+                         explain=lambda report, saved: lightning_fixes.explain(report, saved, facts),
+                         fresh=spec, timeout=timeout)
+
+
+def sessions(make_module: Callable, make_trainer: Callable, make_data: Callable, *,
+             points: tuple[int, ...]) -> Callable[[Path], Session]:
+    """``build(root)``: a session of a fresh module, Trainer (its root ``root``) and data, saving after ``points``."""
+    lightning = require("lightning", "check_resume_lightning")
+    from .lightning_session import LightningSession
+
+    def build(root: Path) -> Session:
+        return LightningSession(*_parts(make_module, make_trainer, make_data, root, lightning), points)
+
+    return build
 
 
 def _parts(make_module: Callable, make_trainer: Callable, make_data: Callable, root: Path,

@@ -11,6 +11,7 @@ the first resumed step: the moment the framework's restore is complete.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import weakref
@@ -55,6 +56,8 @@ class Session:
         self.resumed = False
         #: where this run's step batches are kept, when the check keeps them
         self.log: list[tuple[str, ...]] | None = None
+        #: the checkpoint the check handed to ``load`` (before :meth:`place`)
+        self.checkpoint_from: Path | None = None
 
     def record(self, batch: str, loss: float) -> None:
         self.records.append((batch, loss))
@@ -93,11 +96,17 @@ class Session:
 class Stepper:
     """``start``, ``step``, ``save``, ``load`` for ``check_resume``, over sessions that ``make_session(root)`` builds.
 
-    ``close()`` ends every training call still paused (a check that stopped early).
+    ``close()`` ends every training call still paused (a check that stopped early). In a fresh process
+    that runs the resumed half (``fresh=True``), the batches of the run it resumes go to
+    ``roots/RESUMED``, where the parent's :meth:`collect` finds them.
     """
 
-    def __init__(self, make_session: Callable[[Path], Session], roots: Path, names: dict[str, str]) -> None:
-        self.make_session, self.roots = make_session, roots
+    #: the file in a fresh process's roots that holds its resumed run's batches
+    RESUMED = "resumed-batches.json"
+
+    def __init__(self, make_session: Callable[[Path], Session], roots: Path, names: dict[str, str], *,
+                 fresh: bool = False) -> None:
+        self.make_session, self.roots, self.fresh = make_session, roots, fresh
         self._sessions: weakref.WeakKeyDictionary[TrainerRun, Session] = weakref.WeakKeyDictionary()
         self._drivers: list[Driven] = []
         #: step -> the checkpoint the first run's framework wrote after it (as saved for the check)
@@ -116,6 +125,14 @@ class Stepper:
     def close(self) -> None:
         for driver in self._drivers:
             driver.stop()
+
+    def collect(self) -> None:
+        """The resumed batches that fresh processes wrote under ``roots``, by the step they resumed after."""
+        for found in sorted(self.roots.glob(f"*/{self.RESUMED}")):
+            record = json.loads(found.read_text())
+            at = self._paths.get(Path(record["path"]))
+            if at is not None and not self.resumed_batches.get(at):  # a start and load here trains no step
+                self.resumed_batches[at] = [tuple(b) for b in record["batches"]]
 
     def _start(self) -> TrainerRun:
         root = self.roots / f"run-{len(self._drivers) + 1}"
@@ -143,6 +160,10 @@ class Stepper:
         batch = tuple(b for b, _ in session.records)
         if session.log is not None:
             session.log.append(batch)
+            if self.fresh and session.resumed:
+                self.roots.mkdir(parents=True, exist_ok=True)
+                (self.roots / self.RESUMED).write_text(json.dumps({"path": str(session.checkpoint_from),
+                                                                   "batches": session.log}))
         if not session.resumed:
             self.drawn |= session.drawn
         return sum(loss for _, loss in session.records), batch
@@ -162,10 +183,12 @@ class Stepper:
         session = self._sessions[run]
         (saved,) = Path(path).iterdir()
         checkpoint = session.place(saved)
-        session.resumed = True
+        session.resumed, session.checkpoint_from = True, Path(path)
         at = self._paths.get(Path(path))
         if at is not None and at not in self.resumed_batches:
             session.log = self.resumed_batches[at] = []
+        elif self.fresh:  # saved by the parent: it knows the step
+            session.log = []
         if not session.driver.advance(lambda: session.resume(checkpoint)):
             raise ResumeError(f"{session.trainer_name} resumed from {checkpoint} and stopped without training "
                               f"a step")

@@ -64,6 +64,10 @@ class InterruptedReport:
     #: the previous checkpoint's files the save writes over at their own names (a save_pretrained into
     #: the same directory): a kill leaves new and old files side by side, each whole
     in_place: tuple[str, ...] = ()
+    #: what the report's first line calls the check
+    check: str = "ckpt-interrupted round trip"
+    #: the fix, when the caller knows it better than :func:`fix` (a Trainer's resume)
+    advice: str = ""
 
     @property
     def ok(self) -> bool:
@@ -83,7 +87,7 @@ class InterruptedReport:
 
     def __str__(self) -> str:
         n, bad = len(self.outcomes), self.failures()
-        head = f"ckpt-interrupted round trip (saved with {self.saved_with}, loaded with {self.loaded_with})"
+        head = f"{self.check} (saved with {self.saved_with}, loaded with {self.loaded_with})"
         counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
         boundaries = f"{n} file boundar{'y' if n == 1 else 'ies'} of your save"
         if not bad:
@@ -97,7 +101,7 @@ class InterruptedReport:
             lines += [f"  [{o.verdict}] {o.where}: {o.detail}" for o in bad[:SHOWN]]
             if len(bad) > SHOWN:
                 lines.append(f"  ... and {len(bad) - SHOWN} more kills that break it")
-            lines.append(f"  fix: {fix(bad, self.files, self.in_place)}")
+            lines.append(f"  fix: {self.advice or fix(bad, self.files, self.in_place)}")
         if self.not_run:
             lines.append(f"  not run (your save's boundaries changed between runs): {'; '.join(self.not_run[:3])}")
         return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 import threading
@@ -112,3 +113,34 @@ def test_without_transformers_installed_one_line_says_how_to_get_it(monkeypatch)
     with pytest.raises(ModuleNotFoundError, match=r"^check_resume_hf needs transformers, which is not installed "
                                                   r"here: pip install pytest-ckpt\[transformers\]$"):
         pc.check_resume_hf(hf_runs.make_trainer, at=3)
+
+
+def test_fresh_process_resumes_in_another_process_and_names_the_cause_in_the_trainers_words(tmp_path):
+    with pytest.raises(pc.ResumeMismatch) as err:
+        pc.check_resume_hf(functools.partial(hf_runs.make_trainer, save_only_model=True), at=3,
+                           variation="fresh-process", workdir=tmp_path)
+    notes = err.value.report.notes
+    assert [n.kind for n in notes][:2] == ["resume-optimizer", "resume-scheduler"]
+    assert notes[0].fix.startswith("save_only_model=True leaves optimizer.pt out of checkpoint-3")
+    # the resumed run trained in a process of its own, which wrote its batches for this one to read
+    (child,) = (tmp_path / "runs").glob("fresh-process-*/resumed-batches.json")
+    assert int(child.parent.name.rpartition("-")[2]) != os.getpid()
+
+
+@pytest.mark.parametrize("variation, error, message", [
+    ("ddp", pc.ResumeUnavailable, "check_resume_hf runs under plain and fresh-process only: the Trainer wraps the "
+                                  "model in DistributedDataParallel itself when launched on several processes"),
+    ("fsdp-reshard-1", pc.ResumeUnavailable, "check_resume_hf runs under plain and fresh-process only: the Trainer "
+                                             "shards the model itself"),
+    ("sideways", ValueError, "check_resume_hf: unknown variation 'sideways'; valid: plain, compile, ddp"),
+])
+def test_a_variation_the_trainer_runs_itself_says_how(variation, error, message):
+    with pytest.raises(error) as err:
+        pc.check_resume_hf(hf_runs.make_trainer, at=3, variation=variation)
+    assert str(err.value).startswith(message)
+
+
+def test_fresh_process_needs_a_make_trainer_another_process_can_import():
+    with pytest.raises(pc.ResumeUnavailable, match=r"^cannot run in a fresh process: the make_trainer \S*<lambda> is a "
+                                                   r"lambda or a closure, which another process cannot import"):
+        pc.check_resume_hf(lambda d: hf_runs.make_trainer(d), at=3, variation="fresh-process")
