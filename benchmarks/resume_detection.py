@@ -22,11 +22,15 @@ Columns:
 
 Every tool runs in-process: pytest-ckpt in this process, each peer in a long-lived worker in
 its own venv (``make peers``, ``PEERS_PYTHON``; ``resume/peers.py``), never in ours; each
-times only its check call, one case at a time (``--jobs``). ``--fresh`` (the default) also
-runs each tool's correct loops in a fresh interpreter, timed whole, for the seconds table.
+times only its check call, the tools taking each case in turn. Unless ``--no-fresh``, each
+tool's correct loops also run in a fresh interpreter, timed whole, for the seconds table.
 
     python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--bugs a,b] [--no-fresh] [--from-json]
     python benchmarks/resume_detection.py --one mlp optimizer-not-loaded 3    # one pytest-ckpt case, as JSON
+
+A filtered run (``--families`` short of all, ``--bugs``) leaves README.md and
+results/resume_detection.{json,md} alone: it writes results/resume_detection.subset.json and
+prints its tables.
 """
 
 from __future__ import annotations
@@ -155,11 +159,13 @@ def score_ours(ref: dict[str, Any], point: dict[str, Any] | None) -> dict[str, A
 
 def score_peer(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
     """A peer's line names every component in it at once: right first when the right one is among them."""
+    import peers
+
     positive = ref["detected"]
     expected = COMPONENTS.get(ref["bug"] or "", set())
     return got | {"positive": positive, "hit": positive and got["detected"],
                   "false_alarm": (not positive) and got["detected"],
-                  "right": positive and got["detected"] and bool(set(got["first_line"]) & expected),
+                  "right": positive and peers.right_first(got, expected),
                   "first": got.get("first_step"), "ref_first": ref["first_step"]}
 
 
@@ -336,7 +342,9 @@ def write_readme(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(loops.FAMILIES))
-    parser.add_argument("--bugs", default="", help="only these bug classes (and the correct loops): a quick run")
+    parser.add_argument("--bugs", default="",
+                        help="only these bug classes (and the correct loops): a quick run, written to "
+                             "results/resume_detection.subset.json only")
     parser.add_argument("--no-peers", action="store_true", help="pytest-ckpt only (no peers venv needed)")
     parser.add_argument("--no-fresh", action="store_true", help="skip the fresh-interpreter timings")
     parser.add_argument("--no-readme", action="store_true",
@@ -395,12 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - began
     load = [load_at_start, os.getloadavg()[0]]
     RESULTS.mkdir(exist_ok=True)
-    raw = RESULTS / "resume_detection.json"  # written before the tables: a rendering bug loses no run
+    # a filtered run (--families, --bugs) never overwrites the full run's results, README or raw JSON
+    subset = args.bugs or set(families) != set(loops.FAMILIES)
+    # written before the tables: a rendering bug loses no run
+    raw = RESULTS / ("resume_detection.subset.json" if subset else "resume_detection.json")
     raw.write_text(json.dumps({"all_points": all_points, "same_cases": same, "elapsed": elapsed,
                                "families": families, "peers_ran": list(peers_ran), "fresh": fresh,
                                "load": load},
                               indent=1, default=str) + "\n")
-    return render(all_points, same, elapsed, families, peers_ran, fresh, load, readme=not args.no_readme)
+    return render(all_points, same, elapsed, families, peers_ran, fresh, load,
+                  readme=not (args.no_readme or subset))
 
 
 def render(all_points: list[dict], same: dict[str, list[dict]], elapsed: float, families: list[str],

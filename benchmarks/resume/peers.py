@@ -58,6 +58,14 @@ CKPT_CHAOS = str(Path(PYTHON).with_name("ckpt-chaos"))
 SEED, OTHER_SEED = 0, 1
 
 
+def right_first(result: dict[str, Any], expected: set[str]) -> bool:
+    """A person's reading of a report: it found the cause first when its first cause line names it.
+
+    A line naming several components names all of them at once, so the right one among them counts
+    (``right_first({"detected": True, "first_line": ["rng:python", "rng:torch"]}, {"rng:torch"})``)."""
+    return bool(result["detected"] and set(result["first_line"]) & expected)
+
+
 def _bug_arg(bug: Optional[str]) -> str:
     return bug or "correct"
 

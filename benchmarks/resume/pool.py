@@ -49,7 +49,7 @@ class _Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                raise WorkerGone(f"no answer within {timeout:.0f} s (killed)")
+                raise WorkerGone(f"no answer within {timeout:g} s (killed)")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 1 << 16)
