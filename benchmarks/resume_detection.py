@@ -191,26 +191,30 @@ def same_cases(cases: list[dict[str, Any]], tools: tuple[str, ...], began: float
     return same
 
 
-def fresh_seconds(cases: list[dict[str, Any]], tools: tuple[str, ...]) -> dict[str, list[float]]:
-    """Each tool's check of these cases in a fresh interpreter, timed whole (start, imports, check)."""
+def fresh_seconds(cases: list[dict[str, Any]], tools: tuple[str, ...]) -> dict[str, list[float | None]]:
+    """Each tool's check of these cases in a fresh interpreter, timed whole (start, imports, check).
+
+    A peer that gives no verdict there (as in-process: the same reason) has no seconds (None): it
+    did not run the whole check. pytest-ckpt failing here is a bug of this benchmark: it raises."""
     import peers
 
-    out: dict[str, list[float]] = {tool: [] for tool in tools}
+    out: dict[str, list[float | None]] = {tool: [] for tool in tools}
     for c in cases:
         for tool in tools:
             if tool == "pytest-ckpt":
                 argv = [sys.executable, str(Path(__file__).resolve()), "--one", c["family"], c["bug"] or "correct",
                         str(c["at"])]
                 rc, log, wall, _ = peers.spawn(argv, 300)
-                ok = rc == 0
+                if rc != 0 or '{"error": ' in log:  # --one prints ours(): an error is its first key
+                    raise RuntimeError(f"pytest-ckpt in a fresh interpreter failed on {c['family']} {c['bug']}: "
+                                       f"{log[-500:]}")
             else:
                 got = peers.run_fresh(tool, c["family"], c["bug"], c["at"], loops.FAMILY_INFO[c["family"]]["steps"])
-                ok, wall, log = not got["error"], got["seconds"], got.get("raw", "")
-            if not ok:
-                raise RuntimeError(f"{tool} in a fresh interpreter failed on {c['family']} {c['bug']}: {log[-500:]}")
+                wall = None if got["error"] else got["seconds"]
             out[tool].append(wall)
         print(f"  fresh interpreter, {c['family']} {c['bug']}: "
-              + ", ".join(f"{t} {out[t][-1]:.1f}s" for t in tools), flush=True)
+              + ", ".join(f"{t} {'no verdict' if out[t][-1] is None else f'{out[t][-1]:.1f}s'}" for t in tools),
+              flush=True)
     return out
 
 
@@ -223,6 +227,11 @@ def _frac(n: int, d: int) -> str:
 def _median(xs: list[float | None]) -> str:
     xs = [x for x in xs if x is not None]
     return f"{statistics.median(xs):.2f}" if xs else "-"
+
+
+def _seconds(rows: list[dict[str, Any]]) -> list[float]:
+    """The seconds of the cases a tool gave a verdict on: a check that stopped early is not timed."""
+    return [r["seconds"] for r in rows if not r.get("error")]
 
 
 def _first(rows: list[dict[str, Any]]) -> str:
@@ -250,7 +259,7 @@ def table(all_points: list[dict], same: dict[str, list[dict]], peers_ran: tuple[
             for tool in ("pytest-ckpt", *peers_ran):
                 rows = [r for r in same[tool] if r["bug"] is None]
                 cells.append(f"{sum(r['false_alarm'] for r in rows)} of {len(rows)} flagged{_no_verdict(rows)}"
-                             f" / / / {_median([r['seconds'] for r in rows])}")
+                             f" / / / {_median(_seconds(rows))}")
         else:
             pos = [r for r in ap if r["positive"]]
             label = bug
@@ -260,7 +269,7 @@ def table(all_points: list[dict], same: dict[str, list[dict]], peers_ran: tuple[
                 rows = [r for r in same[tool] if r["bug"] == bug and r["positive"]]
                 cells.append(f"{_frac(sum(r['hit'] for r in rows), len(rows))}{_no_verdict(rows)} / "
                              f"{_frac(sum(r['right'] for r in rows), len(rows))} / {_first(rows)} / "
-                             f"{_median([r['seconds'] for r in rows])}")
+                             f"{_median(_seconds(rows))}")
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -280,18 +289,18 @@ def totals(all_points: list[dict], same: dict[str, list[dict]]) -> list[str]:
         out.append(f"{name}, same cases: {sum(r['hit'] for r in pos)}/{len(pos)} detected, "
                    f"{sum(r['right'] for r in pos)} right {'cause' if name == 'pytest-ckpt' else 'component'} "
                    f"first, {sum(r['false_alarm'] for r in neg)}/{len(neg)} false alarms, "
-                   f"median {_median([r['seconds'] for r in rows])} s a case in-process"
+                   f"median {_median(_seconds(rows))} s a case in-process"
                    + (f", no verdict on {errors}" if errors else "") + ".")
     return out
 
 
-def seconds_table(same: dict[str, list[dict]], fresh: dict[str, list[float]]) -> list[str]:
+def seconds_table(same: dict[str, list[dict]], fresh: dict[str, list[float | None]]) -> list[str]:
     """Seconds a case per tool: in-process over every case and over the correct loops, and fresh."""
     lines = ["| tool | in-process, every same case: median s | in-process, the correct loops: median s | "
              "fresh interpreter, the correct loops: median s |", "|---|---:|---:|---:|"]
     for name, rows in same.items():
-        correct = [r["seconds"] for r in rows if r["bug"] is None]
-        lines.append(f"| {name} | {_median([r['seconds'] for r in rows])} | {_median(correct)} | "
+        correct = _seconds([r for r in rows if r["bug"] is None])
+        lines.append(f"| {name} | {_median(_seconds(rows))} | {_median(correct)} | "
                      f"{_median(fresh.get(name, []))} |")
     return lines
 
@@ -318,7 +327,8 @@ def notes(same: dict[str, list[dict]], peers_ran: tuple[str, ...], fresh: dict[s
                    "pytest-ckpt in the benchmark's process, each peer in a long-lived worker in its own venv "
                    "(torch, transformers, the loops and the tool imported before the first case). TrainParity's "
                    "checks start fresh interpreters themselves, by design (`ResumeRunner`: 4 per case; "
-                   "`check_resume`: 4 training commands and a capture after each), and their seconds include them."
+                   "`check_resume`: 4 training commands and a capture after each), and their seconds include them. "
+                   "A case a tool gave no verdict on is left out of its seconds."
                    + (" Fresh interpreter: each correct loop checked again in a new process, timed whole "
                       "(interpreter start, imports, check)." if fresh else ""))
     for name in peers_ran:
