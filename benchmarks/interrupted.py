@@ -96,10 +96,11 @@ def _theirs(r: dict | None) -> str:
             f"{c.get('LOST_WORK', 0)} / {r['seconds']:.1f}")
 
 
-def table(ours: dict, theirs: dict) -> str:
+def table(ours: dict, theirs: dict, load: tuple[float, float]) -> str:
     lines = [
         f"Measured by `python benchmarks/interrupted.py` on {platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}. Counts: pass / hard fail / silent divergence / lost work.",
+        f"torch {torch.__version__} (1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end). "
+        "Counts: pass / hard fail / silent divergence / lost work.",
         "",
         "| writer (save / load) | pytest-ckpt `interrupted` | s | first failing boundary | ckpt-chaos 0.1.8 (whole run) / s |",
         "|---|---|---|---|---|",
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     names = [n for n in (args.only.split(",") if args.only else WRITERS)]
+    load_at_start = os.getloadavg()[0]  # the seconds are wall time: a busy machine shows here
     ours, theirs = {}, {}
     for name in names:
         ours[name] = run_variation(name)
@@ -127,7 +129,7 @@ def main() -> None:
         for name in names:
             theirs[name] = run_chaos(name)
             print(f"{name}: ckpt-chaos {_theirs(theirs[name])}", flush=True)
-    text = table(ours, theirs)
+    text = table(ours, theirs, (load_at_start, os.getloadavg()[0]))
     print(text)
     results = HERE / "results"
     results.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """``make detection``, resume part: does ``pc.check_resume`` catch real resume bugs, name the
 right piece of state, and stay quiet on correct loops? The peers run on the same cases in
-the same run.
+the same run, measured the same way.
 
 The loops (``benchmarks/resume/loops.py``) are three families of real training code: an MLP
 with dropout, AdamW, warm-up, a resumable shuffled loader, numpy and python augmentation
@@ -16,12 +16,21 @@ Columns:
   before an epoch boundary, at the boundary, right before a scheduler milestone), in one
   ``pc.check_resume(at=(...))`` per loop;
 - pytest-ckpt, pytest-torch 1.1.1 (``assert_resume_equivalent``, with everything it can
-  compare declared) and TrainParity 0.1.0 (``check_resume``) on the same cases: one
-  resume point per (family, bug), the one where the bug shows in the losses if it ever
-  does, plus each correct loop. The peers run in their own venv (``make peers``,
-  ``PEERS_PYTHON``), never in ours.
+  compare declared), TrainParity 0.1.0's public ``check_resume`` and its shipped, unexported
+  ``ResumeRunner`` on the same cases: one resume point per (family, bug), the one where the
+  bug shows in the losses if it ever does, plus each correct loop.
 
-    python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--jobs 2] [--from-json]
+Every tool runs in-process: pytest-ckpt in this process, each peer in a long-lived worker in
+its own venv (``make peers``, ``PEERS_PYTHON``; ``resume/peers.py``), never in ours; each
+times only its check call, the tools taking each case in turn. Unless ``--no-fresh``, each
+tool's correct loops also run in a fresh interpreter, timed whole, for the seconds table.
+
+    python benchmarks/resume_detection.py [--no-peers] [--families mlp,gpt2,amp] [--bugs a,b] [--no-fresh] [--from-json]
+    python benchmarks/resume_detection.py --one mlp optimizer-not-loaded 3    # one pytest-ckpt case, as JSON
+
+A filtered run (``--families`` short of all, ``--bugs``) leaves README.md and
+results/resume_detection.{json,md} alone: it writes results/resume_detection.subset.json and
+prints its tables.
 """
 
 from __future__ import annotations
@@ -32,7 +41,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +57,7 @@ import pytest_ckpt as pc  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MARK_START, MARK_END = "<!-- resume-detection:start -->", "<!-- resume-detection:end -->"
-PEERS = ("pytest-torch", "trainparity")
+PEERS = ("pytest-torch", "trainparity", "trainparity-runner")
 
 #: the cause a report must lead with, per bug class (pytest-ckpt's note kinds)
 KINDS: dict[str, set[str]] = {
@@ -149,18 +157,65 @@ def score_ours(ref: dict[str, Any], point: dict[str, Any] | None) -> dict[str, A
 
 # -- the peers -----------------------------------------------------------------------------------
 
-def peer(name: str, ref: dict[str, Any]) -> dict[str, Any]:
+def score_peer(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    """A peer's line names every component in it at once: right first when the right one is among them."""
     import peers
 
-    steps = loops.FAMILY_INFO[ref["family"]]["steps"]
-    run = {"pytest-torch": peers.run_pytest_torch, "trainparity": peers.run_trainparity}[name]
-    got = run(ref["family"], ref["bug"], ref["at"], steps)
     positive = ref["detected"]
     expected = COMPONENTS.get(ref["bug"] or "", set())
     return got | {"positive": positive, "hit": positive and got["detected"],
                   "false_alarm": (not positive) and got["detected"],
-                  "right": positive and got["detected"] and got["component"] in expected,
+                  "right": positive and peers.right_first(got, expected),
                   "first": got.get("first_step"), "ref_first": ref["first_step"]}
+
+
+def same_cases(cases: list[dict[str, Any]], tools: tuple[str, ...], began: float) -> dict[str, list[dict]]:
+    """Each case checked by pytest-ckpt, then by each peer in turn: a busy machine slows them alike."""
+    import peers
+
+    same: dict[str, list[dict]] = {"pytest-ckpt": [], **{t: [] for t in tools}}
+    with peers.Peers() as workers:
+        for c in cases:
+            ids = {"family": c["family"], "bug": c["bug"], "at": c["at"]}
+            once = ours(c["family"], c["bug"], (c["at"],))
+            same["pytest-ckpt"].append(ids | {"seconds": once["seconds"], "error": once.get("error")}
+                                       | score_ours(c, once["points"].get(c["at"])))
+            for tool in tools:
+                got = workers.run(tool, c["family"], c["bug"], c["at"], loops.FAMILY_INFO[c["family"]]["steps"])
+                same[tool].append(score_peer(c, got) | ids)
+            print(f"  same case {c['family']:4} {str(c['bug']):28} at {c['at']:2}: "
+                  + ", ".join(f"{t} {'flagged' if same[t][-1].get('hit') or same[t][-1].get('false_alarm') else 'ok'}"
+                              f"{' (no verdict)' if same[t][-1].get('error') else ''}"
+                              f" {same[t][-1]['seconds'] or 0:.1f}s" for t in same)
+                  + f"  [{time.perf_counter() - began:.0f}s]", flush=True)
+    return same
+
+
+def fresh_seconds(cases: list[dict[str, Any]], tools: tuple[str, ...]) -> dict[str, list[float | None]]:
+    """Each tool's check of these cases in a fresh interpreter, timed whole (start, imports, check).
+
+    A peer that gives no verdict there (as in-process: the same reason) has no seconds (None): it
+    did not run the whole check. pytest-ckpt failing here is a bug of this benchmark: it raises."""
+    import peers
+
+    out: dict[str, list[float | None]] = {tool: [] for tool in tools}
+    for c in cases:
+        for tool in tools:
+            if tool == "pytest-ckpt":
+                argv = [sys.executable, str(Path(__file__).resolve()), "--one", c["family"], c["bug"] or "correct",
+                        str(c["at"])]
+                rc, log, wall, _ = peers.spawn(argv, 300)
+                if rc != 0 or '{"error": ' in log:  # --one prints ours(): an error is its first key
+                    raise RuntimeError(f"pytest-ckpt in a fresh interpreter failed on {c['family']} {c['bug']}: "
+                                       f"{log[-500:]}")
+            else:
+                got = peers.run_fresh(tool, c["family"], c["bug"], c["at"], loops.FAMILY_INFO[c["family"]]["steps"])
+                wall = None if got["error"] else got["seconds"]
+            out[tool].append(wall)
+        print(f"  fresh interpreter, {c['family']} {c['bug']}: "
+              + ", ".join(f"{t} {'no verdict' if out[t][-1] is None else f'{out[t][-1]:.1f}s'}" for t in tools),
+              flush=True)
+    return out
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -169,8 +224,14 @@ def _frac(n: int, d: int) -> str:
     return f"{n}/{d}" if d else "-"
 
 
-def _median(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.1f}" if xs else "-"
+def _median(xs: list[float | None]) -> str:
+    xs = [x for x in xs if x is not None]
+    return f"{statistics.median(xs):.2f}" if xs else "-"
+
+
+def _seconds(rows: list[dict[str, Any]]) -> list[float]:
+    """The seconds of the cases a tool gave a verdict on: a check that stopped early is not timed."""
+    return [r["seconds"] for r in rows if not r.get("error")]
 
 
 def _first(rows: list[dict[str, Any]]) -> str:
@@ -179,35 +240,36 @@ def _first(rows: list[dict[str, Any]]) -> str:
     return _frac(sum(r.get("first") == r["ref_first"] for r in dated), len(dated))
 
 
+def _no_verdict(rows: list[dict[str, Any]]) -> str:
+    n = sum(bool(r.get("error")) for r in rows)
+    return f" ({n} no verdict)" if n else ""
+
+
 def table(all_points: list[dict], same: dict[str, list[dict]], peers_ran: tuple[str, ...]) -> list[str]:
     bugs = [b for b in loops.BUG_NAMES if any(r["bug"] == b for r in all_points)]
-    head = ["bug class", "cases", "pytest-ckpt: detected / right cause / first step"]
+    head = ["bug class", "cases", "pytest-ckpt, every resume point: detected / right cause",
+            "pytest-ckpt: detected / right cause / first step / s"]
     head += [f"{p}: detected / right component / first step / s" for p in peers_ran]
-    head.insert(2, "pytest-ckpt, every resume point: detected / right cause")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for bug in bugs + [None]:
         ap = [r for r in all_points if r["bug"] == bug]
-        one = [r for r in same["pytest-ckpt"] if r["bug"] == bug]
         if bug is None:
-            label, n = "correct loops (false alarms)", len(one)
-            cells = [f"{sum(r['false_alarm'] for r in ap)} of {len(ap)} flagged",
-                     f"{sum(r['false_alarm'] for r in one)} of {len(one)} flagged"]
-            for p in peers_ran:
-                rows = [r for r in same[p] if r["bug"] is None]
-                cells.append(f"{sum(r['false_alarm'] for r in rows)} of {len(rows)} flagged"
-                             f" / / / {_median([r['seconds'] for r in rows])}")
+            label, n = "correct loops (false alarms)", len([r for r in same["pytest-ckpt"] if r["bug"] is None])
+            cells = [f"{sum(r['false_alarm'] for r in ap)} of {len(ap)} flagged"]
+            for tool in ("pytest-ckpt", *peers_ran):
+                rows = [r for r in same[tool] if r["bug"] is None]
+                cells.append(f"{sum(r['false_alarm'] for r in rows)} of {len(rows)} flagged{_no_verdict(rows)}"
+                             f" / / / {_median(_seconds(rows))}")
         else:
             pos = [r for r in ap if r["positive"]]
-            label, n = bug, len([r for r in one if r["positive"]])
+            label = bug
+            n = len([r for r in same["pytest-ckpt"] if r["bug"] == bug and r["positive"]])
             cells = [f"{_frac(sum(r['hit'] for r in pos), len(pos))} / {_frac(sum(r['right'] for r in pos), len(pos))}"]
-            pos1 = [r for r in one if r["positive"]]
-            cells.append(f"{_frac(sum(r['hit'] for r in pos1), len(pos1))} / "
-                         f"{_frac(sum(r['right'] for r in pos1), len(pos1))} / {_first(pos1)}")
-            for p in peers_ran:
-                rows = [r for r in same[p] if r["bug"] == bug and r["positive"]]
-                cells.append(f"{_frac(sum(r['hit'] for r in rows), len(rows))} / "
+            for tool in ("pytest-ckpt", *peers_ran):
+                rows = [r for r in same[tool] if r["bug"] == bug and r["positive"]]
+                cells.append(f"{_frac(sum(r['hit'] for r in rows), len(rows))}{_no_verdict(rows)} / "
                              f"{_frac(sum(r['right'] for r in rows), len(rows))} / {_first(rows)} / "
-                             f"{_median([r['seconds'] for r in rows])}")
+                             f"{_median(_seconds(rows))}")
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -227,8 +289,52 @@ def totals(all_points: list[dict], same: dict[str, list[dict]]) -> list[str]:
         out.append(f"{name}, same cases: {sum(r['hit'] for r in pos)}/{len(pos)} detected, "
                    f"{sum(r['right'] for r in pos)} right {'cause' if name == 'pytest-ckpt' else 'component'} "
                    f"first, {sum(r['false_alarm'] for r in neg)}/{len(neg)} false alarms, "
-                   f"median {_median([r['seconds'] for r in rows])} s a case"
-                   + (f", {errors} errors" if errors else "") + ".")
+                   f"median {_median(_seconds(rows))} s a case in-process"
+                   + (f", no verdict on {errors}" if errors else "") + ".")
+    return out
+
+
+def seconds_table(same: dict[str, list[dict]], fresh: dict[str, list[float | None]]) -> list[str]:
+    """Seconds a case per tool: in-process over every case and over the correct loops, and fresh."""
+    lines = ["| tool | in-process, every same case: median s | in-process, the correct loops: median s | "
+             "fresh interpreter, the correct loops: median s |", "|---|---:|---:|---:|"]
+    for name, rows in same.items():
+        correct = _seconds([r for r in rows if r["bug"] is None])
+        lines.append(f"| {name} | {_median(_seconds(rows))} | {_median(correct)} | "
+                     f"{_median(fresh.get(name, []))} |")
+    return lines
+
+
+def _reasons(rows: list[dict]) -> str:
+    """Why a tool gave no verdict, each reason once with its count and families."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("error"):
+            by.setdefault(r["error"], []).append(r["family"])
+    return "; ".join(f"{len(fams)} × ({', '.join(sorted(set(fams)))}) {reason}" for reason, fams in by.items())
+
+
+def notes(same: dict[str, list[dict]], peers_ran: tuple[str, ...], fresh: dict[str, list[float]]) -> list[str]:
+    out = ["Right cause (ours) / right component (peers) first: the first cause line of the report blames the "
+           "injected bug's component. A line that names several components names all of them at once "
+           "(pytest-torch's \"random number generators (python, torch, numpy) not restored\"): it is right "
+           "first when the right one is among them. First step: of the detected cases whose losses differ, "
+           "those the tool dates to the reference's first differing step (TrainParity's `ResumeRunner` compares "
+           "the state right after load and after every step: a state that differs right after load names the "
+           "resume point, no step of the run; its `check_resume` compares the final checkpoint only)."]
+    if peers_ran:
+        out.append("Process model: every tool in-process, timing only its check call, one case at a time: "
+                   "pytest-ckpt in the benchmark's process, each peer in a long-lived worker in its own venv "
+                   "(torch, transformers, the loops and the tool imported before the first case). TrainParity's "
+                   "checks start fresh interpreters themselves, by design (`ResumeRunner`: 4 per case; "
+                   "`check_resume`: 4 training commands and a capture after each), and their seconds include them. "
+                   "A case a tool gave no verdict on is left out of its seconds."
+                   + (" Fresh interpreter: each correct loop checked again in a new process, timed whole "
+                      "(interpreter start, imports, check)." if fresh else ""))
+    for name in peers_ran:
+        reasons = _reasons(same.get(name, []))
+        if reasons:
+            out.append(f"{name} gave no verdict on: {reasons}.")
     return out
 
 
@@ -246,27 +352,42 @@ def write_readme(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(loops.FAMILIES))
+    parser.add_argument("--bugs", default="",
+                        help="only these bug classes (and the correct loops): a quick run, written to "
+                             "results/resume_detection.subset.json only")
     parser.add_argument("--no-peers", action="store_true", help="pytest-ckpt only (no peers venv needed)")
-    parser.add_argument("--jobs", type=int, default=2, help="peer cases run at a time")
+    parser.add_argument("--no-fresh", action="store_true", help="skip the fresh-interpreter timings")
     parser.add_argument("--no-readme", action="store_true",
                         help="leave README.md and results/resume_detection.md alone (the raw JSON is still written)")
     parser.add_argument("--from-json", action="store_true",
                         help="render the tables again from results/resume_detection.json, running nothing")
+    parser.add_argument("--one", nargs=3, metavar=("FAMILY", "BUG", "AT"),
+                        help="run one pytest-ckpt case and print it as JSON (the fresh-interpreter timing)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.one:
+        family, bug, at = args.one
+        print(json.dumps(ours(family, None if bug == "correct" else bug, (int(at),)), default=str))
+        return 0
     if args.from_json:
         raw = json.loads((RESULTS / "resume_detection.json").read_text())
         return render(raw["all_points"], raw["same_cases"], raw["elapsed"], raw["families"],
-                      tuple(raw["peers_ran"]), readme=not args.no_readme)
+                      tuple(raw["peers_ran"]), raw.get("fresh", {}), raw.get("load"), readme=not args.no_readme)
     families = tuple(f for f in args.families.split(",") if f)
-    torch.set_num_threads(1)
-    began = time.perf_counter()
+    if args.bugs:
+        wanted = set(args.bugs.split(","))
+        loops.BUGS = {f: tuple(b for b in bugs if b in wanted) for f, bugs in loops.BUGS.items()}
+    began, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    python = os.environ.get("PEERS_PYTHON")
+    if not args.no_peers and (not python or not Path(python).exists()):
+        print("no peers venv (PEERS_PYTHON): run `make detection`, which builds it, or pass --no-peers")
+        return 2
 
     refs = reference(families)
     print(f"reference: {len(refs)} (family, bug, resume point) cases in {time.perf_counter() - began:.0f}s",
           flush=True)
 
     all_points: list[dict] = []
-    same: dict[str, list[dict]] = {"pytest-ckpt": []}
     for family in families:
         points = tuple(sorted(set(loops.resume_points(family).values())))
         for bug in (None,) + loops.BUGS[family]:
@@ -277,51 +398,49 @@ def main(argv: list[str] | None = None) -> int:
                 all_points.append({"family": family, "bug": bug, "point": r["point"], "at": r["at"],
                                    "error": everywhere.get("error"), "seconds": everywhere["seconds"],
                                    "text": (got or {}).get("text")} | score_ours(r, got))
-            main_point = primary_point(rows)
-            once = ours(family, bug, (main_point["at"],))
-            got = once["points"].get(main_point["at"])
-            same["pytest-ckpt"].append({"family": family, "bug": bug, "at": main_point["at"],
-                                        "seconds": once["seconds"], "error": once.get("error")}
-                                       | score_ours(main_point, got))
             flagged = [p for p, v in everywhere["points"].items() if not v["ok"]]
             print(f"  {family:4} {str(bug):28} {everywhere['seconds']:5.1f}s  flagged at {flagged}"
                   + (f"  ERROR {everywhere['error']}" if everywhere.get("error") else ""), flush=True)
 
-    peers_ran: tuple[str, ...] = ()
-    if not args.no_peers:
-        python = os.environ.get("PEERS_PYTHON")
-        if not python or not Path(python).exists():
-            print("no peers venv (PEERS_PYTHON): run `make detection`, which builds it, or pass --no-peers")
-            return 2
+    peers_ran: tuple[str, ...] = () if args.no_peers else PEERS
+    if peers_ran:
         os.environ["PEERS_PYTHON"] = os.path.abspath(python)  # the peers run in their own directories
-        peers_ran = PEERS
-        cases = [primary_point([r for r in refs if r["family"] == f and r["bug"] == b])
-                 for f in families for b in (None,) + loops.BUGS[f]]
-        for name in PEERS:
-            with ThreadPoolExecutor(args.jobs) as pool:
-                same[name] = [r | {"family": c["family"], "bug": c["bug"], "at": c["at"]}
-                              for c, r in zip(cases, pool.map(lambda c, n=name: peer(n, c), cases))]
-            print(f"  {name}: {len(cases)} cases done at {time.perf_counter() - began:.0f}s", flush=True)
+    cases = [primary_point([r for r in refs if r["family"] == f and r["bug"] == b])
+             for f in families for b in (None,) + loops.BUGS[f]]
+    same = same_cases(cases, peers_ran, began)
+    fresh = {} if args.no_fresh else fresh_seconds([c for c in cases if c["bug"] is None], ("pytest-ckpt", *peers_ran))
 
     elapsed = time.perf_counter() - began
+    load = [load_at_start, os.getloadavg()[0]]
     RESULTS.mkdir(exist_ok=True)
-    raw = RESULTS / "resume_detection.json"  # written before the tables: a rendering bug loses no run
+    # a filtered run (--families, --bugs) never overwrites the full run's results, README or raw JSON
+    subset = args.bugs or set(families) != set(loops.FAMILIES)
+    # written before the tables: a rendering bug loses no run
+    raw = RESULTS / ("resume_detection.subset.json" if subset else "resume_detection.json")
     raw.write_text(json.dumps({"all_points": all_points, "same_cases": same, "elapsed": elapsed,
-                               "families": families, "peers_ran": list(peers_ran)}, indent=1, default=str) + "\n")
-    return render(all_points, same, elapsed, families, peers_ran, readme=not args.no_readme)
+                               "families": families, "peers_ran": list(peers_ran), "fresh": fresh,
+                               "load": load},
+                              indent=1, default=str) + "\n")
+    return render(all_points, same, elapsed, families, peers_ran, fresh, load,
+                  readme=not (args.no_readme or subset))
 
 
 def render(all_points: list[dict], same: dict[str, list[dict]], elapsed: float, families: list[str],
-           peers_ran: tuple[str, ...], *, readme: bool) -> int:
+           peers_ran: tuple[str, ...], fresh: dict[str, list[float]], load: list[float] | None, *,
+           readme: bool) -> int:
     import platform
 
     header = (f"Measured by `make detection` on {platform.machine()}, {os.cpu_count()} cores, "
-              f"torch {torch.__version__}, in {elapsed:.0f} s; {len(families)} loop families, "
+              f"torch {torch.__version__}, in {elapsed:.0f} s"
+              + (f" (1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end)" if load else "")
+              + f"; {len(families)} loop families, "
               f"{sum(len(loops.BUGS[f]) for f in families)} bug variants of "
               f"{len({b for f in families for b in loops.BUGS[f]})} classes, "
-              f"{len({(r['family'], r['point']) for r in all_points})} resume points. Peers: "
+              f"{len({(r['family'], r['point']) for r in all_points})} resume points. Every tool in-process "
+              f"(seconds: its check call); peers: "
               + (", ".join(f"{p} (its own venv)" for p in peers_ran) or "not run (--no-peers)") + ".")
-    lines = [header, "", *table(all_points, same, peers_ran), "", *(f"- {t}" for t in totals(all_points, same))]
+    lines = [header, "", *table(all_points, same, peers_ran), "", *(f"- {t}" for t in totals(all_points, same)),
+             "", *seconds_table(same, fresh), "", *(f"- {t}" for t in notes(same, peers_ran, fresh))]
     text = "\n".join(lines)
     print("\n" + text)
     if readme:
