@@ -29,6 +29,7 @@ import argparse
 import os
 import queue
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -241,16 +242,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def table(outcomes: Sequence[Outcome], seconds: float, jobs: int) -> str:
-    """The README table: one row per mutant, in the order of the list."""
+def table(outcomes: Sequence[Outcome], seconds: float, jobs: int, cpu: float | None = None) -> str:
+    """The README table: one row per mutant, in the order of the list; ``cpu``: the runs' CPU seconds."""
     killed = sum(o.status == "killed" for o in outcomes)
     wider = sum(o.status == "killed" and o.wider for o in outcomes)
     modules = len({o.mutant.module for o in outcomes})
+    # wall time depends on what else the machine runs: the CPU seconds and the load say how much
+    machine = (f" ({cpu:.0f} CPU s; 1-min load average {os.getloadavg()[0]:.1f} at the end, "
+               f"{os.cpu_count()} cores)" if cpu is not None else "")
     head = (f"Mutation testing: {len(outcomes)} named mutants at the verdict points of {modules} modules "
             f"(`benchmarks/mutants.py`); {killed} killed by `make test`'s tests"
             + (f" ({wider} only by the whole suite)" if wider else "")
             + f", {len(outcomes) - killed} not; {seconds:.0f} s on {jobs} "
-            f"{'process' if jobs == 1 else 'processes'}.")
+            f"{'process' if jobs == 1 else 'processes'}{machine}.")
     rows = ["| mutant | where | the slip, and what it breaks | killed? | by |", "|---|---|---|---|---|"]
     for o in outcomes:
         where = f"{o.mutant.module.removeprefix('pytest_ckpt/')}:{o.line}"
@@ -290,7 +294,8 @@ def main(argv=None) -> int:
     except (StaleMutant, DriverError) as e:
         print(f"make mutation: {e}", file=sys.stderr)
         return 2
-    report = table(outcomes, time.perf_counter() - start, args.jobs)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = table(outcomes, time.perf_counter() - start, args.jobs, children.ru_utime + children.ru_stime)
     survivors = [f"{o.mutant.name} ({o.mutant.module}): {o.status}" for o in outcomes if o.status != "killed"]
     if args.only:
         print(report)

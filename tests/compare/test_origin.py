@@ -99,3 +99,15 @@ def test_a_tensor_only_the_new_checkpoint_holds_torn_is_from_neither(tmp_path):
 
     assert found.verdict == "mixed"
     assert (found.from_a, found.from_b, found.neither, found.missing) == (0, len(names), 1, [])
+
+
+def test_tensors_equal_in_both_checkpoints_tell_nothing_apart(tmp_path):
+    previous, new = two_states()
+    new["embed.weight"] = previous["embed.weight"].clone()  # frozen: the same in every save
+    names = sorted(new)
+    sharded(tmp_path / "new", new, {"model-00001-of-00001.safetensors": names})
+
+    found = origin(pc.load_state_dict(tmp_path / "new"), previous, new)
+
+    assert found.verdict == "new"
+    assert (found.from_a, found.from_b, found.same) == (0, len(names) - 1, 1)

@@ -233,7 +233,7 @@ def _ema_start():
     return {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.1), "ema": None, "step": 0}
 
 
-def _ema_step(run):
+def _train(run):
     import torch
 
     loss = run["model"](torch.ones(4, 3) * (run["step"] + 1)).pow(2).mean()
@@ -241,6 +241,11 @@ def _ema_step(run):
     loss.backward()
     run["opt"].step()
     run["step"] += 1
+    return loss
+
+
+def _ema_step(run):
+    loss = _train(run)
     weights = {k: v.detach().clone() for k, v in run["model"].state_dict().items()}
     if run["ema"] is None:  # built by the first step, as an EMA callback builds its shadow
         run["ema"] = weights
@@ -284,11 +289,7 @@ def _module_ema_start():
 def _module_ema_step(run):
     import torch
 
-    loss = run["model"](torch.ones(4, 3) * (run["step"] + 1)).pow(2).mean()
-    run["opt"].zero_grad()
-    loss.backward()
-    run["opt"].step()
-    run["step"] += 1
+    loss = _train(run)
     with torch.no_grad():
         for e, p in zip(run["ema"].parameters(), run["model"].parameters()):
             e.mul_(0.9).add_(p, alpha=0.1)
@@ -320,11 +321,7 @@ def _frozen_start():
 def _frozen_step(run):
     import torch
 
-    loss = run["model"](torch.ones(4, 3) * (run["step"] + 1)).pow(2).mean()
-    run["opt"].zero_grad()
-    loss.backward()
-    run["opt"].step()
-    run["step"] += 1
+    loss = _train(run)
     with torch.no_grad():
         for e, p in zip(run["ema"].parameters(), run["model"].parameters()):
             if p.requires_grad:
