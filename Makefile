@@ -10,7 +10,7 @@ PEERS_VENV ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed-$(TORCH_VERSION)-frameworks
 PEERS := pytest-torch==1.1.1 TrainParity==0.1.0 ckpt-chaos==0.1.8
 
-.PHONY: setup test demo bench detection peers clean
+.PHONY: setup test demo bench detection mutation peers clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ detection: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python benchmarks/fuzz.py
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/interrupted.py
 	PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python benchmarks/trainers_detection.py
+	$(BIN)/python benchmarks/mutation.py
+
+# named mutants at the verdict points, each run against the tests that should kill it (README table)
+mutation: $(STAMP)
+	$(BIN)/python benchmarks/mutation.py
 
 peers: $(PEERS_STAMP)
 

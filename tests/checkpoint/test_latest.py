@@ -79,6 +79,12 @@ def staging(d):
     trainer(d, 4, name="tmp-checkpoint-4")
 
 
+def staging_past_step_9(d):  # killed after trainer_state.json, before the rename: whole, yet unfinished
+    trainer(d, 10)
+    trainer(d, 20)
+    trainer(d, 30, name="tmp-checkpoint-30")
+
+
 def torn_config(d):
     trainer(d, 2)
     trainer(d, 4, torn=["config.json"])
@@ -97,6 +103,11 @@ def torn_trainer_state(d):
 def torn_optimizer(d):
     trainer(d, 2)
     trainer(d, 4, torn=["optimizer.pt"])
+
+
+def torn_rng_state(d):
+    trainer(d, 2)
+    trainer(d, 4, torn=["rng_state.pth"])
 
 
 def config_absent_its_siblings_hold(d):
@@ -200,11 +211,13 @@ DECOYS = {
                                          "incomplete: trainer_state.json is absent: the Trainer writes it last"),
     "trainer-killed-after-its-optimizer": (killed_after_optimizer, "checkpoint-2", "trainer_state.json is absent"),
     "trainer-staging-directory": (staging, "checkpoint-2", "a Trainer staging directory"),
+    "trainer-staging-directory-past-step-9": (staging_past_step_9, "checkpoint-20", "a Trainer staging directory"),
     "torn-config-json": (torn_config, "checkpoint-2", "config.json is not valid JSON"),
     "torn-generation-config-json": (torn_generation_config, "checkpoint-2",
                                     "generation_config.json is not valid JSON"),
     "torn-trainer-state-json": (torn_trainer_state, "checkpoint-2", "trainer_state.json is not valid JSON"),
     "torn-optimizer": (torn_optimizer, "checkpoint-2", "(optimizer.pt)"),
+    "torn-rng-state-pth": (torn_rng_state, "checkpoint-2", "(rng_state.pth)"),
     "config-absent-its-sibling-holds": (config_absent_its_siblings_hold, "checkpoint-2",
                                         "config.json is absent beside generation_config.json"),
     "optimizer-absent-its-sibling-holds": (optimizer_absent_its_siblings_hold, "checkpoint-2",
@@ -275,3 +288,30 @@ def test_a_trainer_checkpoint_whose_optimizer_file_asks_for_code_is_refused(tmp_
     assert not (tmp_path / "payload-ran").exists()
     assert info.value.kind == "unsafe" and info.value.path.endswith("checkpoint-2/optimizer.pt")
     assert info.value.globals == ("os.system",)
+
+
+class _TransformersCall:
+    """Pickles as a call of a transformers function (not one of its classes): a forged training_args.bin."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from transformers.utils.import_utils import direct_transformers_import
+
+        return (direct_transformers_import, (str(self.path),))  # imports, so runs, the file it is given
+
+
+def test_a_trainer_checkpoint_whose_training_args_call_a_transformers_function_is_refused(tmp_path):
+    import transformers.utils.import_utils  # noqa: F401  (imported: its functions are known to be code)
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "__init__.py").write_text(f"open({str(tmp_path / 'payload-ran')!r}, 'w').close()\n")
+    path = trainer(tmp_path, 2)
+    torch.save(_TransformersCall(code), path / "training_args.bin")
+    with pytest.raises(pc.CheckpointError) as info:
+        pc.verify(path)
+    assert not (tmp_path / "payload-ran").exists()
+    assert info.value.kind == "unsafe" and info.value.path.endswith("checkpoint-2/training_args.bin")
+    assert info.value.globals == ("transformers.utils.import_utils.direct_transformers_import",)

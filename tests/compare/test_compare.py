@@ -33,6 +33,14 @@ def test_missing_unexpected_shape_dtype_values():
     assert not d.ok
 
 
+def test_a_dtype_change_alone_is_a_difference():
+    # values are compared only at equal dtypes: the dtype itself must fail the diff
+    e = {"w": torch.ones(2), "b": torch.zeros(1)}
+    d = compare(model(e), ckpt({"w": torch.ones(2, dtype=torch.float16), "b": torch.zeros(1)}))
+    assert d.dtype == {"w": (torch.float32, torch.float16)} and d.values == {}
+    assert not d.ok and d
+
+
 def test_values_off_and_meta_sides():
     e, a = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
     assert compare(model(e), ckpt(a), values=False).ok

@@ -4,7 +4,7 @@ read back as a mix of the previous and the new checkpoint is "mixed", never "new
 import json
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import pytest_ckpt as pc
 from pytest_ckpt.compare.origin import origin
@@ -61,3 +61,53 @@ def test_whole_checkpoints_are_previous_or_new_and_a_fresh_model_is_none(tmp_pat
         assert origin(pc.load_state_dict(tmp_path / which), previous, new).verdict == which
     fresh = {k: torch.full_like(v, 7.0) if v.is_floating_point() else v for k, v in previous.items()}
     assert origin(fresh, previous, new).verdict == "none"
+
+
+def test_a_load_that_lost_a_shard_of_the_new_checkpoint_is_mixed_naming_what_is_missing(tmp_path):
+    previous, new = two_states()
+    names = sorted(previous)
+    half = len(names) // 2
+    sharded(tmp_path / "ckpt", new, {"model-00001-of-00002.safetensors": names[:half],
+                                     "model-00002-of-00002.safetensors": names[half:]})
+    # the save was killed before it wrote shard 2; a load that reads the shards it finds
+    (tmp_path / "ckpt" / "model-00002-of-00002.safetensors").unlink()
+    loaded = load_file(tmp_path / "ckpt" / "model-00001-of-00002.safetensors")
+
+    found = origin(loaded, previous, new)
+
+    assert found.verdict == "mixed"  # every tensor it returned is new, but not every new tensor
+    assert (found.from_a, found.from_b, found.missing) == (0, half, names[half:])
+    assert str(found).startswith(f"0 tensors from the previous checkpoint, {half} from the new one, "
+                                 f"{len(names) - half} from neither ({len(names) - half} missing: ")
+
+
+def test_a_tensor_only_the_new_checkpoint_holds_torn_is_from_neither(tmp_path):
+    previous, new = two_states()
+    new["ema.decay"] = torch.full((4,), 0.999)  # the new step's save adds a tensor, in a shard of its own
+    names = sorted(previous)
+    sharded(tmp_path / "ckpt", new, {"model-00001-of-00002.safetensors": names,
+                                     "model-00002-of-00002.safetensors": ["ema.decay"]})
+    # killed while writing shard 2's data: the file was laid out whole, its bytes are still zeros
+    shard = tmp_path / "ckpt" / "model-00002-of-00002.safetensors"
+    raw = bytearray(shard.read_bytes())
+    raw[-16:] = bytes(16)
+    shard.write_bytes(raw)
+    loaded = pc.load_state_dict(tmp_path / "ckpt")
+    assert torch.equal(loaded["ema.decay"], torch.zeros(4))
+
+    found = origin(loaded, previous, new)
+
+    assert found.verdict == "mixed"
+    assert (found.from_a, found.from_b, found.neither, found.missing) == (0, len(names), 1, [])
+
+
+def test_tensors_equal_in_both_checkpoints_tell_nothing_apart(tmp_path):
+    previous, new = two_states()
+    new["embed.weight"] = previous["embed.weight"].clone()  # frozen: the same in every save
+    names = sorted(new)
+    sharded(tmp_path / "new", new, {"model-00001-of-00001.safetensors": names})
+
+    found = origin(pc.load_state_dict(tmp_path / "new"), previous, new)
+
+    assert found.verdict == "new"
+    assert (found.from_a, found.from_b, found.same) == (0, len(names) - 1, 1)

@@ -45,6 +45,12 @@ def test_rtol_alone_is_a_tolerance_relative_to_the_values():
     assert max_abs_diff(a, b, rtol=1e-4) == 0.5
 
 
+def test_nan_at_the_same_place_is_equal_within_a_tolerance_too():
+    a = torch.tensor([1.0, float("nan"), 3.0])
+    assert max_abs_diff(a, torch.tensor([1.1, float("nan"), 3.0]), atol=0.5) is None
+    assert max_abs_diff(a, torch.tensor([1.1, 2.0, 3.0]), atol=0.5) == math.inf  # NaN against a number
+
+
 @pytest.mark.parametrize("dtype, ints", [(torch.float16, torch.int16), (torch.bfloat16, torch.int16),
                                          (torch.float32, torch.int32), (torch.float64, torch.int64)])
 def test_one_ulp_is_a_difference(dtype, ints):

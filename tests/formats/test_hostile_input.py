@@ -71,6 +71,35 @@ def test_a_storage_record_shorter_than_its_tensor_is_refused(files, tmp_path):
     every_reader_refuses(path, kind="corrupted", match="holds 16 bytes")
 
 
+def test_a_storage_record_longer_than_its_tensor_is_refused_as_torch_load_refuses_it(files, tmp_path):
+    path = rewrite_zip(files / "torch.pt", tmp_path / "long.pt",
+                       lambda name, data: data + bytes(8) if name.endswith("data/1") else data)
+    assert torch.load(path, mmap=True)["b"].tolist() == SD["b"].tolist()  # the mmap reader looks away...
+    with pytest.raises(RuntimeError, match="record size"):  # ...torch.load checks each record's size
+        torch.load(path)
+    every_reader_refuses(path, kind="corrupted", match="storage record torch/data/1 holds 24 bytes, its storage needs 16")
+
+
+def _storage_offset_set(data: bytes, offset: int) -> bytes:
+    """``data.pkl`` of one tensor with its storage offset (the first small int after the storage) replaced."""
+    import pickletools
+
+    ops = list(pickletools.genops(data))
+    persid = next(i for i, (op, _, _) in enumerate(ops) if op.name == "BINPERSID")
+    op, _, pos = next(o for o in ops[persid:] if o[0].name == "BININT1")
+    return data[:pos + 1] + bytes([offset]) + data[pos + 2:]
+
+
+def test_a_tensor_whose_storage_offset_reaches_past_its_storage_is_refused(tmp_path):
+    torch.save({"v": torch.arange(8.0)[4:]}, tmp_path / "view.pt")  # a view: storage offset 4, 4 of 8 elements
+    path = rewrite_zip(tmp_path / "view.pt", tmp_path / "past.pt",
+                       lambda name, data: _storage_offset_set(data, 6) if name.endswith("data.pkl") else data)
+    for mmap in (False, True):  # elements 6 to 9 of a storage of 8: torch would have to grow the storage
+        with pytest.raises(RuntimeError, match="resize storage that is not resizable"):
+            torch.load(path, mmap=mmap)
+    every_reader_refuses(path, kind="corrupted", match="tensor v reaches element 10 of a storage of 8")
+
+
 def test_duplicate_zip_entries_are_refused(files, tmp_path):
     zeros = torch.zeros(8).numpy().tobytes()
     path = rewrite_zip(files / "torch.pt", tmp_path / "dup.pt",

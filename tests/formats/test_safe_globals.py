@@ -36,6 +36,26 @@ class Payload:
         return (os.system, (f"touch {self.target}",))
 
 
+class Hook:
+    """No data class: unpickling it runs its ``__setstate__``, which runs a command."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __setstate__(self, state):
+        os.system(f"touch {state['target']}")
+
+
+class NumpyLoad:
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        import numpy
+
+        return (numpy.load, (self.target, None, True))  # allow_pickle=True: it unpickles whatever it is given
+
+
 @pytest.fixture
 def restore_safe_globals():
     before = torch.serialization.get_safe_globals()
@@ -85,6 +105,24 @@ def test_code_beside_a_data_class_stays_unsafe_and_runs_nothing(tmp_path):
     assert err.kind == "unsafe" and set(err.globals) == {"argparse.Namespace", "os.system"}
     assert "(os.system runs code)" in str(err) and "add_safe_globals" not in str(err)
     assert not pwned.exists()
+
+
+def test_an_imported_class_that_is_no_data_class_stays_unsafe_and_runs_nothing(tmp_path):
+    pwned = tmp_path / "pwned"
+    path = tmp_path / "hook.pt"
+    torch.save({"w": torch.ones(2), "h": Hook(pwned)}, path)
+    err = _refusal(path)  # its module is imported: it is looked at, and it is no dataclass, enum or namedtuple
+    assert err.kind == "unsafe" and err.globals == (f"{__name__}.Hook",)
+    assert f"{__name__}.Hook could not be checked here" in str(err)
+    assert not pwned.exists()
+
+
+def test_a_numpy_function_is_code_not_data(tmp_path):
+    path = tmp_path / "np.pt"
+    torch.save({"w": torch.ones(2), "arrays": NumpyLoad(tmp_path / "other.npy")}, path)
+    err = _refusal(path)
+    assert err.kind == "unsafe" and err.globals == ("numpy.load",)
+    assert "(numpy.load runs code)" in str(err) and "add_safe_globals" not in str(err)
 
 
 def test_builtins_eval_is_code():

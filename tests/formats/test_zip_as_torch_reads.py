@@ -124,6 +124,7 @@ FIELDS = [
     ("local {r}", "extra length", lambda v: v + 4096, "past the end of the records"),
     ("central {r}", "name length", lambda v: v - 1, "the zip directory is damaged"),
     ("zip64 end", "entries here", lambda v: v + 1, "multi-disk archive"),
+    ("zip64 end", "disk", lambda v: 2, "multi-disk archive (9 of 9 entries on disk 2"),
     ("zip64 end", "directory size", lambda v: 1 << 40, "its zip64 end record claims 9 entries in"),
     ("zip64 end", "directory size", lambda v: v + 1 << 20, "do not fit in the file"),
     ("locator", "disks", lambda v: 2, "counts 2 disks"),
@@ -158,6 +159,18 @@ def test_a_record_name_torch_cannot_list_is_refused(files, tmp_path, record, at,
     path.write_bytes(bytes(damaged))
     assert isinstance(torch_load(path), Exception)  # torch.load lists every record, and refuses
     every_reader_refuses(path, says)
+
+
+def test_the_end_record_is_the_last_one_as_miniz_finds_it(files, tmp_path):
+    # an end record in the archive's comment: miniz takes the last signature with a whole record after
+    # it, so torch reads an archive of no records; the first one found would read the real directory
+    path = tmp_path / "comment.pt"
+    with zipfile.ZipFile(files / "torch.pt") as zin, zipfile.ZipFile(path, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        zout.comment = b"PK\x05\x06" + bytes(18)
+    assert isinstance(torch_load(path), RuntimeError) and isinstance(torch_load(path, mmap=True), RuntimeError)
+    every_reader_refuses(path, "the zip archive holds no records")
 
 
 def test_a_stored_record_whose_two_sizes_disagree_is_refused(files, tmp_path):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from pytest_ckpt.resume.compare import Difference, LedgerEntry, leaves, ledger, same
+from pytest_ckpt.resume.compare import Difference, LedgerEntry, leaves, ledger, losses_differ, same
 from pytest_ckpt.resume.report import ResumePoint, ResumeReport
 from pytest_ckpt.resume.rules import Findings, explain
 
@@ -23,6 +23,13 @@ def test_same_is_bitwise_by_default_and_within_tolerance_when_asked():
     assert same(np.arange(3), np.arange(3)) and not same(np.arange(3), np.arange(1, 4))
 
 
+def test_a_float_within_rtol_alone_is_the_same_and_losses_do_not_differ():
+    # 1000 vs 1000.5: 5e-4 relative, 0.5 absolute. rtol alone is a tolerance (as pc.diff's is)
+    assert same(1000.0, 1000.5, rtol=1e-3) and not same(1000.0, 1000.5, rtol=1e-4)
+    assert not losses_differ(1000.0, 1000.5, atol=0.0, rtol=1e-3)
+    assert losses_differ(1000.0, 1000.5, atol=0.0, rtol=1e-4)
+
+
 def test_leaves_names_each_differing_leaf_and_what_is_absent():
     exp = {"epoch": 1, "index": 3, "order": torch.arange(4), "extra": 1}
     act = {"epoch": 1, "index": 0, "order": torch.arange(4)}
@@ -35,6 +42,9 @@ def test_the_ledger_says_where_each_other_batch_came_from():
         LedgerEntry(4, 1, "repeated"), LedgerEntry(5, 2, "repeated"), LedgerEntry(6, 3, "repeated")]
     assert ledger(exp, ["a", "b", "c", "f", "x", "y"], 3) == [
         LedgerEntry(4, 6, "skipped"), LedgerEntry(5, None, "unseen"), LedgerEntry(6, None, "unseen")]
+    # the position restarted one batch back: each batch is the one the uninterrupted run saw a step earlier
+    assert ledger(exp, ["a", "b", "c", "c", "d", "e"], 3) == [
+        LedgerEntry(4, 3, "repeated"), LedgerEntry(5, 4, "repeated"), LedgerEntry(6, 5, "repeated")]
     assert ledger(exp, exp, 3) == [] and ledger([None] * 6, [None] * 6, 3) == []
 
 

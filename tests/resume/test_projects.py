@@ -233,7 +233,7 @@ def _ema_start():
     return {"model": model, "opt": torch.optim.SGD(model.parameters(), lr=0.1), "ema": None, "step": 0}
 
 
-def _ema_step(run):
+def _train(run):
     import torch
 
     loss = run["model"](torch.ones(4, 3) * (run["step"] + 1)).pow(2).mean()
@@ -241,6 +241,11 @@ def _ema_step(run):
     loss.backward()
     run["opt"].step()
     run["step"] += 1
+    return loss
+
+
+def _ema_step(run):
+    loss = _train(run)
     weights = {k: v.detach().clone() for k, v in run["model"].state_dict().items()}
     if run["ema"] is None:  # built by the first step, as an EMA callback builds its shadow
         run["ema"] = weights
@@ -271,3 +276,70 @@ def test_a_step_built_ema_that_load_never_restores_is_a_cause_though_every_loss_
     assert not report.ok, str(report)
     assert report.notes[0].kind == "resume-weights", str(report)
     assert report.notes[0].text.startswith('run["ema"] is not in the run after load'), str(report)
+
+
+def _module_ema_start():
+    import copy
+
+    run = _ema_start()
+    run["ema"] = copy.deepcopy(run["model"]).requires_grad_(False)  # an EMA kept as a module: no optimizer trains it
+    return run
+
+
+def _module_ema_step(run):
+    import torch
+
+    loss = _train(run)
+    with torch.no_grad():
+        for e, p in zip(run["ema"].parameters(), run["model"].parameters()):
+            e.mul_(0.9).add_(p, alpha=0.1)
+    return loss
+
+
+def test_an_ema_kept_as_a_module_that_the_save_forgets_is_told_to_be_saved_not_loaded_strictly():
+    note, report = first((_module_ema_start, _module_ema_step, _ema_save, _ema_load), None)
+    assert [n.kind for n in report.notes] == ["resume-weights"], str(report)
+    assert note.text == ('run["ema"] (Linear) is not restored: none of its 2 tensors was restored (after load they '
+                         'hold what start built)'), note.text
+    assert note.fix == 'save run["ema"] with the checkpoint and copy it back in your load'
+
+
+# -- a copy of the weights is named as one only when every tensor of it is the model's --------------
+
+def _frozen_start():
+    import copy
+
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    model[0].requires_grad_(False)  # a frozen encoder: the same in the model and its EMA at every step
+    return {"model": model, "opt": torch.optim.SGD(model[1].parameters(), lr=0.1),
+            "ema": copy.deepcopy(model), "step": 0}
+
+
+def _frozen_step(run):
+    import torch
+
+    loss = _train(run)
+    with torch.no_grad():
+        for e, p in zip(run["ema"].parameters(), run["model"].parameters()):
+            if p.requires_grad:
+                e.mul_(0.9).add_(p, alpha=0.1)
+    return loss
+
+
+def _frozen_load(run, path):
+    import torch
+
+    held = torch.load(path, weights_only=True)  # the model's weights are never loaded, and no EMA was saved
+    run["opt"].load_state_dict(held["opt"])
+    run["step"] = held["step"]
+
+
+def test_a_module_that_shares_only_frozen_tensors_with_the_model_is_no_copy_of_it():
+    note, report = first((_frozen_start, _frozen_step, _ema_save, _frozen_load), None)
+    assert [(n.kind, n.text.split(" ")[0]) for n in report.notes] == [
+        ("resume-weights", 'run["model"]'), ("resume-weights", 'run["ema"]')], str(report)
+    assert report.notes[1].text.startswith('run["ema"] (Sequential) is not restored: none of its 4 tensors'), str(report)
+    assert "a copy taken before the step" not in str(report)
