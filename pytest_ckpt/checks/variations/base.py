@@ -130,7 +130,7 @@ def misused(exc: AttributeError, model: Any, path: Any, save: Callable, variatio
     >>> model, path = nn.Linear(1, 1), Path("m.pt")
     >>> try: save(model, path)
     ... except AttributeError as exc: print(misused(exc, model, path, save, "plain"))
-    your save save(path, model) called .state_dict() on the path: the round trip calls save(model, path), the model first; fix: take (model, path) in your save, or pass save=lambda model, path: save(path, model)
+    your save pytest_ckpt.checks.variations.base.save(path, model) called .state_dict() on the path: the round trip calls save(model, path), the model first; fix: take (model, path) in your save, or pass save=lambda model, path: pytest_ckpt.checks.variations.base.save(path, model)
     """
     name, obj = getattr(exc, "name", None), getattr(exc, "obj", None)
     if name is None or obj is None:
