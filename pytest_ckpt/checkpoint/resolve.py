@@ -26,13 +26,16 @@ def resolve(
     like: "View | Schema | Iterable[str] | None" = None,
     weights_only: bool = True,
     label: str | None = None,
+    defer_crcs: bool = False,
 ) -> View:
     """Resolve ``source`` into a :class:`View`.
 
     ``values=False`` reads metadata only (meta tensors) where the format
     allows. ``like`` is the other side of the comparison: its names guide
     which mapping in the file is the model and how deep wrapper prefixes are
-    stripped.
+    stripped. ``defer_crcs``: a file's large records are checksummed as
+    :func:`~pytest_ckpt.compare.compare.compare` compares them (``View.crcs``),
+    for a caller that compares the view before saying anything of it.
     """
     if isinstance(source, View):
         return source
@@ -41,7 +44,7 @@ def resolve(
         return module_view(source, label=label)
     if isinstance(source, (str, os.PathLike)):
         return _file_view(Path(source), values=values, target=target,
-                          weights_only=weights_only, label=label)
+                          weights_only=weights_only, label=label, defer_crcs=defer_crcs)
     if isinstance(source, Mapping):
         return tree_view(source, target=target, label=label or "state dict",
                          ties_expressible=True)
@@ -153,10 +156,10 @@ def module_view(module: torch.nn.Module, *, label: str | None = None) -> View:
 HF_FORMATS = ("safetensors", "hf-sharded", "hf-sharded-unindexed")
 
 
-def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -> View:
+def _file_view(path: Path, *, values: bool, target, weights_only: bool, label, defer_crcs: bool = False) -> View:
     from .. import formats
 
-    contents = formats.read(path, meta=not values, weights_only=weights_only)
+    contents = formats.read(path, meta=not values, weights_only=weights_only, defer_crcs=defer_crcs)
     stored = contents.stored
     stored_ties = stored.get("ties") if stored else None
     if label is None:
@@ -180,6 +183,7 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label) -
         view.dataless = dataless(view.tensors)
         view.has_values = True
     view.stored = stored
+    view.crcs = contents.crcs
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
     view.saved_by = frameworks.saved_by(contents.tree)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 
+from . import bitwise
+
+#: given a tensor to be compared byte for byte, what takes the CRC32 of its bytes (or None)
+Claim = Callable[[torch.Tensor], "Callable[[int], None] | None"]
+
 #: elements per chunk on the slow path, so temporaries stay small (~16M elements)
 CHUNK = 1 << 24
-#: elements per chunk of the exact scan: large enough that per-chunk overhead is lost in
-#: the memory traffic, small enough that a differing chunk's float64 work stays cheap
+#: elements per chunk of the bitwise pass: torch runs each call as one parallel region, and a
+#: region waits once for a thread that another job keeps off its core (a 256K-element pass over
+#: 2 GiB took 10x one call per tensor with the cores busy); a differing one is scanned again
+PASS_CHUNK = 1 << 22
+#: elements per chunk of the exact scan of a differing pass chunk: small enough that its
+#: float64 work stays cheap
 EXACT_CHUNK = 1 << 18
 
 _INT_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -30,6 +39,19 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     >>> max_abs_diff(torch.tensor([float("nan")]), torch.tensor([float("nan")])) is None
     True
     """
+    pair = _prepared(a, b)
+    if pair is None:
+        return None
+    a, b = pair
+    if atol or rtol:
+        return _close_diff(a, b, atol, rtol)
+    if bitwise.scannable(a, b):
+        return _exact_diff(a, b, bitwise.scan([bitwise.Job(a, b)], threads=1)[0].differing)
+    return _exact_pieces(a, b, _differing(a, b))
+
+
+def _prepared(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``a`` and ``b`` as their bits are compared, or ``None`` when there is nothing to compare."""
     if a is b:
         return None  # the same tensor object holds the same bits
     if a.is_meta or b.is_meta:
@@ -43,26 +65,46 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     if a.is_complex():
         # complex: compare real and imaginary parts as floats
         a, b = torch.view_as_real(a), torch.view_as_real(b)
-    if atol or rtol:
-        return _close_diff(a, b, atol, rtol)
-    ints = _INT_OF_WIDTH[a.element_size()]
-    contiguous = a.is_contiguous() and b.is_contiguous()
-    # non-contiguous tensors: one bitwise pass first, since chunking them copies
-    if not contiguous and torch.equal(a.view(ints), b.view(ints)):
+    return a, b
+
+
+def _exact_diff(a: torch.Tensor, b: torch.Tensor, differing: list[tuple[int, int]]) -> float | None:
+    """The exact rules over the byte ranges of contiguous ``a`` and ``b`` that :mod:`.bitwise` found differing."""
+    if not differing:
         return None
-    # contiguous ones are scanned once, chunk by chunk: an equal tensor costs one pass,
-    # a differing one that pass plus the exact rules on its differing chunks only
+    size = a.element_size()
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    return _exact_pieces(a, b, ((fa[first // size:end // size], fb[first // size:end // size])
+                                for first, end in differing))
+
+
+def _exact_pieces(a: torch.Tensor, b: torch.Tensor, pieces: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
+    # an equal tensor costs one bitwise pass; a differing one the exact rules on its differing pieces only
+    ints = _INT_OF_WIDTH[a.element_size()]
     worst: float | None = None
     buffers = None
-    for ca, cb in _chunks(a, b, min(CHUNK, EXACT_CHUNK)):
-        if torch.equal(ca.view(ints), cb.view(ints)):
-            continue
+    for ca, cb in pieces:
         if buffers is None or buffers[0].numel() < ca.numel():
             buffers = torch.empty(ca.numel(), dtype=torch.float64), torch.empty(ca.numel(), dtype=torch.float64)
         d = _exact_chunk_fast(ca, cb, ints, buffers)
         if d is not None:
             worst = d if worst is None else max(worst, d)
     return worst
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Aligned flat pieces of ``a`` and ``b`` (at most :data:`EXACT_CHUNK` elements) whose bits
+    differ, by torch's comparison: tensors :mod:`.bitwise` cannot compare (not contiguous)."""
+    ints = _INT_OF_WIDTH[a.element_size()]
+    # non-contiguous tensors: one bitwise pass first, since chunking them copies
+    if not (a.is_contiguous() and b.is_contiguous()) and torch.equal(a.view(ints), b.view(ints)):
+        return
+    for ca, cb in _chunks(a, b, min(CHUNK, PASS_CHUNK)):
+        if torch.equal(ca.view(ints), cb.view(ints)):
+            continue
+        for sa, sb in _chunks(ca, cb, EXACT_CHUNK):
+            if not torch.equal(sa.view(ints), sb.view(ints)):
+                yield sa, sb
 
 
 #: tensors up to this many elements are compared in batches: per-call overhead dominates them
@@ -102,19 +144,55 @@ def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, at
     return batch_max_abs_diffs(batches.values(), atol=atol, rtol=rtol)
 
 
-def batch_max_abs_diffs(batches: Iterable[Batch], *, atol: float = 0.0,
-                        rtol: float = 0.0) -> dict[str, float]:
+def batch_max_abs_diffs(batches: Iterable[Batch], *, atol: float = 0.0, rtol: float = 0.0,
+                        claims: tuple[Claim | None, Claim | None] = (None, None)) -> dict[str, float]:
     """:func:`max_abs_diffs` of pairs already in :class:`Batch` es; a batch whose tensors
-    break its promise is checked pair by pair, which raises on a mismatch."""
+    break its promise is checked pair by pair, which raises on a mismatch.
+
+    ``claims``: for the ``a`` and the ``b`` side, a function that, given a tensor whose bytes
+    should be checksummed as they are compared (a file's record), returns what takes their
+    CRC32, or ``None``; every tensor compared byte for byte is offered to it."""
     out: dict[str, float] = {}
     exact = not (atol or rtol)
+    jobs: list[tuple[str, bitwise.Job, Callable | None, Callable | None]] = []
     for batch in batches:
         suspects = _differing_rows(batch) if exact else range(len(batch.names))
         for i in suspects:
-            d = max_abs_diff(batch.a[i], batch.b[i], atol=atol, rtol=rtol)
+            name, a0, b0 = batch.names[i], batch.a[i], batch.b[i]
+            pair = _prepared(a0, b0)
+            if pair is None:
+                continue
+            a, b = pair
+            if exact and bitwise.scannable(a, b):
+                take_a, take_b = (claim(t) if claim else None for claim, t in zip(claims, pair))
+                job = (name, bitwise.Job(a, b, take_a is not None, take_b is not None), take_a, take_b)
+                if _in_place(a, a0) and _in_place(b, b0):
+                    jobs.append(job)  # no copy held: the large tensors go over the cores at once
+                else:
+                    _settle(out, job, bitwise.scan([job[1]], threads=1)[0])
+                continue
+            d = _exact_pieces(a, b, _differing(a, b)) if exact else _close_diff(a, b, atol, rtol)
             if d is not None:
-                out[batch.names[i]] = d
+                out[name] = d
+    for job, found in zip(jobs, bitwise.scan([job[1] for job in jobs])):
+        _settle(out, job, found)
     return out
+
+
+def _in_place(prepared: torch.Tensor, given: torch.Tensor) -> bool:
+    # _plain copies a GPU tensor, a bool one and lazy conj/neg bits: a batch must not hold those all at once
+    return prepared.untyped_storage().data_ptr() == given.untyped_storage().data_ptr()
+
+
+def _settle(out: dict[str, float], job: tuple, found: bitwise.Found) -> None:
+    name, pair, take_a, take_b = job
+    if take_a is not None:
+        take_a(found.crc_a)
+    if take_b is not None:
+        take_b(found.crc_b)
+    d = _exact_diff(pair.a, pair.b, found.differing)
+    if d is not None:
+        out[name] = d
 
 
 def _differing_rows(batch: Batch) -> Iterable[int]:
