@@ -68,28 +68,51 @@ def _prepared(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return a, b
 
 
+def same(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
+    """``max_abs_diff(a, b, atol=atol, rtol=rtol) is None``, stopping at the first difference: what a
+    rule asks of a whole tensor that may differ everywhere.
+
+    >>> same(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]))
+    True
+    >>> same(torch.zeros(3), torch.tensor([0.0, 0.0, -0.0]))
+    False
+    """
+    pair = _prepared(a, b)
+    if pair is None:
+        return True
+    a, b = pair
+    if atol or rtol:
+        return _close_diff(a, b, atol, rtol) is None
+    pieces = (_ranges(a, b, bitwise.scan([bitwise.Job(a, b)], threads=1)[0].differing)
+              if bitwise.scannable(a, b) else _differing(a, b))
+    return all(d is None for d in _piece_diffs(a, pieces))
+
+
 def _exact_diff(a: torch.Tensor, b: torch.Tensor, differing: list[tuple[int, int]]) -> float | None:
     """The exact rules over the byte ranges of contiguous ``a`` and ``b`` that :mod:`.bitwise` found differing."""
-    if not differing:
-        return None
+    return _exact_pieces(a, b, _ranges(a, b, differing)) if differing else None
+
+
+def _ranges(a: torch.Tensor, b: torch.Tensor, differing: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     size = a.element_size()
     fa, fb = a.reshape(-1), b.reshape(-1)
-    return _exact_pieces(a, b, ((fa[first // size:end // size], fb[first // size:end // size])
-                                for first, end in differing))
+    return ((fa[first // size:end // size], fb[first // size:end // size]) for first, end in differing)
 
 
 def _exact_pieces(a: torch.Tensor, b: torch.Tensor, pieces: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
     # an equal tensor costs one bitwise pass; a differing one the exact rules on its differing pieces only
+    return max((d for d in _piece_diffs(a, pieces) if d is not None), default=None)
+
+
+def _piece_diffs(a: torch.Tensor, pieces: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[float | None]:
+    """The exact rules' verdict on each piece: its max abs difference, or ``None`` when its bits
+    differ only in NaN payloads."""
     ints = _INT_OF_WIDTH[a.element_size()]
-    worst: float | None = None
     buffers = None
     for ca, cb in pieces:
         if buffers is None or buffers[0].numel() < ca.numel():
             buffers = torch.empty(ca.numel(), dtype=torch.float64), torch.empty(ca.numel(), dtype=torch.float64)
-        d = _exact_chunk_fast(ca, cb, ints, buffers)
-        if d is not None:
-            worst = d if worst is None else max(worst, d)
-    return worst
+        yield _exact_chunk_fast(ca, cb, ints, buffers)
 
 
 def _differing(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -182,3 +182,17 @@ def test_a_bool_byte_other_than_one_is_true_as_torch_reads_it(tmp_path):
     torch.save({"m": odd}, path)
     assert pc.diff({"m": saved}, path).ok
     assert not pc.diff({"m": ~saved}, path).ok
+
+
+def test_same_is_max_abs_diff_is_none_on_every_layout_and_special_value():
+    nan_payload = torch.tensor([1.0, float("nan")]).view(torch.int32)
+    nan_payload[1] += 1  # another NaN: equal, as max_abs_diff says
+    a = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    pairs = [(torch.tensor([1.0, float("nan")]), nan_payload.view(torch.float32)),
+             (torch.zeros(3), torch.tensor([0.0, 0.0, -0.0])), (a, a.clone()), (a.t(), a.clone().t()),
+             (a, a + torch.tensor([0.0, 0.0, 1e-7])), (torch.arange(5), torch.arange(5)),
+             (torch.ones(70_000), torch.cat([torch.ones(69_999), torch.zeros(1)]))]
+    for x, y in pairs:
+        for tol in ({}, {"atol": 1e-6}):
+            assert values.same(x, y, **tol) == (max_abs_diff(x, y, **tol) is None), (x, y, tol)
+    assert not values.same(*pairs[1]) and values.same(*pairs[0]) and not values.same(*pairs[-1])

@@ -9,7 +9,7 @@ import torch
 
 from ...checkpoint.notes import Note
 from ...formats.dtypes import dtype_name
-from ..values import max_abs_diff
+from ..values import same
 from .context import by_side, plural, runs
 
 #: the narrow dtypes a weight is rounded through, with the tolerances that accept that rounding
@@ -20,6 +20,8 @@ ROUNDINGS = {torch.float16: "rtol=1e-3, atol=1e-7", torch.bfloat16: "rtol=8e-3"}
 
 #: how many changed elements, all exactly that rounding, make a cast the cause rather than chance
 EVIDENCE = 16
+#: elements looked at before a whole tensor is cast
+PROBE = 1 << 16
 
 
 def _elements_changed(names: list[str], expected, actual) -> int:
@@ -43,10 +45,15 @@ def rounded_to(rounded: torch.Tensor, exact: torch.Tensor) -> torch.dtype | None
     True
     """
     if (not exact.is_floating_point() or exact.is_meta or rounded.is_meta
-            or exact.dtype.itemsize <= 2 or rounded.dtype != exact.dtype):
+            or exact.dtype.itemsize <= 2 or rounded.dtype != exact.dtype or rounded.shape != exact.shape):
         return None
     for narrow in ROUNDINGS:
-        if max_abs_diff(rounded, exact.to(narrow).to(exact.dtype)) is None:
+        # the first elements first: a tensor that is not this rounding is told there, before the
+        # whole one is cast twice (a 64 MiB weight with one changed element is neither)
+        if rounded.is_contiguous() and exact.is_contiguous() and not same(
+                rounded.view(-1)[:PROBE], exact.view(-1)[:PROBE].to(narrow).to(exact.dtype)):
+            continue
+        if same(rounded, exact.to(narrow).to(exact.dtype)):
             return narrow
     return None
 
