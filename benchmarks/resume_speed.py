@@ -169,7 +169,7 @@ def _versus_peer(rounds: int) -> harness.Row:
             fn()
         times: dict[str, list[float]] = {n: [] for n in cases}
         names = list(cases)
-        for r in range(3 * rounds):  # ~0.1 s a case: more rounds than the other rows
+        for r in range(7 * rounds):  # ~0.05 s a case: more rounds than the other rows, for a steadier median
             for name in names[r % 2:] + names[:r % 2]:
                 times[name].append(cases[name]())
     finally:
