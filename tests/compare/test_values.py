@@ -1,6 +1,7 @@
 """Exact value comparison: every dtype, NaN, -0.0, ulps, odd layouts."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -196,3 +197,11 @@ def test_same_is_max_abs_diff_is_none_on_every_layout_and_special_value():
         for tol in ({}, {"atol": 1e-6}):
             assert values.same(x, y, **tol) == (max_abs_diff(x, y, **tol) is None), (x, y, tol)
     assert not values.same(*pairs[1]) and values.same(*pairs[0]) and not values.same(*pairs[-1])
+
+
+def test_same_reads_a_quantized_tensor_without_viewing_its_bits():
+    # a quantized tensor viewed as int8 is a tensor torch crashes on: the fast path must leave it to the scan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantize_per_tensor is deprecated, still loadable
+        q = torch.quantize_per_tensor(torch.linspace(-1, 1, 8), 0.1, 0, torch.qint8)
+    assert values.same(q, q.clone())
