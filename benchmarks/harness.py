@@ -139,6 +139,8 @@ class Row:
     peers: dict[str, str] = field(default_factory=dict)
     note: str = ""
     spread: str = ""
+    #: the 1-min load average before and after the target that measured it (run.py fills it)
+    load: tuple[float, float] | None = None
 
     @property
     def met(self) -> bool | None:
@@ -161,6 +163,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.1f} %"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "GB/s":
+        return f"{value:.2f} GB/s"
     if unit == "B":
         return f"{value / 2**20:.2f} MiB" if value >= 2**20 else f"{value:.0f} B"
     return f"{value:g} {unit}"

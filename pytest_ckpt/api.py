@@ -113,9 +113,11 @@ def diff(
     >>> d.ok, d.unexpected[:2]                           # doctest: +SKIP
     (False, ['layers.8.attn.weight', 'layers.8.mlp.weight'])
     """
+    # a file's CRCs are checked in compare's pass over its values: each byte read once
     exp = resolve(expected, values=values, like=_like(like), weights_only=weights_only,
-                  label=_label(expected, "expected"))
-    act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"))
+                  label=_label(expected, "expected"), defer_crcs=True)
+    act = resolve(actual, values=values, like=exp, weights_only=weights_only, label=_label(actual, "actual"),
+                  defer_crcs=True)
     exp, act = align(exp, act)
     if only is not None:
         exp, act = restrict(exp, act, only)

@@ -27,6 +27,7 @@ def resolve(
     weights_only: bool = True,
     label: str | None = None,
     at: tuple[str | int, ...] | None = None,
+    defer_crcs: bool = False,
 ) -> View:
     """Resolve ``source`` into a :class:`View`.
 
@@ -34,7 +35,10 @@ def resolve(
     allows. ``like`` is the other side of the comparison: its names guide
     which mapping in the file is the model and how deep wrapper prefixes are
     stripped. ``at``: read the mapping at that place in a file holding several
-    (one of :func:`model_locations`), whatever the others.
+    (one of :func:`model_locations`), whatever the others. ``defer_crcs``: a
+    file's large records are checksummed as
+    :func:`~pytest_ckpt.compare.compare.compare` compares them (``View.crcs``),
+    for a caller that compares the view before saying anything of it.
     """
     if isinstance(source, View):
         return source
@@ -43,7 +47,7 @@ def resolve(
         return module_view(source, label=label)
     if isinstance(source, (str, os.PathLike)):
         return _file_view(Path(source), values=values, target=target,
-                          weights_only=weights_only, label=label, at=at)
+                          weights_only=weights_only, label=label, at=at, defer_crcs=defer_crcs)
     if isinstance(source, Mapping):
         return tree_view(source, target=target, label=label or "state dict",
                          ties_expressible=True, at=at)
@@ -174,10 +178,11 @@ def model_locations(source: Any, *, weights_only: bool = True) -> list[tuple[str
     return models or [c.path for c in found[:1]]
 
 
-def _file_view(path: Path, *, values: bool, target, weights_only: bool, label, at=None) -> View:
+def _file_view(path: Path, *, values: bool, target, weights_only: bool, label, at=None,
+               defer_crcs: bool = False) -> View:
     from .. import formats
 
-    contents = formats.read(path, meta=not values, weights_only=weights_only)
+    contents = formats.read(path, meta=not values, weights_only=weights_only, defer_crcs=defer_crcs)
     stored = contents.stored
     stored_ties = stored.get("ties") if stored else None
     if label is None:
@@ -202,6 +207,7 @@ def _file_view(path: Path, *, values: bool, target, weights_only: bool, label, a
         view.dataless = dataless(view.tensors)
         view.has_values = True
     view.stored = stored
+    view.crcs = contents.crcs
     if stored and stored.get("config") is not None:
         view.config = stored["config"]
     view.saved_by = frameworks.saved_by(contents.tree)

@@ -93,6 +93,9 @@ class View:
     #: the file this side was loaded from, as pytest-ckpt reads it (a round trip's checkpoint):
     #: its wrapper prefixes explain a load that matched no name
     read_from: "View | None" = None
+    #: the CRCs of this file's records left to the comparison of its values (read with
+    #: ``defer_crcs=True``): :func:`~pytest_ckpt.compare.compare.compare` checks them
+    crcs: Any = None
 
     @classmethod
     def of_tensors(cls, label: str, tensors: Mapping[str, torch.Tensor], **kw) -> "View":

@@ -32,7 +32,8 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     ``config_strict``. ``expect_missing``: patterns (see :func:`expected_missing`) of
     names the model may have and the checkpoint lack, by design: those are no
     difference, and an info note lists them. The notes explain the differences, one per
-    cause.
+    cause. A side read with its CRCs left to the comparison (``View.crcs``) has them checked
+    here, in the pass over its values: ``CheckpointError`` when its bytes changed.
 
     >>> import torch
     >>> e = View.of_tensors("model", {"w": torch.zeros(2)})
@@ -64,13 +65,18 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
             diff.dtype[name] = (e.dtype, a.dtype)
     diff.values_compared = bool(values and expected.has_values and actual.has_values)
     diff.dataless = sorted({*expected.dataless, *actual.dataless})
-    if diff.values_compared:
-        if diff.shape or diff.dtype:
-            alike = [not (n in diff.shape or n in diff.dtype) for n in common]
-            common, especs = list(compress(common, alike)), list(compress(especs, alike))
-        found = batch_max_abs_diffs(_batches(common, especs, expected.tensors, actual.tensors),
-                                    atol=atol, rtol=rtol)
-        diff.values = {n: found[n] for n in sorted(found)}
+    try:
+        if diff.values_compared:
+            if diff.shape or diff.dtype:
+                alike = [not (n in diff.shape or n in diff.dtype) for n in common]
+                common, especs = list(compress(common, alike)), list(compress(especs, alike))
+            found = batch_max_abs_diffs(_batches(common, especs, expected.tensors, actual.tensors),
+                                        atol=atol, rtol=rtol, claims=_claims(expected, actual))
+            diff.values = {n: found[n] for n in sorted(found)}
+    finally:  # a file whose bytes changed is refused before any verdict, and before any other error
+        for side in (expected, actual):
+            if side.crcs is not None:
+                side.crcs.finish()
     copy_notes: list[Note] = []
     if expected.ties is not None and actual.ties is not None:
         diff.ties = broken_ties(expected.ties, actual.ties, as_)
@@ -106,6 +112,10 @@ def compare(expected: View, actual: View, *, values: bool = True, atol: float = 
     # both sides may say the same thing (pytest-ckpt diff a.pt a.pt): once is enough
     diff.notes = list(dict.fromkeys(notes))
     return diff
+
+
+def _claims(expected: View, actual: View) -> tuple:
+    return tuple(None if side.crcs is None else side.crcs.claim for side in (expected, actual))
 
 
 def expected_missing(names: list[str], patterns: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 
+from . import bitwise
+
+#: given a tensor to be compared byte for byte, what takes the CRC32 of its bytes (or None)
+Claim = Callable[[torch.Tensor], "Callable[[int], None] | None"]
+
 #: elements per chunk on the slow path, so temporaries stay small (~16M elements)
 CHUNK = 1 << 24
-#: elements per chunk of the exact scan: large enough that per-chunk overhead is lost in
-#: the memory traffic, small enough that a differing chunk's float64 work stays cheap
+#: elements per chunk of the bitwise pass: torch runs each call as one parallel region, and a
+#: region waits once for a thread that another job keeps off its core (a 256K-element pass over
+#: 2 GiB took 10x one call per tensor with the cores busy); a differing one is scanned again
+PASS_CHUNK = 1 << 22
+#: elements per chunk of the exact scan of a differing pass chunk: small enough that its
+#: float64 work stays cheap
 EXACT_CHUNK = 1 << 18
+
+#: elements up to which :func:`same` first asks ``torch.equal`` of the bits (one call, no scan set up)
+SMALL = 1 << 16
 
 _INT_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -30,6 +42,19 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     >>> max_abs_diff(torch.tensor([float("nan")]), torch.tensor([float("nan")])) is None
     True
     """
+    pair = _prepared(a, b)
+    if pair is None:
+        return None
+    a, b = pair
+    if atol or rtol:
+        return _close_diff(a, b, atol, rtol)
+    if bitwise.scannable(a, b):
+        return _exact_diff(a, b, bitwise.scan([bitwise.Job(a, b)], threads=1)[0].differing)
+    return _exact_pieces(a, b, _differing(a, b))
+
+
+def _prepared(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``a`` and ``b`` as their bits are compared, or ``None`` when there is nothing to compare."""
     if a is b:
         return None  # the same tensor object holds the same bits
     if a.is_meta or b.is_meta:
@@ -43,26 +68,75 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0,
     if a.is_complex():
         # complex: compare real and imaginary parts as floats
         a, b = torch.view_as_real(a), torch.view_as_real(b)
+    return a, b
+
+
+def same(a: torch.Tensor, b: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
+    """``max_abs_diff(a, b, atol=atol, rtol=rtol) is None``, stopping at the first difference: what a
+    rule asks of a whole tensor that may differ everywhere.
+
+    >>> same(torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]))
+    True
+    >>> same(torch.zeros(3), torch.tensor([0.0, 0.0, -0.0]))
+    False
+    """
+    pair = _prepared(a, b)
+    if pair is None:
+        return True
+    a, b = pair
     if atol or rtol:
-        return _close_diff(a, b, atol, rtol)
+        return _close_diff(a, b, atol, rtol) is None
+    # the same bits: a resume check asks this of hundreds of small tensors (a quantized tensor's
+    # bit view is not one torch can read: it takes the scan)
     ints = _INT_OF_WIDTH[a.element_size()]
-    contiguous = a.is_contiguous() and b.is_contiguous()
-    # non-contiguous tensors: one bitwise pass first, since chunking them copies
-    if not contiguous and torch.equal(a.view(ints), b.view(ints)):
-        return None
-    # contiguous ones are scanned once, chunk by chunk: an equal tensor costs one pass,
-    # a differing one that pass plus the exact rules on its differing chunks only
-    worst: float | None = None
+    if a.numel() <= SMALL and a.layout == torch.strided and not a.is_quantized \
+            and torch.equal(a.view(ints), b.view(ints)):
+        return True
+    pieces = (_ranges(a, b, bitwise.scan([bitwise.Job(a, b)], threads=1)[0].differing)
+              if bitwise.scannable(a, b) else _differing(a, b))
+    return all(d is None for d in _piece_diffs(a, pieces))
+
+
+def _exact_diff(a: torch.Tensor, b: torch.Tensor, differing: list[tuple[int, int]]) -> float | None:
+    """The exact rules over the byte ranges of contiguous ``a`` and ``b`` that :mod:`.bitwise` found differing."""
+    return _exact_pieces(a, b, _ranges(a, b, differing)) if differing else None
+
+
+def _ranges(a: torch.Tensor, b: torch.Tensor, differing: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    size = a.element_size()
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    return ((fa[first // size:end // size], fb[first // size:end // size]) for first, end in differing)
+
+
+def _exact_pieces(a: torch.Tensor, b: torch.Tensor, pieces: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float | None:
+    # an equal tensor costs one bitwise pass; a differing one the exact rules on its differing pieces only
+    return max((d for d in _piece_diffs(a, pieces) if d is not None), default=None)
+
+
+def _piece_diffs(a: torch.Tensor, pieces: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[float | None]:
+    """The exact rules' verdict on each piece: its max abs difference, or ``None`` when its bits
+    differ only in NaN payloads."""
+    ints = _INT_OF_WIDTH[a.element_size()]
     buffers = None
-    for ca, cb in _chunks(a, b, min(CHUNK, EXACT_CHUNK)):
-        if torch.equal(ca.view(ints), cb.view(ints)):
-            continue
+    for ca, cb in pieces:
         if buffers is None or buffers[0].numel() < ca.numel():
             buffers = torch.empty(ca.numel(), dtype=torch.float64), torch.empty(ca.numel(), dtype=torch.float64)
-        d = _exact_chunk_fast(ca, cb, ints, buffers)
-        if d is not None:
-            worst = d if worst is None else max(worst, d)
-    return worst
+        yield _exact_chunk_fast(ca, cb, ints, buffers)
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Aligned flat pieces of ``a`` and ``b`` (at most :data:`EXACT_CHUNK` elements) whose bits
+    differ, by torch's comparison: tensors :mod:`.bitwise` cannot compare (not contiguous)."""
+    ints = _INT_OF_WIDTH[a.element_size()]
+    # non-contiguous tensors: one bitwise pass first, since chunking them copies
+    if not (a.is_contiguous() and b.is_contiguous()) and torch.equal(a.view(ints), b.view(ints)):
+        return
+    for ca, cb in _chunks(a, b, min(CHUNK, PASS_CHUNK)):
+        if torch.equal(ca.view(ints), cb.view(ints)):
+            continue
+        for sa, sb in _chunks(ca, cb, EXACT_CHUNK):
+            if not torch.equal(sa.view(ints), sb.view(ints)):
+                yield sa, sb
 
 
 #: tensors up to this many elements are compared in batches: per-call overhead dominates them
@@ -85,6 +159,10 @@ class Batch(NamedTuple):
 ROUND_TRIP_DTYPES = (torch.float16, torch.bfloat16)
 
 
+#: elements of a tensor checked before the whole is cast (rounds_through)
+ROUND_TRIP_PROBE = 1 << 16
+
+
 def rounds_through(rounded: torch.Tensor, exact: torch.Tensor, narrow: torch.dtype) -> bool:
     """Is ``rounded`` exactly ``exact`` cast to the narrower ``narrow`` and back (same shape and dtype)?
     The one test of an fp16/bf16 round trip, for the diff rules and the resume check alike.
@@ -96,7 +174,12 @@ def rounds_through(rounded: torch.Tensor, exact: torch.Tensor, narrow: torch.dty
     if (not exact.is_floating_point() or exact.is_meta or rounded.is_meta or rounded.dtype != exact.dtype
             or rounded.shape != exact.shape or exact.dtype.itemsize <= narrow.itemsize):
         return False
-    return max_abs_diff(rounded, exact.to(narrow).to(exact.dtype)) is None
+    # the first elements first: a tensor that is not this rounding is told there, before the whole one
+    # is cast twice (a 64 MiB weight with one changed element is neither)
+    if rounded.is_contiguous() and exact.is_contiguous() and not same(
+            rounded.view(-1)[:ROUND_TRIP_PROBE], exact.view(-1)[:ROUND_TRIP_PROBE].to(narrow).to(exact.dtype)):
+        return False
+    return same(rounded, exact.to(narrow).to(exact.dtype))
 
 
 def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, atol: float = 0.0,
@@ -120,19 +203,55 @@ def max_abs_diffs(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], *, at
     return batch_max_abs_diffs(batches.values(), atol=atol, rtol=rtol)
 
 
-def batch_max_abs_diffs(batches: Iterable[Batch], *, atol: float = 0.0,
-                        rtol: float = 0.0) -> dict[str, float]:
+def batch_max_abs_diffs(batches: Iterable[Batch], *, atol: float = 0.0, rtol: float = 0.0,
+                        claims: tuple[Claim | None, Claim | None] = (None, None)) -> dict[str, float]:
     """:func:`max_abs_diffs` of pairs already in :class:`Batch` es; a batch whose tensors
-    break its promise is checked pair by pair, which raises on a mismatch."""
+    break its promise is checked pair by pair, which raises on a mismatch.
+
+    ``claims``: for the ``a`` and the ``b`` side, a function that, given a tensor whose bytes
+    should be checksummed as they are compared (a file's record), returns what takes their
+    CRC32, or ``None``; every tensor compared byte for byte is offered to it."""
     out: dict[str, float] = {}
     exact = not (atol or rtol)
+    jobs: list[tuple[str, bitwise.Job, Callable | None, Callable | None]] = []
     for batch in batches:
         suspects = _differing_rows(batch) if exact else range(len(batch.names))
         for i in suspects:
-            d = max_abs_diff(batch.a[i], batch.b[i], atol=atol, rtol=rtol)
+            name, a0, b0 = batch.names[i], batch.a[i], batch.b[i]
+            pair = _prepared(a0, b0)
+            if pair is None:
+                continue
+            a, b = pair
+            if exact and bitwise.scannable(a, b):
+                take_a, take_b = (claim(t) if claim else None for claim, t in zip(claims, pair))
+                job = (name, bitwise.Job(a, b, take_a is not None, take_b is not None), take_a, take_b)
+                if _in_place(a, a0) and _in_place(b, b0):
+                    jobs.append(job)  # no copy held: the large tensors go over the cores at once
+                else:
+                    _settle(out, job, bitwise.scan([job[1]], threads=1)[0])
+                continue
+            d = _exact_pieces(a, b, _differing(a, b)) if exact else _close_diff(a, b, atol, rtol)
             if d is not None:
-                out[batch.names[i]] = d
+                out[name] = d
+    for job, found in zip(jobs, bitwise.scan([job[1] for job in jobs])):
+        _settle(out, job, found)
     return out
+
+
+def _in_place(prepared: torch.Tensor, given: torch.Tensor) -> bool:
+    # _plain copies a GPU tensor, a bool one and lazy conj/neg bits: a batch must not hold those all at once
+    return prepared.untyped_storage().data_ptr() == given.untyped_storage().data_ptr()
+
+
+def _settle(out: dict[str, float], job: tuple, found: bitwise.Found) -> None:
+    name, pair, take_a, take_b = job
+    if take_a is not None:
+        take_a(found.crc_a)
+    if take_b is not None:
+        take_b(found.crc_b)
+    d = _exact_diff(pair.a, pair.b, found.differing)
+    if d is not None:
+        out[name] = d
 
 
 def _differing_rows(batch: Batch) -> Iterable[int]:

@@ -27,16 +27,19 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Contents", "Format", "read", "verify", "write", "detect", "formats", "without_data"]
 
 
-def read(path: str | os.PathLike, *, meta: bool, weights_only: bool = True) -> Contents:
+def read(path: str | os.PathLike, *, meta: bool, weights_only: bool = True, defer_crcs: bool = False) -> Contents:
     """Read any checkpoint path. ``meta=True``: shapes and dtypes only, no tensor data read.
 
     Raises ``CheckpointError`` (never a bare torch/zip/pickle error) naming the file at fault.
+    ``defer_crcs``: a format that can leaves the CRCs of its large records to the caller, who
+    compares the values anyway (:attr:`Contents.crcs`, whose ``finish()`` the caller must run).
 
     >>> read("ckpt/model.safetensors.index.json", meta=True)   # doctest: +SKIP
     """
     fmt, target = detect(path)
+    extra = {"defer_crcs": True} if defer_crcs and fmt.defers_crcs and not meta else {}
     try:
-        contents = fmt.read(target, meta=meta, weights_only=weights_only)
+        contents = fmt.read(target, meta=meta, weights_only=weights_only, **extra)
     except RecursionError:
         raise _too_deep(target) from None
     contents.path = Path(path)

@@ -33,7 +33,7 @@ class Contents:
     wrote (schema, config, ties), when present; ``ties_expressible``: the format can
     record storage sharing; ``files``: the files that make it up; ``tie_key``: for
     meta trees, the identity of each tensor's storage in the file (equal keys are
-    tied; ``None``: unknown); ``noun``: what reports call it.
+    tied; ``None``: unknown); ``noun``: what reports call it; ``crcs``: see below.
     """
 
     path: Path
@@ -45,6 +45,9 @@ class Contents:
     files: list[Path] = field(default_factory=list)
     tie_key: Callable[[Any], Hashable | None] | None = None
     noun: str = "checkpoint"
+    #: records whose CRC32 the reader of values checks as it compares them (read with
+    #: ``defer_crcs=True``): its ``finish()`` must run before anything is said of the values
+    crcs: Any = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Format:
     cut_short: Callable[[bytes], bool] | None = None
     write: Callable[[Mapping[str, Any], Path, dict, list[tuple[str, ...]]], None] | None = None
     suffixes: tuple[str, ...] = ()
+    #: ``read`` takes ``defer_crcs=True``: its CRCs may be checked as the values are compared
+    defers_crcs: bool = False
 
 
 _FORMATS: dict[str, Format] = {}

@@ -9,12 +9,12 @@ import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable, Iterator, Mapping
 
 import torch
 
 from ..errors import CheckpointError
-from . import atomic, pickle_scan, pickle_stub, stored as stored_mod, zipcheck
+from . import atomic, pickle_scan, pickle_stub, record_crcs, stored as stored_mod, zipcheck
 from .registry import Contents, Format, register
 
 _LEGACY_PICKLES = 5  # magic, protocol, sys info, the object, storage keys
@@ -24,19 +24,26 @@ ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-def read_zip(path: Path, *, meta: bool, weights_only: bool = True) -> Contents:
-    """A torch zip file; ``meta=True`` reads no tensor data."""
+def read_zip(path: Path, *, meta: bool, weights_only: bool = True, defer_crcs: bool = False) -> Contents:
+    """A torch zip file; ``meta=True`` reads no tensor data. ``defer_crcs``: the CRCs of the
+    tensor records are left to whoever compares the values (``Contents.crcs``)."""
     # DTensors are refused with or without weights_only; unsafe globals only with it
     layout = _open_zip(path, allowlist=weights_only)
+    deferred: list[zipcheck.Span] = []
     if not meta:  # values are read: the bytes verify would refuse are refused here too
-        zipcheck.check_crcs(path, layout)
+        if defer_crcs and not record_crcs.byteswapped(path, layout):
+            deferred = [span for name, span in layout.spans.items()
+                        if name.startswith("data/") and span.method == zipcheck.STORED and span.size]
+        later = {span.record for span in deferred}
+        zipcheck.check_crcs(path, layout, spans=[s for s in layout.spans.values() if s.record not in later])
     stored = None
     if stored_mod.RECORD in layout:
         stored = stored_mod.decode(zipcheck.read(path, layout, stored_mod.RECORD), path)
     tree = _torch_load(path, meta=meta, weights_only=weights_only, zip_format=True)
     stored_mod.check(path, stored, tree)  # what verify refuses, every read refuses
+    crcs = record_crcs.RecordCrcs(path, layout, deferred, tensors_in(tree)) if deferred else None
     return Contents(path, "torch", tree, meta, stored=stored, ties_expressible=True, files=[path],
-                    tie_key=_zip_tie_key if meta else None)
+                    tie_key=_zip_tie_key if meta else None, crcs=crcs)
 
 
 def _open_zip(path: Path, *, allowlist: bool = True) -> zipcheck.Layout:
@@ -200,6 +207,19 @@ def map_tensors(tree: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return tree
 
 
+def tensors_in(tree: Any) -> Iterator[torch.Tensor]:
+    """Every tensor leaf of nested dicts, lists and tuples (iterative: any depth)."""
+    todo = [tree]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            todo.extend(obj)
+
+
 def _torch_load(path: Path, *, meta: bool, weights_only: bool, zip_format: bool) -> Any:
     # torch.load picks safetensors by suffix alone; a torch file named so must go through a file object.
     by_name = not str(path).endswith(".safetensors")
@@ -298,7 +318,7 @@ def is_legacy(head: bytes, partial: bool = False) -> bool:
 
 
 ZIP = register(Format(
-    "torch", read=read_zip, verify=verify_zip,
+    "torch", read=read_zip, verify=verify_zip, defers_crcs=True,
     sniff=lambda path, head: head.startswith(ZIP_MAGIC),
     cut_short=lambda head: ZIP_MAGIC.startswith(head[:4]),
     write=write_zip,

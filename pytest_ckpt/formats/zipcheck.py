@@ -209,6 +209,11 @@ def read(path: Path, layout: Layout, name: str) -> bytes:
     span = layout.find(name)
     if span is None:
         raise CheckpointError(path, "corrupted", f"zip record {layout.folder}{name} is absent")
+    return read_span(path, span)
+
+
+def read_span(path: Path, span: Span) -> bytes:
+    """The bytes torch reads for the record at ``span``, inflated within its bounds."""
     if not span.stored:  # miniz reads nothing of an empty record, whatever its method
         return b""
     if layout.memory is not None:
@@ -239,14 +244,28 @@ def _inflate(path: Path, span: Span, raw: bytes) -> bytes:
     return out
 
 
-def check_crcs(path: Path, layout: Layout) -> None:
+def check_crcs(path: Path, layout: Layout, *, spans: list[Span] | None = None,
+               computed: dict[str, int] | None = None) -> None:
     """Every record's bytes against its stored CRC32 (``corrupted`` naming the first that fails).
 
     torch.load checks none: a reader of values that skipped this would read changed bytes that
-    ``verify`` refuses."""
-    stored = [span for span in layout.spans.values() if span.method == STORED]
-    crcs = {span.record: crc32(read(path, layout, name))
-            for name, span in layout.spans.items() if span.method != STORED}
+    ``verify`` refuses. ``spans``: these records only (in the archive's order); ``computed``:
+    CRCs already computed of some of them, by record (:attr:`Span.record`); the others are read here."""
+    spans = list(layout.spans.values()) if spans is None else spans
+    crcs = dict(computed or {})
+    crcs.update(record_crcs(path, [span for span in spans if span.record not in crcs]))
+    for span in spans:
+        if crcs[span.record] != span.crc:
+            raise CheckpointError(path, "corrupted", f"zip record {span.record} fails its CRC check: "
+                                                     "its bytes changed after saving")
+
+
+def record_crcs(path: Path, spans: list[Span]) -> dict[str, int]:
+    """The CRC32 of each record's bytes as torch reads them (inflated when compressed), by record."""
+    stored = [span for span in spans if span.method == STORED and span.stored]
+    crcs = {span.record: crc32(read_span(path, span)) for span in spans if span.method != STORED or not span.stored}
+    if not stored:
+        return crcs
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             view = memoryview(m)
@@ -259,10 +278,7 @@ def check_crcs(path: Path, layout: Layout) -> None:
                 view.release()
     except (OSError, ValueError) as e:
         raise CheckpointError(path, "unreadable", str(e)) from None
-    for span in layout.spans.values():
-        if crcs[span.record] != span.crc:
-            raise CheckpointError(path, "corrupted", f"zip record {span.record} fails its CRC check: "
-                                                     "its bytes changed after saving")
+    return crcs
 
 
 def check_storages(path: Path, layout: Layout, data_pkl: bytes) -> list[str]:

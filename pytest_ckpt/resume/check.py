@@ -2,10 +2,13 @@
 
 1. the uninterrupted run, which saves after step ``at`` and goes on, as training that checkpoints
    does: its first ``at`` steps are the interrupted run;
-2. the same again when ``reproducible`` (a run that disagrees with itself proves nothing);
+2. the same again when ``reproducible`` (a run that disagrees with itself proves nothing), up to
+   the last resume point; to the end only when the resumed run differs, before the resume is
+   blamed (a resumed run that matches to the end has reproduced the second half already);
 3. the resumed run: ``start`` under another seed, ``load``, the remaining steps.
 
-So the check costs two runs and the resumed part of a third, plus one save per run.
+So a passing check costs two runs of the steps (one, the interrupted run's first half again, and
+the resumed part), three starts, one save and one load.
 
 The resumed state right after ``load`` is compared with the uninterrupted run's after step ``at``,
 component by component, then every later loss, batch and the final state.
@@ -130,15 +133,34 @@ def _check(fns: Functions, steps: int, points: tuple[int, ...], at_arg: Any, str
         return resumed_half(fns, checkpoints[at], at, steps, streams, prints=prints)
 
     rerun = _Rerun(fns, steps, streams, resume, _saves(workdir, "rerun", points))
-    if reproducible:
-        # the same run again, saves included (a save that draws from an RNG does it in both)
+    gate_seconds = 0.0
+
+    def gate(last: int) -> None:
+        # the same run again up to step `last`, saves included (a save that draws from an RNG does it in
+        # both) except one after `last` itself: the snapshot there is taken before it
+        nonlocal compared, gate_seconds
+        began = time.perf_counter()
         progress.doing("second uninterrupted run (the run must agree with itself)")
-        again = uninterrupted(fns, steps, streams, doing="second uninterrupted run", snapshot_at=(steps,),
-                              prints="none", save_to=_saves(workdir, "again", points))
-        unstable = _gate(ref, again, steps, compared, atol, rtol, rerun)
+        saves = {p: path for p, path in _saves(workdir, "again", points).items() if p < last}
+        again = uninterrupted(fns, last, streams, doing="second uninterrupted run", snapshot_at=(last,),
+                              prints="none", save_to=saves)
+        unstable.extend(_gate(ref, again, last, compared, atol, rtol, rerun))
         compared = {p: k for p, k in compared.items() if p not in unstable}
-    clock["reproducible"] = time.perf_counter()
-    results = [_judge(ref, resume(at), at, steps, compared, atol, rtol, checkpoints[at], rerun) for at in points]
+        gate_seconds += time.perf_counter() - began
+
+    if reproducible:
+        gate(points[-1])
+    resumed = {at: resume(at) for at in points}
+
+    def differences() -> dict[int, tuple]:
+        return {at: _differences(ref, resumed[at], at, steps, compared, atol, rtol, fns.ignore) for at in points}
+
+    found = differences()
+    if reproducible and not all(_matched(f) for f in found.values()):
+        gate(steps)  # the resumed run differs: does the run's second half reproduce itself?
+        found = differences()  # without what the gate found differing run to run
+    results = [_judge(ref, resumed[at], at, steps, found[at], checkpoints[at], rerun) for at in points]
+    clock["reproducible"] = clock["uninterrupted"] + gate_seconds
     clock["interrupted"] = time.perf_counter()
     not_compared = _not_compared(ref, streams, points, compared, unstable, fns.ignore)
     for point in results:
@@ -188,24 +210,38 @@ class _Rerun:
         return first_state_divergence(self.ref().prints, other.prints, -1, paths)
 
 
-def _judge(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, str],
-           atol: float, rtol: float, checkpoint: Path, rerun: _Rerun) -> ResumePoint:
-    """One resume point: what differs right after load, from which step, and why. The
-    interrupted run's first ``at`` steps are the uninterrupted run's (it saved and went on)."""
+def _differences(ref: Trace, resumed: Trace, at: int, steps: int, compared: dict[str, str], atol: float,
+                 rtol: float, ignore: tuple[str, ...]) -> tuple:
+    """What differs between the resumed run and the uninterrupted one: ``(kinds, after_load, final,
+    first divergence, set aside)``. The interrupted run's first ``at`` steps are the uninterrupted
+    run's (it saved and went on)."""
     # and what only the resumed run holds: a component its load added (a fresh process saw no ignore=)
-    kinds = {**compared, **{p: k for p, k in resumed.kinds.items()
-                            if p not in ref.kinds and not ignored(p, rerun.fns.ignore)}}
+    kinds = {**compared, **{p: k for p, k in resumed.kinds.items() if p not in ref.kinds and not ignored(p, ignore)}}
     paths = list(kinds)
     expected, actual = ref.snapshots[at], resumed.snapshots[at]
     after_load = without_generator_echoes(compare_states(expected, actual, kinds, paths, atol=atol, rtol=rtol),
                                           expected)
     final = compare_states(ref.snapshots[steps], resumed.snapshots[steps], kinds, paths, atol=atol, rtol=rtol)
-    losses = ref.losses[:at] + resumed.losses
-    batches = ref.batches[:at] + resumed.batches
-    first = first_divergence(ref.losses, losses, ref.batches, batches, at, atol=atol, rtol=rtol)
+    first = first_divergence(ref.losses, ref.losses[:at] + resumed.losses, ref.batches,
+                             ref.batches[:at] + resumed.batches, at, atol=atol, rtol=rtol)
     after_load, final, aside = set_aside(after_load, final, ref, resumed, continuation_matches=first is None,
                                          batches_followed=None not in resumed.batches)
-    if first is None and not after_load and not final:
+    return kinds, after_load, final, first, aside
+
+
+def _matched(differences: tuple) -> bool:
+    _, after_load, final, first, _ = differences
+    return first is None and not after_load and not final
+
+
+def _judge(ref: Trace, resumed: Trace, at: int, steps: int, differences: tuple, checkpoint: Path,
+           rerun: _Rerun) -> ResumePoint:
+    """One resume point: what differs right after load (``differences``, from :func:`_differences`),
+    from which step, and why."""
+    kinds, after_load, final, first, aside = differences
+    losses = ref.losses[:at] + resumed.losses
+    batches = ref.batches[:at] + resumed.batches
+    if _matched(differences):
         return ResumePoint(at, losses, set_aside=aside)
     for d in after_load:  # load left it as start built it
         d.untouched = d.path in resumed.before_load and resumed.before_load[d.path] == resumed.prints[0].get(d.path)

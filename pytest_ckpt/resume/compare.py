@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .. import api
-from ..compare.values import ROUND_TRIP_DTYPES, max_abs_diff, rounds_through
+from ..compare import values as tensor_values
+from ..compare.values import ROUND_TRIP_DTYPES, rounds_through
 from .capture import Unreadable, is_python_rng_state
 
 #: leaves kept per difference (the report shows a few; the count says how many there were)
@@ -148,7 +149,7 @@ def same(exp: Any, act: Any, *, atol: float = 0.0, rtol: float = 0.0) -> bool:
         if exp.device.type == "meta" or act.device.type == "meta":
             return True
         # the weights' comparer: bitwise in one chunked pass by default (NaN equal to NaN)
-        return max_abs_diff(exp, act, atol=atol, rtol=rtol) is None
+        return tensor_values.same(exp, act, atol=atol, rtol=rtol)
     np = sys.modules.get("numpy")
     if np is not None and (isinstance(exp, np.ndarray) or isinstance(act, np.ndarray)):
         return (isinstance(exp, np.ndarray) and isinstance(act, np.ndarray) and exp.shape == act.shape

@@ -1,6 +1,7 @@
 """Exact value comparison: every dtype, NaN, -0.0, ulps, odd layouts."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -188,3 +189,25 @@ def test_a_bool_byte_other_than_one_is_true_as_torch_reads_it(tmp_path):
     torch.save({"m": odd}, path)
     assert pc.diff({"m": saved}, path).ok
     assert not pc.diff({"m": ~saved}, path).ok
+
+
+def test_same_is_max_abs_diff_is_none_on_every_layout_and_special_value():
+    nan_payload = torch.tensor([1.0, float("nan")]).view(torch.int32)
+    nan_payload[1] += 1  # another NaN: equal, as max_abs_diff says
+    a = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    pairs = [(torch.tensor([1.0, float("nan")]), nan_payload.view(torch.float32)),
+             (torch.zeros(3), torch.tensor([0.0, 0.0, -0.0])), (a, a.clone()), (a.t(), a.clone().t()),
+             (a, a + torch.tensor([0.0, 0.0, 1e-7])), (torch.arange(5), torch.arange(5)),
+             (torch.ones(70_000), torch.cat([torch.ones(69_999), torch.zeros(1)]))]
+    for x, y in pairs:
+        for tol in ({}, {"atol": 1e-6}):
+            assert values.same(x, y, **tol) == (max_abs_diff(x, y, **tol) is None), (x, y, tol)
+    assert not values.same(*pairs[1]) and values.same(*pairs[0]) and not values.same(*pairs[-1])
+
+
+def test_same_reads_a_quantized_tensor_without_viewing_its_bits():
+    # a quantized tensor viewed as int8 is a tensor torch crashes on: the fast path must leave it to the scan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantize_per_tensor is deprecated, still loadable
+        q = torch.quantize_per_tensor(torch.linspace(-1, 1, 8), 0.1, 0, torch.qint8)
+    assert values.same(q, q.clone())

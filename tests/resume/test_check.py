@@ -159,6 +159,18 @@ def test_an_unreproducible_loop_raises_not_reproducible_naming_the_first_step():
     assert "two runs from the same seed differ at step 1 in loss" in str(info.value)
 
 
+def test_a_loop_unreproducible_only_after_the_resume_point_still_raises_not_reproducible():
+    # the second run's first half matches; the resumed run then differs, and the gate runs the second half
+    # again before the resume is blamed
+    def late_step(run):
+        loss, idx = L.step(run)
+        return (loss + random.SystemRandom().random() if run.step > 3 else loss), idx
+
+    with pytest.raises(pc.NotReproducible) as info:
+        pc.check_resume(L.start, late_step, save=L.save, load=L.load, steps=6, at=3, config=L.config())
+    assert info.value.step == 4 and info.value.component == "loss"
+
+
 def test_unreproducible_state_names_the_component():
     def start():
         model = torch.nn.Linear(2, 1)

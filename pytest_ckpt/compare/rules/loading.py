@@ -9,7 +9,7 @@ import torch
 
 from ...checkpoint.canonical import added_by
 from ...checkpoint.notes import Note
-from ..values import max_abs_diff
+from ..values import same
 from .context import runs
 
 #: how a load that copies nothing says so: silently, when strict=False
@@ -85,7 +85,7 @@ def _as_built(name: str, mine, theirs) -> str | None:
         return None
     fresh = (mine.fresh or {}).get(name)
     if fresh is not None and fresh.shape == t.shape and fresh.dtype == t.dtype \
-            and max_abs_diff(t, fresh) is None:
+            and same(t, fresh):
         return FRESH
     first = _constant(t)
     # the other side moved away from that value at most places (trained), not at a few, and
