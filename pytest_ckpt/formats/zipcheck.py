@@ -209,15 +209,16 @@ def read(path: Path, layout: Layout, name: str) -> bytes:
     span = layout.find(name)
     if span is None:
         raise CheckpointError(path, "corrupted", f"zip record {layout.folder}{name} is absent")
-    return read_span(path, span)
+    return read_span(path, span, layout.memory)
 
 
-def read_span(path: Path, span: Span) -> bytes:
-    """The bytes torch reads for the record at ``span``, inflated within its bounds."""
+def read_span(path: Path, span: Span, memory: bytes | None = None) -> bytes:
+    """The bytes torch reads for the record at ``span``, inflated within its bounds (from ``memory``,
+    the archive's bytes, when it is in memory)."""
     if not span.stored:  # miniz reads nothing of an empty record, whatever its method
         return b""
-    if layout.memory is not None:
-        raw = layout.memory[span.start:span.start + span.stored]
+    if memory is not None:
+        raw = memory[span.start:span.start + span.stored]
     else:
         try:
             with open(path, "rb") as f:
