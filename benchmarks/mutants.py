@@ -109,12 +109,18 @@ MUTANTS: tuple[Mutant, ...] = (
 
     # -- values: exact by default, atol/rtol when asked
     Mutant("values-rtol-ignored", VALUES,
-           "if atol or rtol:\n        return _close_diff", "if atol:\n        return _close_diff",
+           "if atol or rtol:\n        return _close_diff(a, b, atol, rtol)\n",
+           "if atol:\n        return _close_diff(a, b, atol, rtol)\n",
            'a tolerance given as rtol alone ignored: pc.diff({"w": 1000.}, {"w": 1000.5}, rtol=1e-3) '
            'fails (issue 27)'),
+    Mutant("values-same-rtol-ignored", VALUES,
+           "if atol or rtol:\n        return _close_diff(a, b, atol, rtol) is None",
+           "if atol:\n        return _close_diff(a, b, atol, rtol) is None",
+           "the early-stopping equality (the resume check's and the cast rule's) ignores rtol alone: a "
+           "resume compared with rtol=1e-3 fails on a difference within it"),
     Mutant("values-zero-difference-equal", VALUES,
-           "if d is not None:\n            worst = d if worst is None",
-           "if d:\n            worst = d if worst is None",
+           "for d in _piece_diffs(a, pieces) if d is not None)",
+           "for d in _piece_diffs(a, pieces) if d)",
            "a difference of 0.0 read as none: a weight whose sign flipped at zero (-0.0 for 0.0) passes"),
     Mutant("values-nan-against-number", VALUES,
            "both_nan = fa.isnan() & fb.isnan()\n        fa, fb = fa[~both_nan]",

@@ -163,7 +163,8 @@ def verdict(code: int | None, out: str, what: str) -> tuple[str, str]:
     """``(status, first failing test)`` of a pytest run; ``DriverError`` when pytest could not judge."""
     if code is None:
         return "timeout", ""
-    failed = _FAILED.search(out)
+    # the short summary only: a failing test's captured output may hold a pytester run's own FAILED lines
+    failed = _FAILED.search(out.rpartition("short test summary info")[2])
     if code == 0:
         return "survived", ""
     if code in (1, 2) and failed:  # 2: interrupted by an error while collecting (a module that cannot import)

@@ -66,6 +66,10 @@ def test_a_run_is_judged_by_its_exit_and_its_first_failing_test():
     assert mutation.verdict(2, "ERROR tests/x.py - ImportError: no\nInterrupted: 1 error during collection",
                             "m") == ("killed", "tests/x.py")  # a mutant that breaks an import
     assert mutation.verdict(0, "1 passed", "m") == ("survived", "")
+    # a failing test's captured output holds a pytester run's own FAILED line: the summary names the test
+    inner = ("F\n--- Captured stdout call ---\nFAILED test_field.py::test_issue_example[plain] - a cause\n"
+             "=== short test summary info ===\nFAILED tests/plugin/test_field.py::test_causes - assert 1\n")
+    assert mutation.verdict(1, inner, "m") == ("killed", "tests/plugin/test_field.py::test_causes")
     assert mutation.verdict(None, "", "m") == ("timeout", "")
     with pytest.raises(mutation.DriverError, match="pytest could not judge mutant m \\(exit code 4\\)"):
         mutation.verdict(4, "ERROR: not found: tests/x.py::test_z", "mutant m")  # a target that does not exist

@@ -44,6 +44,8 @@ def test_rtol_alone_is_a_tolerance_relative_to_the_values():
     a, b = torch.tensor([1000.0, 2.0]), torch.tensor([1000.5, 2.0])
     assert max_abs_diff(a, b, rtol=1e-3) is None
     assert max_abs_diff(a, b, rtol=1e-4) == 0.5
+    # the early-stopping equality the resume check and the cast rule ask, the same way
+    assert values.same(a, b, rtol=1e-3) and not values.same(a, b, rtol=1e-4)
 
 
 def test_nan_at_the_same_place_is_equal_within_a_tolerance_too():
