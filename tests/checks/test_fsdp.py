@@ -79,13 +79,11 @@ def test_a_model_fsdp2_refuses_is_skipped_before_any_rank_starts(monkeypatch):
     def no_ranks(*args, **kw):
         raise AssertionError("ranks started for a model FSDP2 refuses")
 
-    monkeypatch.setattr(ranks, "run_ranks", no_ranks)
-    began = time.perf_counter()
+    monkeypatch.setattr(ranks, "run_ranks", no_ranks)  # no rank starts: the time it takes is a bench row
     with pytest.raises(pc.VariationUnavailable, match=r"^FSDP2 cannot shard this model: fully_shard doesn't "
                                                       r"support scalar parameters\. Change logit_scale to a 1D "
                                                       r"tensor with numel equal to 1\.$"):
         pc.check_roundtrip(workers.scalar_parameter, variation="fsdp")
-    assert time.perf_counter() - began < 1.0
 
 
 def test_where_the_save_runs_is_decided_by_what_it_writes(tmp_path):
