@@ -53,6 +53,39 @@ def test_roundtrip(ckpt):
 '''
 
 
+def scalar_parameter():
+    """A model FSDP2 refuses: a 0-d parameter (CLIP's logit_scale)."""
+    import torch
+    from torch import nn
+
+    model = nn.Linear(4, 4)
+    model.logit_scale = nn.Parameter(torch.tensor(2.0))
+    return model
+
+
+def fsdp_skip_row(rounds: int) -> harness.Row:
+    """The ``fsdp`` variation of a model FSDP2 refuses: a skip, decided before any rank starts."""
+    import torch  # noqa: F401 - a test session has torch imported before its first check
+
+    import pytest_ckpt as pc
+
+    times, message = [], ""
+    for _ in range(rounds + 1):  # the first call pays pytest-ckpt's and FSDP's imports: said in the note
+        start = time.perf_counter()
+        try:
+            pc.check_roundtrip(scalar_parameter, variation="fsdp")
+        except pc.VariationUnavailable as e:
+            message = str(e)
+        else:
+            raise RuntimeError("the fsdp variation ran a model FSDP2 refuses")
+        times.append(time.perf_counter() - start)
+    later = sorted(times[1:])
+    return harness.Row("4", "`fsdp` variation that ends in a skip (a 0-d parameter FSDP2 refuses)",
+                       later[len(later) // 2], "s", 1.0,
+                       note=f"first call {harness.fmt(times[0], 's')} (torch imported before; pytest-ckpt's and FSDP's "
+                            f"imports in it); skip: {message[:90]}")
+
+
 def run(work: Path, rounds: int) -> list[harness.Row]:
     project = work / "roundtrip-project"
     project.mkdir(exist_ok=True)
@@ -85,4 +118,5 @@ def run(work: Path, rounds: int) -> list[harness.Row]:
     ]
     for name, t in sorted(median.items(), key=lambda kv: -kv[1]):
         rows.append(harness.Row("4", f"variation `{name}`", t, "s", 8.0 if name == "fsdp" else None))
+    rows.append(fsdp_skip_row(rounds))
     return rows

@@ -148,9 +148,11 @@ def _detect_dir(path: Path) -> tuple[Format, Path]:
     )
 
 
-def detect_file(path: Path) -> Format:
-    """The format of one file, from its first bytes; the suffix only sharpens the error."""
-    regular(path)  # a FIFO or a device would block or never end: said, not opened
+def detect_file(path: Path, *, stat_checked: bool = False) -> Format:
+    """The format of one file, from its first bytes; the suffix only sharpens the error.
+    ``stat_checked``: the caller has just found it a regular file."""
+    if not stat_checked:
+        regular(path)  # a FIFO or a device would block or never end: said, not opened
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -37,6 +37,7 @@ DTYPES: dict[str, torch.dtype] = {
     if isinstance(getattr(torch, name, None), torch.dtype)
 }
 CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
+_ITEMSIZES: dict[str, int] = {code: dtype.itemsize for code, dtype in DTYPES.items()}
 
 
 class Header:
@@ -82,15 +83,17 @@ def read_header(path: Path) -> Header:
     data_size = size - 8 - n
     entries = []
     end_max = 0
+    dtypes, itemsizes, prod, u64 = DTYPES, _ITEMSIZES, math.prod, _U64  # locals: 723 entries in a 70B shard set
     for name, info in header.items():
         try:
-            dtype = DTYPES[info["dtype"]]
+            code = info["dtype"]
+            dtype = dtypes[code]
             shape = info["shape"]
             begin, end = info["data_offsets"]
             # min() and prod() in C; each dimension's type only where a float or a bool can be
             ok = (type(begin) is int and type(end) is int and type(shape) is list
-                  and 0 <= begin <= end < _U64 and (plain or all(type(d) is int for d in shape))
-                  and end - begin == math.prod(shape) * dtype.itemsize and (not shape or min(shape) >= 0))
+                  and 0 <= begin <= end < u64 and (plain or all(type(d) is int for d in shape))
+                  and end - begin == prod(shape) * itemsizes[code] and (not shape or min(shape) >= 0))
             if ok and begin == end and shape:  # empty: the other dimensions are unbounded by the bytes
                 ok = max(shape) < _U64 and math.prod(d or 1 for d in shape) < _MAX_ELEMENTS
         except (KeyError, TypeError, ValueError):
@@ -151,6 +154,14 @@ def _check_coverage(path: Path, entries, data_size: int) -> None:
     """The byte ranges tile the data region from 0 to its end, as the safetensors library requires:
     a file it refuses is refused here too."""
     pos = 0
+    for _, _, _, begin, end in entries:  # writers lay tensors out in header order: no sort then
+        if begin != pos:
+            break
+        pos = end
+    else:
+        if pos == data_size:
+            return
+    pos = 0
     for begin, end, name in sorted((b, e, name) for name, _, _, b, e in entries):
         if begin != pos:
             what = "overlaps the previous tensor" if begin < pos else f"leaves a gap of {begin - pos} bytes"
@@ -169,7 +180,7 @@ def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | 
     ties = _ties(stored)
     try:
         if meta:
-            tensors = {name: torch.empty(shape, dtype=dtype, device="meta") for name, dtype, shape, _, _ in header.entries}
+            tensors = _meta(header.entries, own={g[0] for g in ties})
         else:  # values are read: the bytes verify would refuse are refused here too
             check_crc(path, header)
             tensors = _values(path, header)
@@ -186,6 +197,24 @@ def read(path: Path, *, meta: bool, weights_only: bool = True, header: Header | 
     expressible = bool(stored and "ties" in stored)
     return Contents(path, "safetensors", tensors, meta, stored=stored, ties_expressible=expressible,
                     files=[path], tie_key=_alias_key({id(tensors[g[0]]) for g in ties}) if meta else None)
+
+
+def _meta(entries, *, own: set[str]) -> dict[str, torch.Tensor]:
+    """Meta tensors of the entries. A meta tensor holds no bytes: names of one shape and dtype
+    share one (a 70B model has a few such pairs, 723 names), and the names of a stored tie
+    group get their own, since the tie key is the object's identity."""
+    shared: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, dtype, shape, _, _ in entries:
+        if name in own:
+            out[name] = torch.empty(shape, dtype=dtype, device="meta")
+            continue
+        key = (dtype, *shape)
+        t = shared.get(key)
+        if t is None:
+            t = shared[key] = torch.empty(shape, dtype=dtype, device="meta")
+        out[name] = t
+    return out
 
 
 def _alias_key(tied: set[int]):

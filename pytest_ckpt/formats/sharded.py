@@ -10,7 +10,7 @@ from typing import Any, Callable, Hashable
 import torch
 
 from ..errors import CheckpointError
-from .paths import inside, regular
+from .paths import inside, kind_of, regular
 from .registry import Contents, Format, detect_file, register
 
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
@@ -29,9 +29,13 @@ def read_index(index: Path) -> dict[str, list[str]]:
     except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(index, "corrupted", f"the index has no readable weight_map ({type(e).__name__}: {e})") from None
     shards: dict[str, list[str]] = {}
+    directory = index.parent
     for name, shard in weight_map.items():
-        inside(index.parent, shard, named_by=index, what=f"the weight_map entry for {name!r} names")
-        shards.setdefault(shard, []).append(name)
+        names = shards.get(shard) if isinstance(shard, str) else None
+        if names is None:  # each shard's name checked once: a 70B index names 30 files 723 times
+            inside(directory, shard, named_by=index, what=f"the weight_map entry for {name!r} names")
+            names = shards[shard] = []
+        names.append(name)
     return shards
 
 
@@ -47,9 +51,10 @@ def read(index: Path, *, meta: bool, weights_only: bool = True) -> Contents:
         files.append(part.path)
         torch_shards |= part.format != "safetensors"
         _check_names(index, part.path, names, part.tree)
-        for t in part.tree.values():
-            if isinstance(t, torch.Tensor):
-                shard_of[id(t)] = (i, part.tie_key)
+        if part.format != "safetensors":  # ties are only looked for among torch shards
+            for t in part.tree.values():
+                if isinstance(t, torch.Tensor):
+                    shard_of[id(t)] = (i, part.tie_key)
         tree.update(part.tree)
 
     def tie_key(t: torch.Tensor) -> Hashable | None:
@@ -66,7 +71,7 @@ def verify(index: Path) -> None:
     """Index readable; every named shard present, valid and holding the names the index gives it."""
     for shard, names in read_index(index).items():
         path = _shard_path(index, shard)
-        fmt = _guard(path, detect_file, path)
+        fmt = _guard(path, detect_file, path, stat_checked=True)
         _check_format(index, path, fmt.name)
         _guard(path, fmt.verify, path)
         part = _guard(path, fmt.read, path, meta=True, weights_only=True)
@@ -75,7 +80,7 @@ def verify(index: Path) -> None:
 
 def _read_shard(index: Path, shard: str, *, meta: bool, weights_only: bool) -> Contents:
     path = _shard_path(index, shard)
-    fmt = _guard(path, detect_file, path)
+    fmt = _guard(path, detect_file, path, stat_checked=True)
     _check_format(index, path, fmt.name)
     part = _guard(path, fmt.read, path, meta=meta, weights_only=weights_only)
     if not isinstance(part.tree, dict):
@@ -90,9 +95,14 @@ def _check_format(index: Path, path: Path, name: str) -> None:
 
 def _shard_path(index: Path, shard: str) -> Path:
     path = index.parent / shard
-    regular(path, role=f"shard {shard} named by {index.name}")
-    if not path.is_file():
-        raise CheckpointError(path, "incomplete", f"shard {shard} named by {index.name} is absent (an interrupted save or copy?)")
+    try:  # one stat says absent, not a regular file, or a file
+        what = kind_of(path)
+    except FileNotFoundError:
+        raise CheckpointError(path, "incomplete", f"shard {shard} named by {index.name} is absent (an interrupted save or copy?)") from None
+    except OSError as e:
+        raise CheckpointError(path, "unreadable", e.strerror or str(e)) from None
+    if what is not None:
+        raise CheckpointError(path, "unreadable", f"shard {shard} named by {index.name} is {what}, not a regular file: not read")
     return path
 
 

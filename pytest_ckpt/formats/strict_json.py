@@ -12,11 +12,12 @@ few regular-expression scans, not a slower parse.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import operator
 import re
-from itertools import repeat
+from collections import Counter
+from itertools import chain
 from typing import Any, Collection
 
 _NEGATIVE_ZERO = re.compile(rb"-0(?![0-9])")
@@ -61,7 +62,8 @@ def loads(raw: bytes, *, fields: Collection[str]) -> tuple[Any, bool]:
         value = json.loads(text, object_pairs_hook=_pairs(fields), **options)
     if escaped and _SURROGATE.search(raw):
         _no_lone_surrogate(value)
-    literal = (b"true" in raw or b"false" in raw) and _LITERAL.search(raw)
+    # a substring test is a C scan; the exact regular expression runs only where it may match
+    literal = (raw.find(b"true") >= 0 or raw.find(b"false") >= 0) and _LITERAL.search(raw)
     return value, not floats and not literal
 
 
@@ -70,11 +72,17 @@ def _named_once(raw: bytes, value: Any, fields: Collection[str]) -> bool:
     # means no object holds it twice (counted in C: a pass per field)
     if not isinstance(value, dict):
         return True
-    objects = [value, *(v for v in value.values() if type(v) is dict)]
+    # the keys of every object, counted in C in one pass
+    held = Counter(chain(value, *[v for v in value.values() if type(v) is dict]))
     for name in fields:
-        if raw.count(b'"%s"' % name.encode()) != sum(map(operator.contains, objects, repeat(name))):
+        if raw.count(_needle(name)) != held[name]:
             return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _needle(name: str) -> bytes:
+    return b'"%s"' % name.encode()
 
 
 def _pairs(fields: Collection[str]):

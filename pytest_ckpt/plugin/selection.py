@@ -24,16 +24,14 @@ ckpt_variations=nested selects no resume variation (resume variations: plain, co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from . import options as o
 from ..checks.resume_variations import RESUME_DEFAULT, RESUME_VARIATIONS
 from ..checks.variations import DEFAULT, VARIATIONS, UnknownVariation
 
 
-@dataclass(frozen=True)
-class MarkerKind:
+class MarkerKind(NamedTuple):  # not a dataclass: cheap to create at start-up
     """A marker that parametrizes tests by variation, and the variations it knows."""
 
     marker: str

@@ -125,3 +125,17 @@ def test_torch_zip_nested_training_state(tmp_path, state):
     torch.save({"epoch": 3, "model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}}, p)
     c = formats.read(p, meta=True)
     assert c.tree["epoch"] == 3 and c.tree["model"]["embed.weight"].shape == (8, 4)
+
+
+def test_safetensors_meta_ties_are_only_the_stored_ones(tmp_path):
+    # meta tensors of one shape and dtype are one object: the tied names must keep their own
+    import pytest_ckpt as pc
+
+    w = torch.randn(4, 3)
+    p = tmp_path / "tied.safetensors"
+    pc.save({"embed.weight": w, "lm_head.weight": w, "a.weight": torch.randn(4, 3), "b.weight": torch.randn(4, 3)}, p)
+    c = formats.read(p, meta=True)
+    key = c.tie_key
+    assert key(c.tree["embed.weight"]) == key(c.tree["lm_head.weight"]) is not None
+    assert key(c.tree["a.weight"]) is None and key(c.tree["b.weight"]) is None
+    assert pc.schema(p)["a.weight"] == pc.schema(p)["embed.weight"]

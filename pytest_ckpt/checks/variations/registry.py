@@ -13,7 +13,7 @@ each variation's code lives in its own module and is imported on first use.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...errors import VariationUnavailable
 
@@ -24,8 +24,7 @@ class UnknownVariation(ValueError):
     """A variation name the marker does not know (a selection: neither marker); the message lists the valid ones."""
 
 
-@dataclass(frozen=True)
-class Variation:
+class Variation(NamedTuple):  # not a dataclass: the plugin imports it at every pytest start-up
     """One variation (of a round trip: a way of wrapping and saving a model; of a resume check: a way
     of running the training); ``impl`` is ``"module:attr"``, imported lazily."""
 
