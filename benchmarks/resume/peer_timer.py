@@ -23,7 +23,7 @@ def main() -> None:
     for line in sys.stdin:
         family, bug, at, steps = line.split()
         began = time.perf_counter()
-        out = peers._child_pytest_torch(family, None if bug == "-" else bug, int(at), int(steps))
+        out = peers._check_pytest_torch(family, None if bug == "-" else bug, int(at), int(steps))
         print(json.dumps({"seconds": time.perf_counter() - began, "raised": out["raised"]}), flush=True)
 
 
