@@ -345,8 +345,10 @@ def _zip_evidence(blob: bytes, before: bytes | None) -> str | None:
         for info in infos:
             old = was.get(info.filename)
             if info.filename.endswith("/pytest_ckpt.json") and old is not None and (
-                    (info.CRC, info.file_size, info.compress_type, info.flag_bits, info.external_attr)
-                    != (old.CRC, old.file_size, old.compress_type, old.flag_bits, old.external_attr)):
+                    (info.CRC, info.file_size, info.compress_size, info.compress_type, info.flag_bits,
+                     info.external_attr)
+                    != (old.CRC, old.file_size, old.compress_size, old.compress_type, old.flag_bits,
+                        old.external_attr)):
                 return "pc.save metadata"
     return None
 
